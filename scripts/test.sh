@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command of README: installs what the tests need when it is missing, then
+# runs every test. Each file in scripts/deps/ installs one tool and is idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for dep in scripts/deps/*.sh; do
+  [ -e "$dep" ] || continue
+  bash "$dep"
+done
+if [ -f .tools/env ]; then
+  # Paths of tools the deps scripts installed under .tools/ (helm, cvc5, ...).
+  . .tools/env
+fi
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-targets --no-fail-fast
+else
+  cargo test --workspace --all-targets --no-fail-fast
+fi

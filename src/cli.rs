@@ -1,0 +1,155 @@
+//! The subcommands, called by `main` after it parses the command line.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::{AuthorizeArgs, ModelArgs, ServeArgs};
+use crate::decision::{self, RawRequest};
+use crate::server;
+
+/// `portcullis serve`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let app = match server::build_app(&args) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if args.check_config {
+        let snap = app.policies.load();
+        println!(
+            "configuration ok: {} policies ({} active), entity source `{}`, listen {}",
+            snap.info.len(),
+            snap.active_policy_count(),
+            app.entities.kind(),
+            args.listen
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listener = TcpListener::bind(args.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, entity_source = app.entities.kind(), "portcullis serving");
+    crate::http::serve(
+        listener,
+        Arc::new(app),
+        shutdown_signal(),
+        args.shutdown_grace(),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// `portcullis validate`: prints every problem as `file:line:col: message`.
+pub fn validate(args: &ModelArgs) -> ExitCode {
+    match server::load_model(args) {
+        Ok(snap) => {
+            println!(
+                "ok: {} policies and templates, {} template links, schema valid",
+                snap.info
+                    .iter()
+                    .filter(|p| p.kind != crate::policy::PolicyKind::Link)
+                    .count(),
+                snap.info
+                    .iter()
+                    .filter(|p| p.kind == crate::policy::PolicyKind::Link)
+                    .count(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{} problem(s) found", e.0.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `portcullis authorize`: one decision, printed with its determining policies. Exit
+/// status 0 on Allow, 1 on Deny, 2 on a bad request or configuration.
+pub async fn authorize(args: &AuthorizeArgs) -> ExitCode {
+    let snapshot = match server::load_model(&args.model) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let source = match server::open_entities(&args.entity, &snapshot) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let context = match args
+        .context
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("`--context` is not valid JSON: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let raw = RawRequest {
+        principal: args.principal.clone(),
+        action: args.action.clone(),
+        resource: args.resource.clone(),
+        context,
+    };
+    let checked = match decision::check(&snapshot, &raw) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let d = decision::decide_with(&snapshot, &source, &checked).await;
+    println!("{}", if d.allowed { "ALLOW" } else { "DENY" });
+    for id in &d.reasons {
+        let file = snapshot
+            .info
+            .iter()
+            .find(|p| &p.id == id)
+            .map(|p| match p.line {
+                Some(l) => format!(" ({}:{l})", p.file),
+                None => format!(" ({})", p.file),
+            })
+            .unwrap_or_default();
+        println!("  determined by: {id}{file}");
+    }
+    for e in &d.errors {
+        println!("  error: {e}");
+    }
+    if d.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

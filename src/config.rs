@@ -1,0 +1,146 @@
+//! Command-line and environment configuration. Every flag of `serve` also reads a
+//! `PORTCULLIS_*` variable; tests build these structs directly, without a process
+//! environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about = "Cedar authorization sidecar", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve decisions over HTTP.
+    Serve(ServeArgs),
+    /// Validate the schema and policies strictly; the exit status tells.
+    Validate(ModelArgs),
+    /// Decide one request from the command line and print the determining policies.
+    Authorize(AuthorizeArgs),
+}
+
+/// Where the schema, policies and template links come from. Each one left out is the
+/// shipped portal model's.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ModelArgs {
+    /// Cedar schema file (`.cedarschema`, or `.json` for the JSON schema format).
+    #[arg(long, env = "PORTCULLIS_SCHEMA", value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+    /// A `.cedar` file, or a directory whose `*.cedar` files are loaded.
+    #[arg(long, env = "PORTCULLIS_POLICIES", value_name = "DIR|FILE")]
+    pub policies: Option<PathBuf>,
+    /// Template links, in the JSON format of the cedar CLI's `--template-linked`.
+    #[arg(long, env = "PORTCULLIS_TEMPLATE_LINKS", value_name = "FILE")]
+    pub template_links: Option<PathBuf>,
+}
+
+/// Where entity data comes from.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EntityArgs {
+    /// Entity data in Cedar's JSON entity format (default: the shipped demo data).
+    #[arg(long, env = "PORTCULLIS_ENTITIES", value_name = "FILE")]
+    pub entities: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub entity: EntityArgs,
+    /// Address to listen on.
+    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8180")]
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes; larger ones get 413.
+    #[arg(long, env = "PORTCULLIS_MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub max_body_bytes: usize,
+    /// Most requests in one batch.
+    #[arg(long, env = "PORTCULLIS_BATCH_LIMIT", default_value_t = 100)]
+    pub batch_limit: usize,
+    /// Decision log: `off`, `on`, or a sampling rate between 0 and 1 (e.g. `0.1`).
+    #[arg(long, env = "PORTCULLIS_DECISION_LOG", default_value = "off")]
+    pub decision_log: DecisionLog,
+    /// Log format of the service's own logs and the decision log.
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+    /// Seconds to let in-flight requests finish after SIGTERM or SIGINT.
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// Load and check the whole configuration, print a summary, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+impl ServeArgs {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        Self {
+            model: ModelArgs::default(),
+            entity: EntityArgs::default(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8180)),
+            max_body_bytes: 1_048_576,
+            batch_limit: 100,
+            decision_log: DecisionLog::Off,
+            log_format: "json".to_string(),
+            shutdown_grace_secs: 10,
+            check_config: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthorizeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub entity: EntityArgs,
+    /// Principal uid, e.g. `Portal::User::"bea"`.
+    #[arg(long)]
+    pub principal: String,
+    /// Action uid, e.g. `Portal::Action::"PayInvoice"`.
+    #[arg(long)]
+    pub action: String,
+    /// Resource uid, e.g. `Portal::Invoice::"inv-1001"`.
+    #[arg(long)]
+    pub resource: String,
+    /// Context as a JSON object.
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+/// Whether decisions are logged: never, always, or a fraction of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DecisionLog {
+    Off,
+    On,
+    Sampled(f64),
+}
+
+impl FromStr for DecisionLog {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(Self::Off),
+            "on" => Ok(Self::On),
+            other => match other.parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(Self::Sampled(r)),
+                _ => Err(format!(
+                    "invalid decision log setting `{other}`: expected `off`, `on` or a rate between 0 and 1"
+                )),
+            },
+        }
+    }
+}

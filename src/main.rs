@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use portcullis::config::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: &str) {
+    let filter =
+        EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    if format == "text" {
+        builder.init();
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => {
+            init_logging(&args.log_format);
+            runtime.block_on(portcullis::cli::serve(args))
+        }
+        Command::Validate(args) => Ok(portcullis::cli::validate(&args)),
+        Command::Authorize(args) => Ok(runtime.block_on(portcullis::cli::authorize(&args))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! The policy store: reads schema, policies and template links, validates them
+//! strictly, and produces an immutable [`PolicySnapshot`].
+//!
+//! A snapshot is never changed after it is built. The server holds the current one in
+//! an `ArcSwap`, so a request keeps the snapshot it started with while a reload swaps in
+//! a new one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use cedar_policy::{EntityUid, PolicyId, PolicySet, Schema, SlotId, ValidationMode, Validator};
+use miette::Diagnostic;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The shipped portal model, compiled into the binary so that it runs from anywhere.
+pub mod embedded {
+    /// Display name and text of the shipped schema.
+    pub const SCHEMA: (&str, &str) = (
+        "schema/portal.cedarschema",
+        include_str!("../schema/portal.cedarschema"),
+    );
+    /// Display names and texts of the shipped policy files.
+    pub const POLICIES: &[(&str, &str)] = &[
+        (
+            "policies/email.cedar",
+            include_str!("../policies/email.cedar"),
+        ),
+        (
+            "policies/guards.cedar",
+            include_str!("../policies/guards.cedar"),
+        ),
+        (
+            "policies/members.cedar",
+            include_str!("../policies/members.cedar"),
+        ),
+        (
+            "policies/owner.cedar",
+            include_str!("../policies/owner.cedar"),
+        ),
+    ];
+    /// Display name and text of the demo entity data.
+    pub const ENTITIES: (&str, &str) = (
+        "examples/portal/entities.json",
+        include_str!("../examples/portal/entities.json"),
+    );
+}
+
+/// One source file: the name shown in errors and its text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub name: String,
+    pub text: String,
+}
+
+impl SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    /// Reads a file, naming it by the path it was given.
+    pub fn read(path: &Path) -> Result<Self, LoadErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            LoadErrors::single(Problem::file(
+                path.display().to_string(),
+                format!("cannot read: {e}"),
+            ))
+        })?;
+        Ok(Self::new(path.display().to_string(), text))
+    }
+}
+
+/// Everything a snapshot is built from.
+#[derive(Debug, Clone)]
+pub struct PolicySources {
+    pub schema: SourceFile,
+    pub policies: Vec<SourceFile>,
+    pub links: Option<SourceFile>,
+}
+
+impl PolicySources {
+    /// The shipped portal model.
+    pub fn embedded() -> Self {
+        Self {
+            schema: SourceFile::new(embedded::SCHEMA.0, embedded::SCHEMA.1),
+            policies: embedded::POLICIES
+                .iter()
+                .map(|(name, text)| SourceFile::new(*name, *text))
+                .collect(),
+            links: None,
+        }
+    }
+
+    /// Reads sources from disk. `policies` is a `.cedar` file or a directory whose
+    /// `*.cedar` files are read in name order.
+    pub fn read(schema: &Path, policies: &Path, links: Option<&Path>) -> Result<Self, LoadErrors> {
+        let schema = SourceFile::read(schema)?;
+        let policies = policy_files(policies)?
+            .iter()
+            .map(|p| SourceFile::read(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let links = links.map(SourceFile::read).transpose()?;
+        Ok(Self {
+            schema,
+            policies,
+            links,
+        })
+    }
+}
+
+/// The `.cedar` files a policies path names: the file itself, or a directory's
+/// `*.cedar` files in name order (not recursive, so test and invariant folders beside
+/// the policies are not read as policies).
+pub fn policy_files(path: &Path) -> Result<Vec<PathBuf>, LoadErrors> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        LoadErrors::single(Problem::file(
+            path.display().to_string(),
+            format!("cannot read: {e}"),
+        ))
+    })?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| {
+        LoadErrors::single(Problem::file(
+            path.display().to_string(),
+            format!("cannot read: {e}"),
+        ))
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar") && p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(LoadErrors::single(Problem::file(
+            path.display().to_string(),
+            "no `.cedar` files in this directory".to_string(),
+        )));
+    }
+    Ok(files)
+}
+
+/// What kind of policy an id names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    Static,
+    Template,
+    Link,
+}
+
+/// What a snapshot knows about one of its policies.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyInfo {
+    pub id: String,
+    pub kind: PolicyKind,
+    /// The file the policy (or, for a link, its links file) came from.
+    pub file: String,
+    /// Line of the policy in that file (1-based), where known.
+    pub line: Option<usize>,
+    /// SHA-256 of the policy's text, hex.
+    pub hash: String,
+}
+
+/// An immutable, validated policy set with its schema.
+#[derive(Debug)]
+pub struct PolicySnapshot {
+    pub schema: Schema,
+    pub policies: PolicySet,
+    /// Policies, templates and links in load order.
+    pub info: Vec<PolicyInfo>,
+    /// SHA-256 over every source file's name and text, hex.
+    pub hash: String,
+    /// SHA-256 over the schema text alone: entity data validated against one schema
+    /// stays valid while this does not change.
+    pub schema_hash: String,
+    pub loaded_at: SystemTime,
+}
+
+impl PolicySnapshot {
+    /// Number of static policies plus template-linked policies: the policies that
+    /// take part in decisions.
+    pub fn active_policy_count(&self) -> usize {
+        self.info
+            .iter()
+            .filter(|p| p.kind != PolicyKind::Template)
+            .count()
+    }
+}
+
+/// One problem found while loading, located in a source file where possible.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl Problem {
+    fn file(file: String, message: String) -> Self {
+        Self {
+            file,
+            line: None,
+            column: None,
+            message,
+        }
+    }
+
+    fn at(file: &SourceFile, offset: Option<usize>, message: String) -> Self {
+        let (line, column) = match offset {
+            Some(o) => {
+                let (l, c) = line_col(&file.text, o);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        Self {
+            file: file.name.clone(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{}:{}: {}", self.file, l, c, self.message),
+            _ => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// Every problem that stopped a load. Never empty.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct LoadErrors(pub Vec<Problem>);
+
+impl LoadErrors {
+    fn single(p: Problem) -> Self {
+        Self(vec![p])
+    }
+}
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for p in &self.0 {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map_or(1, |tail| tail.chars().count() + 1);
+    (line, col)
+}
+
+/// The message of a miette diagnostic, with its help, and the offset of its first label.
+fn describe(d: &dyn Diagnostic) -> (String, Option<usize>) {
+    let mut message = d.to_string();
+    if let Some(help) = d.help() {
+        message.push_str(&format!(" (help: {help})"));
+    }
+    let offset = d
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|l| l.offset());
+    (message, offset)
+}
+
+/// Every diagnostic of an error: itself, or its related diagnostics when it only
+/// gathers them.
+fn problems_of(file: &SourceFile, d: &dyn Diagnostic) -> Vec<Problem> {
+    let related: Vec<Problem> = d
+        .related()
+        .map(|r| {
+            r.map(|inner| {
+                let (m, o) = describe(inner);
+                Problem::at(file, o, m)
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    if related.is_empty() {
+        let (m, o) = describe(d);
+        vec![Problem::at(file, o, m)]
+    } else {
+        related
+    }
+}
+
+fn sha256_hex(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses a schema in the Cedar schema syntax, or the JSON schema format when the file
+/// name ends in `.json`.
+pub fn parse_schema(file: &SourceFile) -> Result<Schema, LoadErrors> {
+    if file.name.ends_with(".json") {
+        Schema::from_json_str(&file.text).map_err(|e| LoadErrors(problems_of(file, &e)))
+    } else {
+        Schema::from_cedarschema_str(&file.text)
+            .map(|(schema, _warnings)| schema)
+            .map_err(|e| LoadErrors(problems_of(file, &e)))
+    }
+}
+
+/// One link of the links file, in the format of the cedar CLI's `--template-linked`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateLink {
+    pub template_id: String,
+    pub link_id: String,
+    pub args: BTreeMap<String, String>,
+}
+
+/// Parses a links file: a JSON array of [`TemplateLink`].
+pub fn parse_links(file: &SourceFile) -> Result<Vec<TemplateLink>, LoadErrors> {
+    serde_json::from_str(&file.text).map_err(|e| {
+        LoadErrors::single(Problem {
+            file: file.name.clone(),
+            line: Some(e.line()),
+            column: Some(e.column()),
+            message: format!("invalid template links: {e}"),
+        })
+    })
+}
+
+/// Builds and strictly validates a snapshot. Returns every problem found, not only the
+/// first, so a policy author fixes them in one round.
+pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
+    let mut problems = Vec::new();
+    let schema = parse_schema(&sources.schema);
+
+    let mut set = PolicySet::new();
+    let mut info: Vec<PolicyInfo> = Vec::new();
+    // Which file and offset each policy id came from, to place validation errors.
+    let mut origin: HashMap<String, usize> = HashMap::new();
+
+    for (file_index, file) in sources.policies.iter().enumerate() {
+        let parsed = match PolicySet::from_str(&file.text) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.extend(problems_of(file, &e));
+                continue;
+            }
+        };
+        // The parser names policies and templates `policy0`, `policy1`, ... in file
+        // order; keep that order, and find each one's text in the file for its line.
+        let mut items: Vec<(usize, usize, Item)> = parsed
+            .policies()
+            .map(|p| Item::Policy(p.clone()))
+            .chain(parsed.templates().map(|t| Item::Template(t.clone())))
+            .map(|item| {
+                let n = item.parser_index();
+                let offset = file.text.find(&item.text()).unwrap_or(0);
+                (n, offset, item)
+            })
+            .collect();
+        items.sort_by_key(|(n, _, _)| *n);
+        for (_, offset, item) in items {
+            let (line, _) = line_col(&file.text, offset);
+            let id = item
+                .annotation("id")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{}:{}", file.name, line));
+            if let Some(prev) = info.iter().find(|p| p.id == id) {
+                problems.push(Problem::at(
+                    file,
+                    Some(offset),
+                    format!(
+                        "duplicate policy id `{id}`: already used at {}:{}",
+                        prev.file,
+                        prev.line.unwrap_or(0)
+                    ),
+                ));
+                continue;
+            }
+            let pid = PolicyId::new(&id);
+            let (kind, text, added) = match item {
+                Item::Policy(p) => {
+                    let p = p.new_id(pid);
+                    let text = p.to_string();
+                    (
+                        PolicyKind::Static,
+                        text,
+                        set.add(p).map_err(|e| e.to_string()),
+                    )
+                }
+                Item::Template(t) => {
+                    let t = t.new_id(pid);
+                    let text = t.to_string();
+                    (
+                        PolicyKind::Template,
+                        text,
+                        set.add_template(t).map_err(|e| e.to_string()),
+                    )
+                }
+            };
+            if let Err(e) = added {
+                problems.push(Problem::at(file, Some(offset), e));
+                continue;
+            }
+            origin.insert(id.clone(), file_index);
+            info.push(PolicyInfo {
+                id,
+                kind,
+                file: file.name.clone(),
+                line: Some(line),
+                hash: sha256_hex(&[&text]),
+            });
+        }
+    }
+
+    if let Some(links_file) = &sources.links {
+        match parse_links(links_file) {
+            Err(e) => problems.extend(e.0),
+            Ok(links) => {
+                for link in links {
+                    if let Err(p) = add_link(&mut set, &link, links_file) {
+                        problems.push(p);
+                        continue;
+                    }
+                    info.push(PolicyInfo {
+                        id: link.link_id.clone(),
+                        kind: PolicyKind::Link,
+                        file: links_file.name.clone(),
+                        line: None,
+                        hash: sha256_hex(&[
+                            &link.template_id,
+                            &serde_json::to_string(&link.args).unwrap_or_default(),
+                        ]),
+                    });
+                }
+            }
+        }
+    }
+
+    let schema = match schema {
+        Ok(s) => s,
+        Err(e) => {
+            problems.extend(e.0);
+            return Err(LoadErrors(problems));
+        }
+    };
+    if !problems.is_empty() {
+        return Err(LoadErrors(problems));
+    }
+
+    let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+    for err in result.validation_errors() {
+        let id = err.policy_id().to_string();
+        let file = info
+            .iter()
+            .find(|p| p.id == id)
+            .and_then(|p| {
+                if p.kind == PolicyKind::Link {
+                    sources.links.as_ref()
+                } else {
+                    origin.get(&id).and_then(|i| sources.policies.get(*i))
+                }
+            })
+            .unwrap_or(&sources.schema);
+        let (message, offset) = describe(err);
+        let offset = if info
+            .iter()
+            .any(|p| p.id == id && p.kind == PolicyKind::Link)
+        {
+            None
+        } else {
+            offset
+        };
+        problems.push(Problem::at(
+            file,
+            offset,
+            format!("policy `{id}`: {message}"),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(LoadErrors(problems));
+    }
+
+    let mut all: Vec<&str> = vec![&sources.schema.name, &sources.schema.text];
+    for f in &sources.policies {
+        all.push(&f.name);
+        all.push(&f.text);
+    }
+    if let Some(l) = &sources.links {
+        all.push(&l.name);
+        all.push(&l.text);
+    }
+    Ok(PolicySnapshot {
+        schema,
+        policies: set,
+        info,
+        hash: sha256_hex(&all),
+        schema_hash: sha256_hex(&[&sources.schema.text]),
+        loaded_at: SystemTime::now(),
+    })
+}
+
+enum Item {
+    Policy(cedar_policy::Policy),
+    Template(cedar_policy::Template),
+}
+
+impl Item {
+    /// The `N` of the parser's default id `policyN`.
+    fn parser_index(&self) -> usize {
+        let id = match self {
+            Item::Policy(p) => p.id().to_string(),
+            Item::Template(t) => t.id().to_string(),
+        };
+        id.trim_start_matches("policy")
+            .parse()
+            .unwrap_or(usize::MAX)
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Item::Policy(p) => p.to_string(),
+            Item::Template(t) => t.to_string(),
+        }
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        match self {
+            Item::Policy(p) => p.annotation(key),
+            Item::Template(t) => t.annotation(key),
+        }
+    }
+}
+
+fn add_link(set: &mut PolicySet, link: &TemplateLink, file: &SourceFile) -> Result<(), Problem> {
+    let mut vals = HashMap::new();
+    for (slot, uid) in &link.args {
+        let slot_id = match slot.as_str() {
+            "?principal" => SlotId::principal(),
+            "?resource" => SlotId::resource(),
+            other => {
+                return Err(Problem::file(
+                    file.name.clone(),
+                    format!(
+                        "link `{}`: unknown slot `{other}` (expected `?principal` or `?resource`)",
+                        link.link_id
+                    ),
+                ))
+            }
+        };
+        let uid = EntityUid::from_str(uid).map_err(|e| {
+            Problem::file(
+                file.name.clone(),
+                format!(
+                    "link `{}`: invalid entity uid `{uid}` for `{slot}`: {e}",
+                    link.link_id
+                ),
+            )
+        })?;
+        vals.insert(slot_id, uid);
+    }
+    set.link(
+        PolicyId::new(&link.template_id),
+        PolicyId::new(&link.link_id),
+        vals,
+    )
+    .map_err(|e| Problem::file(file.name.clone(), format!("link `{}`: {e}", link.link_id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_model_compiles_strictly() {
+        let snap = compile(&PolicySources::embedded());
+        assert!(
+            snap.is_ok(),
+            "{}",
+            snap.err().map(|e| e.to_string()).unwrap_or_default()
+        );
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab", 99), (1, 3));
+    }
+}

@@ -1,0 +1,126 @@
+//! The running service's state and its start-up: load the model, pick the entity
+//! source, and hand both to the HTTP layer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{DecisionLog, EntityArgs, ModelArgs, ServeArgs};
+use crate::entities::{EntitySource, FileSource};
+use crate::metrics::Metrics;
+use crate::policy::{self, embedded, LoadErrors, PolicySnapshot, PolicySources, SourceFile};
+
+/// Options of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub max_body_bytes: usize,
+    pub batch_limit: usize,
+    pub decision_log: DecisionLog,
+}
+
+impl From<&ServeArgs> for HttpOptions {
+    fn from(a: &ServeArgs) -> Self {
+        Self {
+            max_body_bytes: a.max_body_bytes,
+            batch_limit: a.batch_limit,
+            decision_log: a.decision_log,
+        }
+    }
+}
+
+/// Everything a request handler reads.
+pub struct App {
+    /// The serving snapshot. Read on every request, written only by a reload: an
+    /// `ArcSwap` lets readers load it without a lock, and a request keeps the snapshot
+    /// it loaded even if a reload swaps in another meanwhile.
+    pub policies: Arc<ArcSwap<PolicySnapshot>>,
+    pub entities: Arc<dyn EntitySource>,
+    pub metrics: Arc<Metrics>,
+    pub options: HttpOptions,
+    /// Decisions seen, for deterministic sampling of the decision log.
+    decisions_seen: AtomicU64,
+}
+
+impl App {
+    pub fn new(
+        snapshot: PolicySnapshot,
+        entities: Arc<dyn EntitySource>,
+        metrics: Arc<Metrics>,
+        options: HttpOptions,
+    ) -> Self {
+        metrics
+            .policies_loaded
+            .set(i64::try_from(snapshot.active_policy_count()).unwrap_or(i64::MAX));
+        Self {
+            policies: Arc::new(ArcSwap::from_pointee(snapshot)),
+            entities,
+            metrics,
+            options,
+            decisions_seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether this decision goes to the decision log. A rate `r` logs exactly
+    /// `floor(n * r)` of the first `n` decisions, with no randomness to test around.
+    pub fn should_log_decision(&self) -> bool {
+        match self.options.decision_log {
+            DecisionLog::Off => false,
+            DecisionLog::On => true,
+            DecisionLog::Sampled(rate) => {
+                let n = self.decisions_seen.fetch_add(1, Ordering::Relaxed) as f64;
+                ((n + 1.0) * rate).floor() > (n * rate).floor()
+            }
+        }
+    }
+}
+
+/// Reads the sources the flags name, each falling back to the shipped model.
+pub fn model_sources(args: &ModelArgs) -> Result<PolicySources, LoadErrors> {
+    let mut sources = PolicySources::embedded();
+    if let Some(path) = &args.schema {
+        sources.schema = SourceFile::read(path)?;
+    }
+    if let Some(path) = &args.policies {
+        sources.policies = policy::policy_files(path)?
+            .iter()
+            .map(|p| SourceFile::read(p))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(path) = &args.template_links {
+        sources.links = Some(SourceFile::read(path)?);
+    }
+    Ok(sources)
+}
+
+/// Loads and strictly validates the model the flags name.
+pub fn load_model(args: &ModelArgs) -> Result<PolicySnapshot, LoadErrors> {
+    policy::compile(&model_sources(args)?)
+}
+
+/// Opens the entity source the flags name and checks its data against the schema.
+pub fn open_entities(
+    args: &EntityArgs,
+    snapshot: &PolicySnapshot,
+) -> anyhow::Result<Arc<dyn EntitySource>> {
+    let file = match &args.entities {
+        Some(path) => SourceFile::read(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => SourceFile::new(embedded::ENTITIES.0, embedded::ENTITIES.1),
+    };
+    let source = FileSource::new(&file)?;
+    source.check(snapshot)?;
+    Ok(Arc::new(source))
+}
+
+/// Builds the whole application state from `serve` flags.
+pub fn build_app(args: &ServeArgs) -> anyhow::Result<App> {
+    let snapshot = load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let entities = open_entities(&args.entity, &snapshot)?;
+    let metrics = Arc::new(Metrics::new()?);
+    Ok(App::new(
+        snapshot,
+        entities,
+        metrics,
+        HttpOptions::from(args),
+    ))
+}
