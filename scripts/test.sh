@@ -7,10 +7,8 @@ for dep in scripts/deps/*.sh; do
   [ -e "$dep" ] || continue
   bash "$dep"
 done
-if [ -f .tools/env ]; then
-  # Paths of tools the deps scripts installed under .tools/ (helm, cvc5, ...).
-  . .tools/env
-fi
+# Tools the deps scripts installed under .tools/bin (helm, cvc5, ...).
+export PATH="$PWD/.tools/bin:$PATH"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --no-fail-fast
 else
