@@ -24,6 +24,8 @@ pub enum Command {
     Validate(ModelArgs),
     /// Decide one request from the command line and print the determining policies.
     Authorize(AuthorizeArgs),
+    /// Read and write entities in the Redis entity store.
+    Entities(crate::entities::redis::EntitiesArgs),
 }
 
 /// Where the schema, policies and template links come from. Each one left out is the
@@ -45,8 +47,16 @@ pub struct ModelArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct EntityArgs {
     /// Entity data in Cedar's JSON entity format (default: the shipped demo data).
-    #[arg(long, env = "PORTCULLIS_ENTITIES", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "PORTCULLIS_ENTITIES",
+        value_name = "FILE",
+        conflicts_with_all = ["redis_url", "redis_cluster"]
+    )]
     pub entities: Option<PathBuf>,
+    /// The Redis entity store (used instead of `--entities` when a Redis is named).
+    #[command(flatten)]
+    pub redis: crate::entities::redis::RedisArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         }
         Command::Validate(args) => Ok(portcullis::cli::validate(&args)),
         Command::Authorize(args) => Ok(runtime.block_on(portcullis::cli::authorize(&args))),
+        Command::Entities(args) => runtime.block_on(portcullis::entities::redis::cli::run(args)),
     };
     match result {
         Ok(code) => code,

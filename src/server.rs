@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{DecisionLog, EntityArgs, ModelArgs, ServeArgs};
-use crate::entities::{EntitySource, FileSource};
+use crate::entities::{EntitySource, FileSource, RedisSource};
 use crate::metrics::Metrics;
 use crate::policy::{self, embedded, LoadErrors, PolicySnapshot, PolicySources, SourceFile};
 
@@ -103,6 +103,21 @@ pub fn open_entities(
     args: &EntityArgs,
     snapshot: &PolicySnapshot,
 ) -> anyhow::Result<Arc<dyn EntitySource>> {
+    open_entities_with(args, snapshot, None)
+}
+
+/// [`open_entities`], registering the source's metrics (if it has any) in `metrics`.
+/// A Redis source connects in the background; its data is checked per entity as
+/// decisions read it.
+pub fn open_entities_with(
+    args: &EntityArgs,
+    snapshot: &PolicySnapshot,
+    metrics: Option<&Metrics>,
+) -> anyhow::Result<Arc<dyn EntitySource>> {
+    if args.redis.is_configured() {
+        let source = RedisSource::open(&args.redis, metrics.map(|m| &m.registry))?;
+        return Ok(Arc::new(source));
+    }
     let file = match &args.entities {
         Some(path) => SourceFile::read(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => SourceFile::new(embedded::ENTITIES.0, embedded::ENTITIES.1),
@@ -115,8 +130,8 @@ pub fn open_entities(
 /// Builds the whole application state from `serve` flags.
 pub fn build_app(args: &ServeArgs) -> anyhow::Result<App> {
     let snapshot = load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let entities = open_entities(&args.entity, &snapshot)?;
     let metrics = Arc::new(Metrics::new()?);
+    let entities = open_entities_with(&args.entity, &snapshot, Some(&metrics))?;
     Ok(App::new(
         snapshot,
         entities,

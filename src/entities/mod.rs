@@ -6,6 +6,7 @@
 //! the schema does not describe.
 
 mod file;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use cedar_policy::{Entities, EntityTypeName, EntityUid};
 use crate::policy::PolicySnapshot;
 
 pub use file::FileSource;
+pub use redis::RedisSource;
 
 /// Why a source could not supply entities. A decision that meets one denies.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,0 +1,351 @@
+//! `portcullis entities`: the tool the portal backend's sync job and operators use to
+//! write entities to Redis. Every write is checked against the schema before anything
+//! is written, and publishes its invalidations; the command returns once every
+//! subscribed Portcullis has acknowledged them (or the acknowledgement timeout passes,
+//! which is reported).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cedar_policy::{Entities, Entity, EntityUid};
+use clap::{Args, Subcommand};
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::invalidation::{ack_channel, encode};
+use super::store::{self, Conn, Target};
+use super::RedisArgs;
+use crate::config::ModelArgs;
+use crate::server;
+
+#[derive(Debug, Clone, Args)]
+pub struct EntitiesArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// How long to wait for running services to acknowledge the invalidations.
+    #[arg(long, env = "PORTCULLIS_ACK_TIMEOUT_MS", default_value_t = 2000)]
+    pub ack_timeout_ms: u64,
+    #[command(subcommand)]
+    pub command: EntitiesCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum EntitiesCommand {
+    /// Import a file of entities (Cedar JSON): all of it lands, or none of it.
+    Import { file: PathBuf },
+    /// Write entities given as JSON (one entity or an array), or read from `--file`.
+    Put {
+        json: Option<String>,
+        #[arg(long, conflicts_with = "json")]
+        file: Option<PathBuf>,
+    },
+    /// Delete one entity, e.g. `'Portal::User::"bea"'`.
+    Delete { uid: String },
+    /// Print one entity's stored JSON.
+    Get { uid: String },
+}
+
+/// Above this many entities, import shows a progress bar.
+const PROGRESS_THRESHOLD: usize = 1000;
+/// Commands per pipeline while writing.
+const CHUNK: usize = 1000;
+/// Above this many uids, a write publishes "everything changed" instead of a list.
+const FLUSH_THRESHOLD: usize = 10_000;
+
+/// Entry point of `portcullis entities`.
+pub async fn run(args: EntitiesArgs) -> anyhow::Result<ExitCode> {
+    match execute(&args).await {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Runs one subcommand and returns what it prints.
+pub async fn execute(args: &EntitiesArgs) -> anyhow::Result<String> {
+    let target = args.redis.target()?;
+    match &args.command {
+        EntitiesCommand::Get { uid } => {
+            let uid = parse_uid(uid)?;
+            let mut conn = target.connect(args.redis.timeout()).await?;
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(store::entity_key(&args.redis.redis_prefix, &uid));
+            let value: Option<String> = conn.query(&cmd).await?;
+            value.ok_or_else(|| anyhow::anyhow!("entity `{uid}` is not in Redis"))
+        }
+        EntitiesCommand::Delete { uid } => {
+            let uid = parse_uid(uid)?;
+            let mut conn = target.connect(args.redis.timeout()).await?;
+            let prefix = &args.redis.redis_prefix;
+            // Key and index entry are in different slots on a cluster, so this is two
+            // commands; the key goes first, so a reader never finds an indexed uid
+            // that still resolves after the delete is reported.
+            let mut del = redis::cmd("DEL");
+            del.arg(store::entity_key(prefix, &uid));
+            let removed: i64 = conn.query(&del).await?;
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(store::type_key(prefix, uid.type_name()))
+                .arg(uid.id().unescaped());
+            conn.query::<i64>(&zrem).await?;
+            let acks = publish(args, &target, &mut conn, Some(&[uid.clone()])).await?;
+            Ok(format!(
+                "{} `{uid}`{acks}",
+                if removed > 0 { "deleted" } else { "absent" }
+            ))
+        }
+        EntitiesCommand::Put { json, file } => {
+            let text = match (json, file) {
+                (Some(j), _) => j.clone(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("`{}`: {e}", f.display()))?,
+                (None, None) => anyhow::bail!("give the entity JSON or `--file`"),
+            };
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("the entity JSON does not parse: {e}"))?;
+            let value = match value {
+                serde_json::Value::Array(_) => value,
+                one => serde_json::Value::Array(vec![one]),
+            };
+            write_file(args, &target, value, "input").await
+        }
+        EntitiesCommand::Import { file } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("`{}`: {e}", file.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}:{}: {e}",
+                    file.display(),
+                    e.line(),
+                    e.column()
+                )
+            })?;
+            write_file(args, &target, value, &file.display().to_string()).await
+        }
+    }
+}
+
+fn parse_uid(s: &str) -> anyhow::Result<EntityUid> {
+    s.parse()
+        .map_err(|e| anyhow::anyhow!("invalid entity uid `{s}`: {e}"))
+}
+
+/// Validates a whole array of entities against the schema, then writes it.
+async fn write_file(
+    args: &EntitiesArgs,
+    target: &Target,
+    value: serde_json::Value,
+    name: &str,
+) -> anyhow::Result<String> {
+    let snapshot = server::load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let entities = Entities::from_json_value(value, Some(&snapshot.schema))
+        .map_err(|e| anyhow::anyhow!("{name}: {}", super::flatten(&e)))?;
+    let actions: HashSet<EntityUid> = snapshot.schema.actions().cloned().collect();
+    let mut records: Vec<(EntityUid, String)> = Vec::new();
+    for entity in entities.iter() {
+        let uid = entity.uid();
+        if actions.contains(&uid) {
+            continue;
+        }
+        records.push((uid, entity_json(entity)?));
+    }
+    let mut conn = target.connect(args.redis.timeout()).await?;
+    let count = records.len();
+    match target {
+        Target::Single(client) => write_atomic(client, &args.redis.redis_prefix, &records).await?,
+        Target::Cluster { .. } => {
+            write_compensated(&mut conn, &args.redis.redis_prefix, &records).await?
+        }
+    }
+    let uids: Vec<EntityUid> = records.into_iter().map(|(u, _)| u).collect();
+    let listed = (uids.len() <= FLUSH_THRESHOLD).then_some(uids.as_slice());
+    let acks = publish(args, target, &mut conn, listed).await?;
+    Ok(format!("wrote {count} entities{acks}"))
+}
+
+/// An entity's JSON as stored: Cedar's own serialization, so references are explicit.
+fn entity_json(entity: &Entity) -> anyhow::Result<String> {
+    let v = entity
+        .to_json_value()
+        .map_err(|e| anyhow::anyhow!("entity `{}`: {e}", entity.uid()))?;
+    Ok(v.to_string())
+}
+
+fn progress(count: usize, what: &str) -> ProgressBar {
+    if count < PROGRESS_THRESHOLD {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(count as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn add_writes(pipe: &mut redis::Pipeline, prefix: &str, chunk: &[(EntityUid, String)]) {
+    for (uid, json) in chunk {
+        pipe.cmd("SET")
+            .arg(store::entity_key(prefix, uid))
+            .arg(json)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg(store::type_key(prefix, uid.type_name()))
+            .arg(0)
+            .arg(uid.id().unescaped())
+            .ignore();
+    }
+}
+
+/// A single server: one `MULTI`/`EXEC` transaction, sent in chunks on a connection of
+/// its own. Redis applies all of it at `EXEC` or, if anything failed to queue or the
+/// connection drops before `EXEC`, none of it.
+async fn write_atomic(
+    client: &redis::Client,
+    prefix: &str,
+    records: &[(EntityUid, String)],
+) -> anyhow::Result<()> {
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let bar = progress(records.len(), "writing");
+    redis::cmd("MULTI").query_async::<()>(&mut conn).await?;
+    for chunk in records.chunks(CHUNK) {
+        let mut pipe = redis::pipe();
+        add_writes(&mut pipe, prefix, chunk);
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            let _ = redis::cmd("DISCARD").query_async::<()>(&mut conn).await;
+            anyhow::bail!("nothing was written: {e}");
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    redis::cmd("EXEC")
+        .query_async::<redis::Value>(&mut conn)
+        .await
+        .map_err(|e| anyhow::anyhow!("nothing was written: {e}"))?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// A cluster cannot run one transaction across slots. The previous values are read
+/// first; if any write fails, they are put back (and new keys removed) before the
+/// error is reported, so the file lands whole or not at all once the command
+/// returns. Readers may see part of the file while the import runs.
+async fn write_compensated(
+    conn: &mut Conn,
+    prefix: &str,
+    records: &[(EntityUid, String)],
+) -> anyhow::Result<()> {
+    let bar = progress(records.len() * 2, "writing");
+    let mut previous: Vec<Option<Vec<u8>>> = Vec::with_capacity(records.len());
+    for chunk in records.chunks(CHUNK) {
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|(u, _)| store::entity_key(prefix, u))
+            .collect();
+        previous.extend(conn.mget(&keys).await?);
+        bar.inc(chunk.len() as u64);
+    }
+    let mut written = 0;
+    let mut failure = None;
+    for chunk in records.chunks(CHUNK) {
+        let mut pipe = redis::pipe();
+        add_writes(&mut pipe, prefix, chunk);
+        if let Err(e) = conn.pipe::<()>(&pipe).await {
+            failure = Some(e);
+            break;
+        }
+        written += chunk.len();
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let Some(e) = failure else {
+        return Ok(());
+    };
+    // Undo everything up to and including the chunk that failed.
+    let end = (written + CHUNK).min(records.len());
+    let mut pipe = redis::pipe();
+    for ((uid, _), old) in records.iter().zip(&previous).take(end) {
+        let key = store::entity_key(prefix, uid);
+        match old {
+            Some(v) => pipe.cmd("SET").arg(key).arg(v.as_slice()).ignore(),
+            None => {
+                pipe.cmd("DEL").arg(key).ignore();
+                pipe.cmd("ZREM")
+                    .arg(store::type_key(prefix, uid.type_name()))
+                    .arg(uid.id().unescaped())
+                    .ignore()
+            }
+        };
+    }
+    match conn.pipe::<()>(&pipe).await {
+        Ok(()) => anyhow::bail!("nothing was written (the partial write was undone): {e}"),
+        Err(undo) => anyhow::bail!(
+            "the write failed ({e}) and undoing it failed too ({undo}): the store may hold part of the file; import it again"
+        ),
+    }
+}
+
+/// Publishes the invalidation and waits for every subscriber that received it to
+/// acknowledge. Returns a note for the output.
+async fn publish(
+    args: &EntitiesArgs,
+    target: &Target,
+    conn: &mut Conn,
+    uids: Option<&[EntityUid]>,
+) -> anyhow::Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let channel = &args.redis.redis_channel;
+    let message = encode(&id, uids);
+    // Listen for acknowledgements before publishing, so none is missed. On a cluster,
+    // `PUBLISH` counts the subscribers of the node it is sent to; the first seed is
+    // the node Portcullis subscribes through, so publishing there counts them.
+    let client = target
+        .pubsub_clients()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no Redis node to publish to"))?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(ack_channel(channel)).await?;
+    let receivers: i64 = if target.is_cluster() {
+        let mut direct = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(&message)
+            .query_async(&mut direct)
+            .await?
+    } else {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(&message);
+        conn.query(&cmd).await?
+    };
+    let mut acked = 0i64;
+    let wait = async {
+        let mut stream = pubsub.on_message();
+        while acked < receivers {
+            match stream.next().await {
+                Some(msg) if msg.get_payload_bytes() == id.as_bytes() => acked += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+    };
+    let timeout = Duration::from_millis(args.ack_timeout_ms);
+    if tokio::time::timeout(timeout, wait).await.is_err() || acked < receivers {
+        eprintln!(
+            "warning: {acked} of {receivers} subscribers acknowledged the invalidation within {} ms",
+            timeout.as_millis()
+        );
+    }
+    Ok(format!("; invalidation acknowledged by {acked} of {receivers} subscribers"))
+}

@@ -1,0 +1,592 @@
+//! The Redis entity source: entities live in Redis (written by the portal backend's
+//! sync job or by `portcullis entities`), a bounded moka cache sits in front, and an
+//! invalidation subscription keeps the cache honest.
+//!
+//! - [`store`]: key layout and connections (single server, TLS, cluster).
+//! - [`invalidation`]: the subscriber task and the message format writers publish.
+//! - [`cli`]: `portcullis entities import|put|delete|get`.
+//! - [`metrics`]: cache and Redis metrics.
+//!
+//! A decision fetches its principal and resource, then what they point to (parents,
+//! entity references in attributes and tags) level by level up to the fetch depth,
+//! with one `MGET` per level for whatever the cache does not hold. A warm decision
+//! makes no network call.
+
+pub mod cli;
+pub mod invalidation;
+pub mod metrics;
+pub mod store;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid};
+use clap::Args;
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use prometheus::Registry;
+use tokio::sync::watch;
+
+use super::{EntitySource, EntitySourceError, UidPage};
+use crate::policy::PolicySnapshot;
+use metrics::RedisMetrics;
+use store::{Conn, Target};
+
+pub use cli::EntitiesArgs;
+
+/// Flags of the Redis entity store (`serve` and `authorize`; the connection flags are
+/// shared with `entities`).
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL: `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    #[arg(
+        long,
+        env = "PORTCULLIS_REDIS_URL",
+        value_name = "URL",
+        conflicts_with = "redis_cluster"
+    )]
+    pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated (`host:port` or URLs).
+    #[arg(
+        long,
+        env = "PORTCULLIS_REDIS_CLUSTER",
+        value_name = "NODES",
+        value_delimiter = ','
+    )]
+    pub redis_cluster: Vec<String>,
+    /// Prefix of every key Portcullis reads and writes.
+    #[arg(long, env = "PORTCULLIS_REDIS_PREFIX", default_value = "portcullis:")]
+    pub redis_prefix: String,
+    /// Channel writers publish changed uids on.
+    #[arg(
+        long,
+        env = "PORTCULLIS_REDIS_CHANNEL",
+        default_value = "portcullis:invalidate"
+    )]
+    pub redis_channel: String,
+    /// Also evict on Redis keyspace notifications, for writers that cannot publish
+    /// (the server needs `notify-keyspace-events` with `K$g` or wider).
+    #[arg(long, env = "PORTCULLIS_REDIS_KEYSPACE_EVENTS")]
+    pub redis_keyspace_events: bool,
+    /// How many levels of references (parents, entity attributes, tags) a decision
+    /// fetches beyond its principal and resource.
+    #[arg(long, env = "PORTCULLIS_REDIS_FETCH_DEPTH", default_value_t = 3)]
+    pub redis_fetch_depth: usize,
+    /// Connect and response timeout of Redis commands, in milliseconds.
+    #[arg(long, env = "PORTCULLIS_REDIS_TIMEOUT_MS", default_value_t = 500)]
+    pub redis_timeout_ms: u64,
+    /// Upper bound of the entity cache, in bytes of stored JSON.
+    #[arg(long, env = "PORTCULLIS_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub cache_max_bytes: u64,
+    /// Upper bound of the entity cache, in entities.
+    #[arg(long, env = "PORTCULLIS_CACHE_MAX_ENTRIES", default_value_t = 1_000_000)]
+    pub cache_max_entries: u64,
+    /// Time to live of a cached entity: a safety net behind invalidation.
+    #[arg(long, env = "PORTCULLIS_CACHE_TTL_SECS", default_value_t = 300)]
+    pub cache_ttl_secs: u64,
+    /// Time to live of a "not in Redis" entry, in milliseconds.
+    #[arg(long, env = "PORTCULLIS_NEGATIVE_CACHE_TTL_MS", default_value_t = 1000)]
+    pub negative_cache_ttl_ms: u64,
+    /// While Redis or the subscription is down, keep serving cached entities for this
+    /// long. 0 (the default) never serves data that could be stale.
+    #[arg(long, env = "PORTCULLIS_MAX_STALENESS_SECS", default_value_t = 0)]
+    pub max_staleness_secs: u64,
+}
+
+impl Default for RedisArgs {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            redis_cluster: Vec::new(),
+            redis_prefix: "portcullis:".to_string(),
+            redis_channel: "portcullis:invalidate".to_string(),
+            redis_keyspace_events: false,
+            redis_fetch_depth: 3,
+            redis_timeout_ms: 500,
+            cache_max_bytes: 256 * 1024 * 1024,
+            cache_max_entries: 1_000_000,
+            cache_ttl_secs: 300,
+            negative_cache_ttl_ms: 1000,
+            max_staleness_secs: 0,
+        }
+    }
+}
+
+impl RedisArgs {
+    /// Whether a Redis store is named at all.
+    pub fn is_configured(&self) -> bool {
+        self.redis_url.is_some() || !self.redis_cluster.is_empty()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms.max(1))
+    }
+
+    pub fn target(&self) -> Result<Target, EntitySourceError> {
+        Target::new(self.redis_url.as_deref(), &self.redis_cluster, self.timeout())
+            .map_err(|e| EntitySourceError::Unavailable(format!("invalid Redis address: {e}")))
+    }
+}
+
+/// One entity in the cache: parsed against the schema whose hash it carries.
+struct Cached {
+    schema_hash: String,
+    entity: Entity,
+    /// Uids this entity points to: the next fetch level.
+    refs: Vec<EntityUid>,
+    /// Size of the stored JSON: the entry's weight.
+    bytes: usize,
+}
+
+/// What a miss in Redis left behind: absent, or present but unusable.
+#[derive(Clone)]
+enum Negative {
+    Absent,
+    Invalid(Arc<str>),
+}
+
+/// Subscription states.
+const CONNECTING: u8 = 0;
+const LIVE: u8 = 1;
+const DOWN: u8 = 2;
+
+/// State shared by request handlers and the subscriber task.
+pub(crate) struct Shared {
+    prefix: String,
+    depth: usize,
+    timeout: Duration,
+    max_staleness: Duration,
+    cache: Cache<EntityUid, Arc<Cached>>,
+    negative: Cache<EntityUid, Negative>,
+    /// Bumped by every invalidation and every flush. A fetch inserts what it read and
+    /// then checks the epoch: if it moved, an invalidation may have raced the read, so
+    /// the fetch removes its own inserts. The subscriber bumps the epoch before it
+    /// evicts, so either it evicts after the insert or the fetch sees the bump.
+    epoch: AtomicU64,
+    state: watch::Sender<u8>,
+    /// Milliseconds since `started` when the subscription went down.
+    down_since_ms: AtomicU64,
+    started: Instant,
+    /// The command connection, set by the subscriber task once Redis answers.
+    conn: ArcSwapOption<Conn>,
+    metrics: RedisMetrics,
+}
+
+impl Shared {
+    fn state(&self) -> u8 {
+        *self.state.borrow()
+    }
+
+    /// Whether the cache may answer: the subscription is live, or it went down less
+    /// than the allowed staleness ago.
+    fn cache_usable(&self) -> bool {
+        match self.state() {
+            LIVE => true,
+            DOWN if !self.max_staleness.is_zero() => {
+                let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let since = self.down_since_ms.load(Ordering::SeqCst);
+                Duration::from_millis(now.saturating_sub(since)) < self.max_staleness
+            }
+            _ => false,
+        }
+    }
+
+    fn set_state(&self, s: u8) {
+        if s == DOWN && self.state() != DOWN {
+            let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.down_since_ms.store(now, Ordering::SeqCst);
+        }
+        self.metrics.subscription_up.set(i64::from(s == LIVE));
+        self.state.send_replace(s);
+    }
+
+    /// Forgets everything cached.
+    pub(crate) fn flush(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate_all();
+        self.negative.invalidate_all();
+        self.metrics.invalidations.with_label_values(&["flush"]).inc();
+    }
+
+    /// Forgets one entity.
+    pub(crate) async fn evict(&self, uid: &EntityUid, source: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate(uid).await;
+        self.negative.invalidate(uid).await;
+        self.metrics.invalidations.with_label_values(&[source]).inc();
+    }
+
+    fn update_size_gauges(&self) {
+        self.metrics
+            .cache_entries
+            .set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
+        self.metrics
+            .cache_bytes
+            .set(i64::try_from(self.cache.weighted_size()).unwrap_or(i64::MAX));
+    }
+
+    fn conn(&self) -> Result<Conn, EntitySourceError> {
+        self.conn
+            .load_full()
+            .map(|c| (*c).clone())
+            .ok_or_else(|| EntitySourceError::Unavailable("not connected to Redis".to_string()))
+    }
+
+    /// One round trip, timed and counted.
+    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, EntitySourceError> {
+        let mut conn = self.conn()?;
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, conn.mget(keys)).await;
+        self.metrics
+            .roundtrip
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(values)) if values.len() == keys.len() => Ok(values),
+            Ok(Ok(_)) => {
+                self.metrics.errors.inc();
+                Err(EntitySourceError::Unavailable(
+                    "Redis answered MGET with the wrong number of values".to_string(),
+                ))
+            }
+            Ok(Err(e)) => {
+                self.metrics.errors.inc();
+                Err(EntitySourceError::Unavailable(format!("Redis: {e}")))
+            }
+            Err(_) => {
+                self.metrics.errors.inc();
+                Err(EntitySourceError::Unavailable(format!(
+                    "Redis did not answer within {} ms",
+                    self.timeout.as_millis()
+                )))
+            }
+        }
+    }
+}
+
+/// The entity source backed by Redis.
+pub struct RedisSource {
+    shared: Arc<Shared>,
+    /// The subscriber task; it lives exactly as long as the source.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RedisSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RedisSource {
+    /// Sets up the cache and starts the subscriber task, which connects in the
+    /// background: the service starts (not ready) even while Redis is down. Must run
+    /// inside a Tokio runtime.
+    pub fn open(args: &RedisArgs, registry: Option<&Registry>) -> Result<Self, EntitySourceError> {
+        let target = args.target()?;
+        let metrics = RedisMetrics::new(registry)
+            .map_err(|e| EntitySourceError::Unavailable(format!("metrics: {e}")))?;
+        // moka bounds one weight. Each entry weighs its bytes but at least
+        // `max_bytes / max_entries`, so neither the byte bound nor the entry bound
+        // can be passed.
+        let min_weight = u32::try_from(
+            args.cache_max_bytes
+                .checked_div(args.cache_max_entries.max(1))
+                .unwrap_or(1)
+                .max(1),
+        )
+        .unwrap_or(u32::MAX);
+        let evictions = metrics.cache_evictions.clone();
+        let cache = Cache::builder()
+            .max_capacity(args.cache_max_bytes)
+            .weigher(move |_k: &EntityUid, v: &Arc<Cached>| {
+                u32::try_from(v.bytes).unwrap_or(u32::MAX).max(min_weight)
+            })
+            .time_to_live(Duration::from_secs(args.cache_ttl_secs.max(1)))
+            .eviction_listener(move |_k, _v, cause| match cause {
+                RemovalCause::Size => evictions.with_label_values(&["size"]).inc(),
+                RemovalCause::Expired => evictions.with_label_values(&["expired"]).inc(),
+                _ => {}
+            })
+            .build();
+        let negative = Cache::builder()
+            .max_capacity(args.cache_max_entries.max(1))
+            .time_to_live(Duration::from_millis(args.negative_cache_ttl_ms.max(1)))
+            .build();
+        let (state, _) = watch::channel(CONNECTING);
+        let shared = Arc::new(Shared {
+            prefix: args.redis_prefix.clone(),
+            depth: args.redis_fetch_depth,
+            timeout: args.timeout(),
+            max_staleness: Duration::from_secs(args.max_staleness_secs),
+            cache,
+            negative,
+            epoch: AtomicU64::new(0),
+            state,
+            down_since_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            conn: ArcSwapOption::empty(),
+            metrics,
+        });
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            EntitySourceError::Unavailable("the Redis source needs a Tokio runtime".to_string())
+        })?;
+        let task = handle.spawn(invalidation::run(
+            shared.clone(),
+            target,
+            invalidation::Settings {
+                channel: args.redis_channel.clone(),
+                keyspace: args.redis_keyspace_events,
+            },
+        ));
+        Ok(Self { shared, task })
+    }
+
+    /// Waits until the first connection attempt settles (used at start-up and by
+    /// the one-shot `authorize`), at most `limit`.
+    pub async fn wait_connected(&self, limit: Duration) {
+        let mut rx = self.shared.state.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s != CONNECTING)).await;
+    }
+
+    /// Parses what Redis holds under `uid`'s key.
+    fn parse(
+        uid: &EntityUid,
+        bytes: &[u8],
+        snapshot: &PolicySnapshot,
+    ) -> Result<Cached, String> {
+        let json: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| format!("entity `{uid}` in Redis is not valid JSON: {e}"))?;
+        let entity = Entity::from_json_value(json.clone(), Some(&snapshot.schema)).map_err(|e| {
+            format!(
+                "entity `{uid}` in Redis does not conform to the schema: {}",
+                flatten(&e)
+            )
+        })?;
+        if &entity.uid() != uid {
+            return Err(format!(
+                "entity `{uid}` in Redis holds the data of `{}`",
+                entity.uid()
+            ));
+        }
+        let mut refs = Vec::new();
+        if let Some(parents) = json.get("parents").and_then(|p| p.as_array()) {
+            refs.extend(parents.iter().filter_map(uid_of_json));
+        }
+        for field in ["attrs", "tags"] {
+            if let Some(v) = json.get(field) {
+                collect_refs(v, &mut refs);
+            }
+        }
+        Ok(Cached {
+            schema_hash: snapshot.schema_hash.clone(),
+            entity,
+            refs,
+            bytes: bytes.len(),
+        })
+    }
+}
+
+/// An error's message with its causes, on one line.
+fn flatten(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = inner.source();
+    }
+    s
+}
+
+/// A uid in JSON form: `{"type": .., "id": ..}` or `{"__entity": {...}}`.
+fn uid_of_json(v: &serde_json::Value) -> Option<EntityUid> {
+    let v = v.get("__entity").unwrap_or(v);
+    let ty = v.get("type")?.as_str()?;
+    let id = v.get("id")?.as_str()?;
+    let ty: EntityTypeName = ty.parse().ok()?;
+    Some(EntityUid::from_type_name_and_id(ty, cedar_policy::EntityId::new(id)))
+}
+
+/// Every entity reference inside an attribute or tag value. A record that merely
+/// looks like a reference costs one extra key lookup at worst.
+fn collect_refs(v: &serde_json::Value, out: &mut Vec<EntityUid>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(uid) = uid_of_json(v) {
+                out.push(uid);
+                return;
+            }
+            for inner in map.values() {
+                collect_refs(inner, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for inner in items {
+                collect_refs(inner, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[async_trait]
+impl EntitySource for RedisSource {
+    async fn entities_for(
+        &self,
+        uids: &[EntityUid],
+        snapshot: &PolicySnapshot,
+    ) -> Result<Arc<Entities>, EntitySourceError> {
+        let shared = &self.shared;
+        if shared.state() == CONNECTING {
+            self.wait_connected(shared.timeout).await;
+        }
+        let use_cache = shared.cache_usable();
+        let declared: HashSet<&EntityTypeName> = snapshot.schema.entity_types().collect();
+        let mut seen: HashSet<EntityUid> = HashSet::new();
+        let mut found: Vec<Entity> = Vec::new();
+        let mut level: Vec<EntityUid> = uids.to_vec();
+        for _ in 0..=shared.depth {
+            let mut next = Vec::new();
+            let mut misses = Vec::new();
+            for uid in level {
+                if !declared.contains(uid.type_name()) || !seen.insert(uid.clone()) {
+                    continue;
+                }
+                if use_cache {
+                    if let Some(c) = shared.cache.get(&uid).await {
+                        if c.schema_hash == snapshot.schema_hash {
+                            shared.metrics.cache_hits.inc();
+                            found.push(c.entity.clone());
+                            next.extend(c.refs.iter().cloned());
+                            continue;
+                        }
+                    }
+                    if let Some(n) = shared.negative.get(&uid).await {
+                        shared.metrics.cache_hits.inc();
+                        match n {
+                            Negative::Absent => continue,
+                            Negative::Invalid(m) => {
+                                return Err(EntitySourceError::InvalidData(m.to_string()))
+                            }
+                        }
+                    }
+                }
+                shared.metrics.cache_misses.inc();
+                misses.push(uid);
+            }
+            if !misses.is_empty() {
+                let epoch = shared.epoch.load(Ordering::SeqCst);
+                let keys: Vec<String> = misses
+                    .iter()
+                    .map(|u| store::entity_key(&shared.prefix, u))
+                    .collect();
+                let values = shared.mget(&keys).await?;
+                let mut invalid = None;
+                for (uid, value) in misses.iter().zip(values) {
+                    let entry = match value {
+                        None => Err(Negative::Absent),
+                        Some(bytes) => Self::parse(uid, &bytes, snapshot)
+                            .map_err(|m| Negative::Invalid(m.into())),
+                    };
+                    match entry {
+                        Ok(c) => {
+                            found.push(c.entity.clone());
+                            next.extend(c.refs.iter().cloned());
+                            if use_cache {
+                                shared.cache.insert(uid.clone(), Arc::new(c)).await;
+                            }
+                        }
+                        Err(n) => {
+                            if let Negative::Invalid(m) = &n {
+                                invalid.get_or_insert_with(|| m.to_string());
+                            }
+                            if use_cache {
+                                shared.negative.insert(uid.clone(), n).await;
+                            }
+                        }
+                    }
+                }
+                if use_cache {
+                    if shared.epoch.load(Ordering::SeqCst) != epoch {
+                        // An invalidation raced this read: what was read may be older
+                        // than what the invalidation announced.
+                        for uid in &misses {
+                            shared.cache.invalidate(uid).await;
+                            shared.negative.invalidate(uid).await;
+                        }
+                    }
+                    shared.update_size_gauges();
+                }
+                if let Some(m) = invalid {
+                    return Err(EntitySourceError::InvalidData(m));
+                }
+            }
+            level = next;
+        }
+        Entities::from_entities(found, Some(&snapshot.schema))
+            .map(Arc::new)
+            .map_err(|e| EntitySourceError::InvalidData(flatten(&e)))
+    }
+
+    async fn list(
+        &self,
+        entity_type: &EntityTypeName,
+        cursor: Option<&str>,
+        limit: usize,
+        _snapshot: &PolicySnapshot,
+    ) -> Result<UidPage, EntitySourceError> {
+        let mut conn = self.shared.conn()?;
+        let min = match cursor {
+            Some(c) => format!("({c}"),
+            None => "-".to_string(),
+        };
+        let mut cmd = redis::cmd("ZRANGEBYLEX");
+        cmd.arg(store::type_key(&self.shared.prefix, entity_type))
+            .arg(min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit.saturating_add(1));
+        let ids: Vec<String> = tokio::time::timeout(self.shared.timeout, conn.query(&cmd))
+            .await
+            .map_err(|_| EntitySourceError::Unavailable("Redis did not answer".to_string()))?
+            .map_err(|e| {
+                self.shared.metrics.errors.inc();
+                EntitySourceError::Unavailable(format!("Redis: {e}"))
+            })?;
+        let more = ids.len() > limit;
+        let uids: Vec<EntityUid> = ids
+            .iter()
+            .take(limit)
+            .map(|id| EntityUid::from_type_name_and_id(entity_type.clone(), cedar_policy::EntityId::new(id)))
+            .collect();
+        let next = if more {
+            ids.get(limit.saturating_sub(1)).cloned()
+        } else {
+            None
+        };
+        Ok(UidPage { uids, next })
+    }
+
+    async fn ready(&self) -> Result<(), EntitySourceError> {
+        match self.shared.state() {
+            LIVE => Ok(()),
+            CONNECTING => Err(EntitySourceError::Unavailable(
+                "connecting to Redis".to_string(),
+            )),
+            _ => Err(EntitySourceError::Unavailable(
+                "the Redis invalidation subscription is down; reconnecting".to_string(),
+            )),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
