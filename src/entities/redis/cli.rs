@@ -98,7 +98,7 @@ pub async fn execute(args: &EntitiesArgs) -> anyhow::Result<String> {
             zrem.arg(store::type_key(prefix, uid.type_name()))
                 .arg(uid.id().unescaped());
             conn.query::<i64>(&zrem).await?;
-            let acks = publish(args, &target, &mut conn, Some(&[uid.clone()])).await?;
+            let acks = publish(args, &target, &mut conn, Some(std::slice::from_ref(&uid))).await?;
             Ok(format!(
                 "{} `{uid}`{acks}",
                 if removed > 0 { "deleted" } else { "absent" }
@@ -123,12 +123,7 @@ pub async fn execute(args: &EntitiesArgs) -> anyhow::Result<String> {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| anyhow::anyhow!("`{}`: {e}", file.display()))?;
             let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}:{}: {e}",
-                    file.display(),
-                    e.line(),
-                    e.column()
-                )
+                anyhow::anyhow!("{}:{}:{}: {e}", file.display(), e.line(), e.column())
             })?;
             write_file(args, &target, value, &file.display().to_string()).await
         }
@@ -259,9 +254,18 @@ async fn write_compensated(
     let mut written = 0;
     let mut failure = None;
     for chunk in records.chunks(CHUNK) {
-        let mut pipe = redis::pipe();
-        add_writes(&mut pipe, prefix, chunk);
-        if let Err(e) = conn.pipe::<()>(&pipe).await {
+        let mut cmds = Vec::with_capacity(chunk.len() * 2);
+        for (uid, json) in chunk {
+            let mut set = redis::cmd("SET");
+            set.arg(store::entity_key(prefix, uid)).arg(json);
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(store::type_key(prefix, uid.type_name()))
+                .arg(0)
+                .arg(uid.id().unescaped());
+            cmds.push(set);
+            cmds.push(zadd);
+        }
+        if let Err(e) = each(conn, cmds).await {
             failure = Some(e);
             break;
         }
@@ -274,26 +278,47 @@ async fn write_compensated(
     };
     // Undo everything up to and including the chunk that failed.
     let end = (written + CHUNK).min(records.len());
-    let mut pipe = redis::pipe();
+    let mut undo = Vec::new();
     for ((uid, _), old) in records.iter().zip(&previous).take(end) {
         let key = store::entity_key(prefix, uid);
         match old {
-            Some(v) => pipe.cmd("SET").arg(key).arg(v.as_slice()).ignore(),
-            None => {
-                pipe.cmd("DEL").arg(key).ignore();
-                pipe.cmd("ZREM")
-                    .arg(store::type_key(prefix, uid.type_name()))
-                    .arg(uid.id().unescaped())
-                    .ignore()
+            Some(v) => {
+                let mut set = redis::cmd("SET");
+                set.arg(key).arg(v.as_slice());
+                undo.push(set);
             }
-        };
+            None => {
+                let mut del = redis::cmd("DEL");
+                del.arg(key);
+                let mut zrem = redis::cmd("ZREM");
+                zrem.arg(store::type_key(prefix, uid.type_name()))
+                    .arg(uid.id().unescaped());
+                undo.push(del);
+                undo.push(zrem);
+            }
+        }
     }
-    match conn.pipe::<()>(&pipe).await {
+    match each(conn, undo).await {
         Ok(()) => anyhow::bail!("nothing was written (the partial write was undone): {e}"),
         Err(undo) => anyhow::bail!(
             "the write failed ({e}) and undoing it failed too ({undo}): the store may hold part of the file; import it again"
         ),
     }
+}
+
+/// Sends commands one by one but many at a time: a cluster pipeline cannot cross
+/// slots, while single commands on the multiplexed connection are routed each to its
+/// node and still share the round trips.
+async fn each(conn: &Conn, cmds: Vec<redis::Cmd>) -> redis::RedisResult<()> {
+    let results: Vec<redis::RedisResult<()>> = futures_util::stream::iter(cmds)
+        .map(|cmd| {
+            let mut conn = conn.clone();
+            async move { conn.query::<()>(&cmd).await }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    results.into_iter().collect()
 }
 
 /// Publishes the invalidation and waits for every subscriber that received it to
@@ -347,5 +372,7 @@ async fn publish(
             timeout.as_millis()
         );
     }
-    Ok(format!("; invalidation acknowledged by {acked} of {receivers} subscribers"))
+    Ok(format!(
+        "; invalidation acknowledged by {acked} of {receivers} subscribers"
+    ))
 }

@@ -83,7 +83,11 @@ pub struct RedisArgs {
     #[arg(long, env = "PORTCULLIS_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_max_bytes: u64,
     /// Upper bound of the entity cache, in entities.
-    #[arg(long, env = "PORTCULLIS_CACHE_MAX_ENTRIES", default_value_t = 1_000_000)]
+    #[arg(
+        long,
+        env = "PORTCULLIS_CACHE_MAX_ENTRIES",
+        default_value_t = 1_000_000
+    )]
     pub cache_max_entries: u64,
     /// Time to live of a cached entity: a safety net behind invalidation.
     #[arg(long, env = "PORTCULLIS_CACHE_TTL_SECS", default_value_t = 300)]
@@ -127,8 +131,12 @@ impl RedisArgs {
     }
 
     pub fn target(&self) -> Result<Target, EntitySourceError> {
-        Target::new(self.redis_url.as_deref(), &self.redis_cluster, self.timeout())
-            .map_err(|e| EntitySourceError::Unavailable(format!("invalid Redis address: {e}")))
+        Target::new(
+            self.redis_url.as_deref(),
+            &self.redis_cluster,
+            self.timeout(),
+        )
+        .map_err(|e| EntitySourceError::Unavailable(format!("invalid Redis address: {e}")))
     }
 }
 
@@ -209,7 +217,10 @@ impl Shared {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
         self.negative.invalidate_all();
-        self.metrics.invalidations.with_label_values(&["flush"]).inc();
+        self.metrics
+            .invalidations
+            .with_label_values(&["flush"])
+            .inc();
     }
 
     /// Forgets one entity.
@@ -217,7 +228,10 @@ impl Shared {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate(uid).await;
         self.negative.invalidate(uid).await;
-        self.metrics.invalidations.with_label_values(&[source]).inc();
+        self.metrics
+            .invalidations
+            .with_label_values(&[source])
+            .inc();
     }
 
     fn update_size_gauges(&self) {
@@ -352,19 +366,16 @@ impl RedisSource {
     }
 
     /// Parses what Redis holds under `uid`'s key.
-    fn parse(
-        uid: &EntityUid,
-        bytes: &[u8],
-        snapshot: &PolicySnapshot,
-    ) -> Result<Cached, String> {
+    fn parse(uid: &EntityUid, bytes: &[u8], snapshot: &PolicySnapshot) -> Result<Cached, String> {
         let json: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| format!("entity `{uid}` in Redis is not valid JSON: {e}"))?;
-        let entity = Entity::from_json_value(json.clone(), Some(&snapshot.schema)).map_err(|e| {
-            format!(
-                "entity `{uid}` in Redis does not conform to the schema: {}",
-                flatten(&e)
-            )
-        })?;
+        let entity =
+            Entity::from_json_value(json.clone(), Some(&snapshot.schema)).map_err(|e| {
+                format!(
+                    "entity `{uid}` in Redis does not conform to the schema: {}",
+                    flatten(&e)
+                )
+            })?;
         if &entity.uid() != uid {
             return Err(format!(
                 "entity `{uid}` in Redis holds the data of `{}`",
@@ -410,7 +421,10 @@ fn uid_of_json(v: &serde_json::Value) -> Option<EntityUid> {
     let ty = v.get("type")?.as_str()?;
     let id = v.get("id")?.as_str()?;
     let ty: EntityTypeName = ty.parse().ok()?;
-    Some(EntityUid::from_type_name_and_id(ty, cedar_policy::EntityId::new(id)))
+    Some(EntityUid::from_type_name_and_id(
+        ty,
+        cedar_policy::EntityId::new(id),
+    ))
 }
 
 /// Every entity reference inside an attribute or tag value. A record that merely
@@ -564,7 +578,12 @@ impl EntitySource for RedisSource {
         let uids: Vec<EntityUid> = ids
             .iter()
             .take(limit)
-            .map(|id| EntityUid::from_type_name_and_id(entity_type.clone(), cedar_policy::EntityId::new(id)))
+            .map(|id| {
+                EntityUid::from_type_name_and_id(
+                    entity_type.clone(),
+                    cedar_policy::EntityId::new(id),
+                )
+            })
             .collect();
         let next = if more {
             ids.get(limit.saturating_sub(1)).cloned()

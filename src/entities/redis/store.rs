@@ -41,6 +41,7 @@ pub fn uid_of_key(prefix: &str, key: &str) -> Option<EntityUid> {
 /// Where the store is: one server (plain or TLS, with credentials in the URL) or a
 /// cluster reached through seed nodes.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // Built once per process; boxing buys nothing.
 pub enum Target {
     Single(redis::Client),
     Cluster {
@@ -102,7 +103,9 @@ impl Target {
                 let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
                 Ok(Conn::Single(conn))
             }
-            Target::Cluster { client, .. } => Ok(Conn::Cluster(client.get_async_connection().await?)),
+            Target::Cluster { client, .. } => {
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
         }
     }
 

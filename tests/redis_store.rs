@@ -1,0 +1,539 @@
+//! The Redis entity store against real redis-server processes (a single server, and a
+//! three-master cluster) started by the tests on free loopback ports.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cedar_policy::{EntityTypeName, EntityUid};
+use common::redis::{RedisCluster, RedisServer};
+use common::{request, uid, Reply, TestServer};
+use portcullis::config::ServeArgs;
+use portcullis::decision::{self, RawRequest};
+use portcullis::entities::redis::RedisArgs;
+use serde_json::Value;
+
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/portal/entities.json");
+
+/// `serve` flags for a single Redis.
+fn serve_redis(url: &str, max_staleness_secs: u64) -> ServeArgs {
+    let mut args = ServeArgs::default();
+    args.entity.redis = RedisArgs {
+        redis_url: Some(url.to_string()),
+        redis_timeout_ms: 300,
+        max_staleness_secs,
+        ..RedisArgs::default()
+    };
+    args
+}
+
+/// Runs `portcullis entities --redis-... <args>` (the real binary) and returns stdout.
+async fn entities_cli(target: &[&str], args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("entities")
+        .args(target)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "portcullis entities {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+async fn wait_ready(server: &TestServer, ready: bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = server.get("/readyz").await;
+        if (r.status == 200) == ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readiness never became {ready}: {}",
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn decide(server: &TestServer, principal: &str, action: &str, resource: &str) -> Reply {
+    server
+        .post("/v1/is_authorized", &request(principal, action, resource))
+        .await
+}
+
+fn allowed(r: &Reply) -> bool {
+    r.status == 200 && r.json["decision"] == "Allow"
+}
+
+/// Bea's entity as the demo has it, with her acme permissions replaced.
+fn bea_with_permissions(permissions: &[&str]) -> String {
+    let demo: Value = serde_json::from_str(&std::fs::read_to_string(DEMO).unwrap()).unwrap();
+    let mut bea = demo
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["uid"]["id"] == "bea")
+        .unwrap()
+        .clone();
+    bea["tags"]["acme"]["permissions"] = serde_json::json!(permissions);
+    bea.to_string()
+}
+
+/// The sum of Redis's per-command call counts, leaving out the `INFO` the count itself
+/// costs.
+fn commands_served(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        .filter_map(|l| l.split("calls=").nth(1))
+        .filter_map(|v| v.split(',').next())
+        .map(|v| v.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_from_redis_equal_decisions_from_the_demo_file() {
+    let redis = RedisServer::start();
+    let out = entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    assert!(out.contains("wrote 29 entities"), "{out}");
+    let from_file = TestServer::portal().await;
+    let from_redis = TestServer::start(serve_redis(&redis.url(), 0)).await;
+    wait_ready(&from_redis, true).await;
+
+    let snapshot = from_file.app.policies.load_full();
+    let demo: Value = serde_json::from_str(&std::fs::read_to_string(DEMO).unwrap()).unwrap();
+    let uids: Vec<String> = demo
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            uid(
+                e["uid"]["type"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("Portal::"),
+                e["uid"]["id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let actions: Vec<String> = snapshot.schema.actions().map(ToString::to_string).collect();
+    let (mut compared, mut allows) = (0, 0);
+    for principal in uids
+        .iter()
+        .filter(|u| u.contains("User") || u.contains("Contact"))
+    {
+        for action in &actions {
+            for resource in &uids {
+                let raw = RawRequest {
+                    principal: principal.clone(),
+                    action: action.clone(),
+                    resource: resource.clone(),
+                    context: Some(serde_json::json!({"secondFactor": true})),
+                };
+                let Ok(checked) = decision::check(&snapshot, &raw) else {
+                    continue;
+                };
+                let mut file =
+                    decision::decide_with(&snapshot, &from_file.app.entities, &checked).await;
+                let mut redis =
+                    decision::decide_with(&snapshot, &from_redis.app.entities, &checked).await;
+                file.reasons.sort();
+                redis.reasons.sort();
+                assert_eq!(
+                    (file.allowed, &file.reasons),
+                    (redis.allowed, &redis.reasons),
+                    "{principal} {action} {resource}: file and Redis disagree ({:?})",
+                    redis.errors
+                );
+                compared += 1;
+                allows += usize::from(file.allowed);
+            }
+        }
+    }
+    assert!(compared > 400, "only {compared} requests compared");
+    assert!(
+        allows > 50 && allows < compared,
+        "{allows} allows of {compared}"
+    );
+
+    // The same through the HTTP API, with the domain's named expectations.
+    for (who, action, what, allow) in [
+        (
+            uid("User", "olivia"),
+            "ViewInvoice",
+            uid("Invoice", "inv-1001"),
+            true,
+        ),
+        (
+            uid("User", "walt"),
+            "ViewInvoice",
+            uid("Invoice", "inv-1001"),
+            false,
+        ),
+        (
+            uid("User", "bea"),
+            "PayInvoice",
+            uid("Invoice", "inv-1001"),
+            true,
+        ),
+        (
+            uid("User", "bea"),
+            "ViewInvoice",
+            uid("Invoice", "inv-9001"),
+            false,
+        ),
+        (
+            uid("User", "dev"),
+            "ManageDomain",
+            uid("Domain", "globex.example"),
+            true,
+        ),
+        (
+            uid("User", "dev"),
+            "ManageDomain",
+            uid("Domain", "acme.example"),
+            false,
+        ),
+        (
+            uid("Contact", "carl"),
+            "ReceiveEmail",
+            uid("EmailMessage", "msg-acme-invoice"),
+            true,
+        ),
+        (
+            uid("Contact", "carl"),
+            "ReceiveEmail",
+            uid("EmailMessage", "msg-acme-general"),
+            false,
+        ),
+        (
+            uid("User", "nobody"),
+            "ViewInvoice",
+            uid("Invoice", "inv-1001"),
+            false,
+        ),
+    ] {
+        let r = decide(&from_redis, &who, action, &what).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(allowed(&r), allow, "{who} {action} {what}: {}", r.text);
+    }
+
+    // Listing pages through a type's index in id order.
+    let users = EntityTypeName::from_str("Portal::User").unwrap();
+    let page = from_redis
+        .app
+        .entities
+        .list(&users, None, 3, &snapshot)
+        .await
+        .unwrap();
+    let ids: Vec<String> = page
+        .uids
+        .iter()
+        .map(|u| u.id().unescaped().to_string())
+        .collect();
+    assert_eq!(ids, ["bea", "dev", "dora"]);
+    let rest = from_redis
+        .app
+        .entities
+        .list(&users, page.next.as_deref(), 10, &snapshot)
+        .await
+        .unwrap();
+    let ids: Vec<String> = rest
+        .uids
+        .iter()
+        .map(|u| u.id().unescaped().to_string())
+        .collect();
+    assert_eq!(ids, ["gina", "olivia", "rex", "walt"]);
+    assert_eq!(rest.next, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_decisions_make_no_redis_call() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    let server = TestServer::start(serve_redis(&redis.url(), 0)).await;
+    wait_ready(&server, true).await;
+    let asks = [
+        (uid("User", "bea"), "PayInvoice", uid("Invoice", "inv-1001")),
+        (uid("User", "walt"), "OpenTicket", uid("Account", "acme")),
+        (
+            uid("Contact", "carl"),
+            "ReceiveEmail",
+            uid("EmailMessage", "msg-t-2002-reply"),
+        ),
+        (
+            uid("User", "ghost"),
+            "ViewInvoice",
+            uid("Invoice", "inv-1001"),
+        ),
+    ];
+    for (p, a, r) in &asks {
+        decide(&server, p, a, r).await;
+    }
+    let before = commands_served(&redis);
+    for _ in 0..20 {
+        for (p, a, r) in &asks {
+            assert_eq!(decide(&server, p, a, r).await.status, 200);
+        }
+    }
+    assert_eq!(
+        commands_served(&redis),
+        before,
+        "warm decisions reached Redis"
+    );
+
+    let metrics = server.get("/metrics").await.text;
+    for name in [
+        "portcullis_entity_cache_hits_total",
+        "portcullis_entity_cache_misses_total",
+        "portcullis_entity_cache_entries",
+        "portcullis_redis_roundtrip_seconds_bucket",
+        "portcullis_redis_subscription_up 1",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_beas_invoices_permission_denies_the_first_decision_after_the_write() {
+    let redis = RedisServer::start();
+    let target = ["--redis-url".to_string(), redis.url()];
+    let target: Vec<&str> = target.iter().map(String::as_str).collect();
+    entities_cli(&target, &["import", DEMO]).await;
+    let server = Arc::new(TestServer::start(serve_redis(&redis.url(), 0)).await);
+    wait_ready(&server, true).await;
+    let (bea, invoice) = (uid("User", "bea"), uid("Invoice", "inv-1001"));
+    assert!(allowed(
+        &decide(&server, &bea, "ViewInvoice", &invoice).await
+    ));
+
+    // Requests keep flowing (and keep bea's entity warm) while the write happens.
+    let flowing = Arc::new(AtomicBool::new(true));
+    let traffic = {
+        let (server, flowing, bea, invoice) = (
+            server.clone(),
+            flowing.clone(),
+            bea.clone(),
+            invoice.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while flowing.load(Ordering::SeqCst) {
+                decide(&server, &bea, "ViewInvoice", &invoice).await;
+                n += 1;
+            }
+            n
+        })
+    };
+    let out = entities_cli(&target, &["put", &bea_with_permissions(&["tickets"])]).await;
+    let after = decide(&server, &bea, "ViewInvoice", &invoice).await;
+    assert_eq!(after.status, 200);
+    assert_eq!(after.json["decision"], "Deny", "{}", after.text);
+    assert!(out.contains("acknowledged by 1 of 1"), "{out}");
+    flowing.store(false, Ordering::SeqCst);
+    assert!(traffic.await.unwrap() > 0);
+    // Her tickets permission stays.
+    assert!(allowed(
+        &decide(&server, &bea, "OpenTicket", &uid("Account", "acme")).await
+    ));
+
+    // Deleting an entity invalidates it too: the owner of a deleted invoice sees nothing.
+    let olivia = uid("User", "olivia");
+    assert!(allowed(
+        &decide(&server, &olivia, "ViewInvoice", &invoice).await
+    ));
+    entities_cli(&target, &["delete", &invoice]).await;
+    assert!(!allowed(
+        &decide(&server, &olivia, "ViewInvoice", &invoice).await
+    ));
+    let got = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["entities", "--redis-url", &redis.url(), "get", &invoice])
+        .output()
+        .await
+        .unwrap();
+    assert!(!got.status.success(), "a deleted entity is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopping_mid_traffic_denies_uncached_data_and_recovers_without_restart() {
+    let mut redis = RedisServer::start();
+    let target = ["--redis-url".to_string(), redis.url()];
+    let target: Vec<&str> = target.iter().map(String::as_str).collect();
+    entities_cli(&target, &["import", DEMO]).await;
+    let strict = TestServer::start(serve_redis(&redis.url(), 0)).await;
+    let lenient = TestServer::start(serve_redis(&redis.url(), 600)).await;
+    wait_ready(&strict, true).await;
+    wait_ready(&lenient, true).await;
+    let (dev, globex) = (uid("User", "dev"), uid("Domain", "globex.example"));
+    for s in [&strict, &lenient] {
+        assert!(allowed(&decide(s, &dev, "ManageDomain", &globex).await));
+    }
+
+    redis.stop();
+    wait_ready(&strict, false).await;
+    wait_ready(&lenient, false).await;
+    let (bea, invoice) = (uid("User", "bea"), uid("Invoice", "inv-1001"));
+    for s in [&strict, &lenient] {
+        // Never fetched, so never cached: no data, no Allow, and the API says why.
+        let r = decide(s, &bea, "PayInvoice", &invoice).await;
+        assert_eq!(r.status, 503, "{}", r.text);
+        assert_eq!(r.json["error"], "entity_store_unavailable");
+    }
+    // Without allowed staleness, even cached data is not used.
+    let r = decide(&strict, &dev, "ManageDomain", &globex).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    // With it, cached data keeps serving.
+    assert!(allowed(
+        &decide(&lenient, &dev, "ManageDomain", &globex).await
+    ));
+
+    redis.restart();
+    entities_cli(&target, &["import", DEMO]).await;
+    wait_ready(&strict, true).await;
+    wait_ready(&lenient, true).await;
+    for s in [&strict, &lenient] {
+        assert!(allowed(&decide(s, &bea, "PayInvoice", &invoice).await));
+        assert!(allowed(&decide(s, &dev, "ManageDomain", &globex).await));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_master_cluster_imports_and_decides() {
+    let cluster = RedisCluster::start();
+    let seeds = cluster.seeds().join(",");
+    let target = ["--redis-cluster", seeds.as_str()];
+    let out = entities_cli(&target, &["import", DEMO]).await;
+    assert!(out.contains("wrote 29 entities"), "{out}");
+    // The entities are spread over the masters.
+    let holding = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.cli(&["DBSIZE"]) != "0")
+        .count();
+    assert_eq!(holding, 3, "every master holds some keys");
+
+    let mut args = ServeArgs::default();
+    args.entity.redis = RedisArgs {
+        redis_cluster: cluster.seeds(),
+        redis_timeout_ms: 500,
+        ..RedisArgs::default()
+    };
+    let server = TestServer::start(args).await;
+    wait_ready(&server, true).await;
+    for (who, action, what, allow) in [
+        (
+            uid("User", "olivia"),
+            "ViewInvoice",
+            uid("Invoice", "inv-1001"),
+            true,
+        ),
+        (
+            uid("User", "walt"),
+            "ViewInvoice",
+            uid("Invoice", "inv-1001"),
+            false,
+        ),
+        (
+            uid("User", "bea"),
+            "PayInvoice",
+            uid("Invoice", "inv-1001"),
+            true,
+        ),
+        (
+            uid("User", "dev"),
+            "ManageDomain",
+            uid("Domain", "globex.example"),
+            true,
+        ),
+        (
+            uid("User", "dev"),
+            "ManageDomain",
+            uid("Domain", "acme.example"),
+            false,
+        ),
+        (
+            uid("Contact", "carl"),
+            "ReceiveEmail",
+            uid("EmailMessage", "msg-acme-invoice"),
+            true,
+        ),
+        (
+            uid("Contact", "carl"),
+            "ReceiveEmail",
+            uid("EmailMessage", "msg-t-2002-reply"),
+            true,
+        ),
+    ] {
+        let r = decide(&server, &who, action, &what).await;
+        assert_eq!(allowed(&r), allow, "{who} {action} {what}: {}", r.text);
+    }
+    let out = entities_cli(&target, &["put", &bea_with_permissions(&[])]).await;
+    assert!(out.contains("acknowledged by 1 of 1"), "{out}");
+    let r = decide(
+        &server,
+        &uid("User", "bea"),
+        "PayInvoice",
+        &uid("Invoice", "inv-1001"),
+    )
+    .await;
+    assert_eq!(r.json["decision"], "Deny", "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_data_in_redis_denies_with_a_diagnostic_naming_the_entity() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    let server = TestServer::start(serve_redis(&redis.url(), 0)).await;
+    wait_ready(&server, true).await;
+    let key = |u: &str| format!("portcullis:e:{u}");
+    let bea = uid("User", "bea");
+    let walt = uid("User", "walt");
+    let broken = uid("Invoice", "inv-broken");
+    redis.cli(&["SET", &key(&bea), "{not json"]);
+    redis.cli(&[
+        "SET",
+        &key(&walt),
+        r#"{"uid":{"type":"Portal::User","id":"walt"},"attrs":{"email":"w@x","disabled":"no","twoFactorEnrolled":false},"parents":[{"type":"Portal::Account","id":"acme"}]}"#,
+    ]);
+    redis.cli(&[
+        "SET",
+        &key(&broken),
+        r#"{"uid":{"type":"Portal::Invoice","id":"inv-broken"},"attrs":{"account":{"__entity":{"type":"Portal::Account","id":"acme"}},"total":"lots"},"parents":[]}"#,
+    ]);
+    let olivia = uid("User", "olivia");
+    for (who, action, what, named) in [
+        (&bea, "PayInvoice", uid("Invoice", "inv-1001"), &bea),
+        (&walt, "OpenTicket", uid("Account", "acme"), &walt),
+        (&olivia, "ViewInvoice", broken.clone(), &broken),
+    ] {
+        let r = decide(&server, who, action, &what).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json["decision"], "Deny", "{}", r.text);
+        let errors = r.json["diagnostics"]["errors"].to_string();
+        assert!(
+            errors.contains(&named.replace('"', "\\\"")),
+            "the diagnostic names {named}: {errors}"
+        );
+    }
+    // Everything else still decides.
+    assert!(allowed(
+        &decide(&server, &olivia, "ViewInvoice", &uid("Invoice", "inv-1001")).await
+    ));
+    assert_eq!(server.get("/readyz").await.status, 200);
+    let _ = EntityUid::from_str(&bea).unwrap();
+}
