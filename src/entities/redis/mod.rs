@@ -358,6 +358,12 @@ impl RedisSource {
         Ok(Self { shared, task })
     }
 
+    /// Drops every cached entity, as a missed invalidation would require (also used by
+    /// the benchmarks to measure the cold path).
+    pub fn clear_cache(&self) {
+        self.shared.flush();
+    }
+
     /// Waits until the first connection attempt settles (used at start-up and by
     /// the one-shot `authorize`), at most `limit`.
     pub async fn wait_connected(&self, limit: Duration) {
