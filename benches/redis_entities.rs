@@ -84,7 +84,11 @@ async fn bulk_load(url: &str, n: usize) {
             };
             put("Account", format!("a{g}"), account(g));
             for k in 0..4 {
-                put("User", format!("u{g}-{k}"), user(g, k, r#""invoices","tickets""#));
+                put(
+                    "User",
+                    format!("u{g}-{k}"),
+                    user(g, k, r#""invoices","tickets""#),
+                );
             }
             for k in 0..5 {
                 put("Invoice", format!("i{g}-{k}"), invoice(g, k));
@@ -156,11 +160,17 @@ async fn revocation_latencies(
     for _ in 0..rounds {
         execute(&grant).await.unwrap();
         // Warm: the grant is cached before the revocation starts.
-        while !decision::decide_with(snapshot, source, &checked).await.allowed {}
+        while !decision::decide_with(snapshot, source, &checked)
+            .await
+            .allowed
+        {}
         let started = Instant::now();
         execute(&revoke).await.unwrap();
         loop {
-            if !decision::decide_with(snapshot, source, &checked).await.allowed {
+            if !decision::decide_with(snapshot, source, &checked)
+                .await
+                .allowed
+            {
                 break;
             }
         }

@@ -537,3 +537,40 @@ async fn bad_data_in_redis_denies_with_a_diagnostic_naming_the_entity() {
     assert_eq!(server.get("/readyz").await.status, 200);
     let _ = EntityUid::from_str(&bea).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_redis_with_a_password_serves_decisions() {
+    let (redis, ca) = RedisServer::start_tls("s3cret");
+    let ca = ca.display().to_string();
+    let url = format!("rediss://:s3cret@127.0.0.1:{}", redis.port);
+    let target = ["--redis-url", url.as_str(), "--redis-tls-ca", ca.as_str()];
+    let out = entities_cli(&target, &["import", DEMO]).await;
+    assert!(out.contains("wrote 29 entities"), "{out}");
+
+    let mut args = serve_redis(&url, 0);
+    args.entity.redis.redis_tls_ca = Some(ca.clone().into());
+    let server = TestServer::start(args).await;
+    wait_ready(&server, true).await;
+    let r = decide(
+        &server,
+        &uid("User", "bea"),
+        "PayInvoice",
+        &uid("Invoice", "inv-1001"),
+    )
+    .await;
+    assert!(allowed(&r), "{}", r.text);
+
+    // A wrong password never becomes ready and never allows.
+    let mut args = serve_redis(&format!("rediss://:wrong@127.0.0.1:{}", redis.port), 0);
+    args.entity.redis.redis_tls_ca = Some(ca.into());
+    let refused = TestServer::start(args).await;
+    let r = decide(
+        &refused,
+        &uid("User", "bea"),
+        "PayInvoice",
+        &uid("Invoice", "inv-1001"),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(refused.get("/readyz").await.status, 503);
+}

@@ -27,8 +27,14 @@ fn free_port(with_bus: bool) -> u16 {
 
 /// Runs `redis-cli -p PORT args...` and returns its stdout.
 pub fn cli(port: u16, args: &[&str]) -> String {
+    cli_with(port, &[], args)
+}
+
+/// `redis-cli` with connection options (TLS, password) before the command.
+pub fn cli_with(port: u16, options: &[String], args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(options)
         .args(args)
         .output()
         .expect("redis-cli runs (scripts/deps/redis.sh installs it)");
@@ -49,6 +55,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// `redis-cli` options to reach this server (TLS and password), if any.
+    cli_options: Vec<String>,
     child: Option<Child>,
 }
 
@@ -68,15 +76,119 @@ impl RedisServer {
             port,
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|e| e.to_string()).collect(),
+            cli_options: Vec::new(),
             child: None,
         };
         s.spawn();
         s
     }
 
+    /// Starts a server that speaks only TLS, with a certificate signed by a CA made
+    /// for it (`openssl` makes both), and requires `password`. Returns the server and
+    /// the CA's PEM file.
+    pub fn start_tls(password: &str) -> (Self, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(d)
+                .args(args)
+                .output()
+                .expect("openssl runs (scripts/deps/redis.sh installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=portcullis-test-ca",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let port = free_port(false);
+        let path = |f: &str| d.join(f).display().to_string();
+        let extra = [
+            "--port".to_string(),
+            "0".to_string(),
+            "--tls-port".to_string(),
+            port.to_string(),
+            "--tls-cert-file".to_string(),
+            path("server.pem"),
+            "--tls-key-file".to_string(),
+            path("server.key"),
+            "--tls-ca-cert-file".to_string(),
+            path("ca.pem"),
+            "--tls-auth-clients".to_string(),
+            "no".to_string(),
+            "--requirepass".to_string(),
+            password.to_string(),
+        ];
+        let ca = d.join("ca.pem");
+        let mut s = Self {
+            port,
+            dir,
+            extra: extra.to_vec(),
+            cli_options: vec![
+                "--tls".to_string(),
+                "--cacert".to_string(),
+                ca.display().to_string(),
+                "--no-auth-warning".to_string(),
+                "-a".to_string(),
+                password.to_string(),
+            ],
+            child: None,
+        };
+        s.spawn();
+        (s, ca)
+    }
+
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        if self.cli_options.is_empty() {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -87,9 +199,9 @@ impl RedisServer {
             .spawn()
             .expect("redis-server runs (scripts/deps/redis.sh installs it)");
         self.child = Some(child);
-        let port = self.port;
+        let (port, options) = (self.port, self.cli_options.clone());
         wait_until(Duration::from_secs(10), "redis-server to answer", || {
-            cli(port, &["PING"]) == "PONG"
+            cli_with(port, &options, &["PING"]) == "PONG"
         });
     }
 
@@ -116,7 +228,7 @@ impl RedisServer {
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
+        cli_with(self.port, &self.cli_options, args)
     }
 }
 

@@ -58,6 +58,10 @@ pub struct RedisArgs {
         value_delimiter = ','
     )]
     pub redis_cluster: Vec<String>,
+    /// PEM file of the CA that signed the Redis server's certificate, for `rediss://`
+    /// with a private CA (default: the system's trust store).
+    #[arg(long, env = "PORTCULLIS_REDIS_TLS_CA", value_name = "FILE")]
+    pub redis_tls_ca: Option<std::path::PathBuf>,
     /// Prefix of every key Portcullis reads and writes.
     #[arg(long, env = "PORTCULLIS_REDIS_PREFIX", default_value = "portcullis:")]
     pub redis_prefix: String,
@@ -106,6 +110,7 @@ impl Default for RedisArgs {
         Self {
             redis_url: None,
             redis_cluster: Vec::new(),
+            redis_tls_ca: None,
             redis_prefix: "portcullis:".to_string(),
             redis_channel: "portcullis:invalidate".to_string(),
             redis_keyspace_events: false,
@@ -131,10 +136,20 @@ impl RedisArgs {
     }
 
     pub fn target(&self) -> Result<Target, EntitySourceError> {
+        let ca = match &self.redis_tls_ca {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                EntitySourceError::Unavailable(format!(
+                    "`--redis-tls-ca` `{}`: {e}",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
         Target::new(
             self.redis_url.as_deref(),
             &self.redis_cluster,
             self.timeout(),
+            ca,
         )
         .map_err(|e| EntitySourceError::Unavailable(format!("invalid Redis address: {e}")))
     }

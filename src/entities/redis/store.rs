@@ -20,7 +20,7 @@ use cedar_policy::{EntityTypeName, EntityUid};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{FromRedisValue, RedisResult};
+use redis::{FromRedisValue, RedisResult, TlsCertificates};
 
 /// The Redis key of an entity.
 pub fn entity_key(prefix: &str, uid: &EntityUid) -> String {
@@ -64,7 +64,22 @@ fn as_url(s: &str) -> String {
 
 impl Target {
     /// Parses the configured URL or seed list. Nothing connects yet.
-    pub fn new(url: Option<&str>, cluster: &[String], timeout: Duration) -> RedisResult<Self> {
+    pub fn new(
+        url: Option<&str>,
+        cluster: &[String],
+        timeout: Duration,
+        ca: Option<Vec<u8>>,
+    ) -> RedisResult<Self> {
+        let open = |url: String| match &ca {
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(url),
+        };
         let seeds: Vec<String> = cluster
             .iter()
             .filter(|s| !s.trim().is_empty())
@@ -72,16 +87,22 @@ impl Target {
             .collect();
         if seeds.is_empty() {
             let url = as_url(url.unwrap_or("redis://127.0.0.1:6379"));
-            return Ok(Target::Single(redis::Client::open(url)?));
+            return Ok(Target::Single(open(url)?));
         }
-        let client = ClusterClient::builder(seeds.clone())
+        let mut builder = ClusterClient::builder(seeds.clone())
             .connection_timeout(timeout)
             .response_timeout(timeout)
-            .retries(2)
-            .build()?;
+            .retries(2);
+        if let Some(pem) = &ca {
+            builder = builder.certs(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            });
+        }
+        let client = builder.build()?;
         let seeds = seeds
             .into_iter()
-            .map(redis::Client::open)
+            .map(open)
             .collect::<RedisResult<Vec<_>>>()?;
         Ok(Target::Cluster { client, seeds })
     }
