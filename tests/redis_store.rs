@@ -574,3 +574,77 @@ async fn a_tls_redis_with_a_password_serves_decisions() {
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(refused.get("/readyz").await.status, 503);
 }
+
+/// The flush count from `/metrics`.
+async fn flushes(server: &TestServer) -> u64 {
+    let metrics = server.get("/metrics").await.text;
+    metrics
+        .lines()
+        .find(|l| l.starts_with("portcullis_entity_invalidations_total{source=\"flush\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_subscription_clears_the_cache_before_serving_again() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    let server = TestServer::start(serve_redis(&redis.url(), 0)).await;
+    wait_ready(&server, true).await;
+    let (bea, invoice) = (uid("User", "bea"), uid("Invoice", "inv-1001"));
+    assert!(allowed(
+        &decide(&server, &bea, "PayInvoice", &invoice).await
+    ));
+    let before = flushes(&server).await;
+
+    // The subscription is cut, and a writer revokes without anyone hearing about it.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    redis.cli(&[
+        "SET",
+        r#"portcullis:e:Portal::User::"bea""#,
+        &bea_with_permissions(&["tickets"]),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while flushes(&server).await <= before {
+        assert!(Instant::now() < deadline, "the cache was never flushed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_ready(&server, true).await;
+    let r = decide(&server, &bea, "PayInvoice", &invoice).await;
+    assert_eq!(r.json["decision"], "Deny", "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyspace_notifications_evict_for_writers_that_cannot_publish() {
+    let redis = RedisServer::start_with(&["--notify-keyspace-events", "K$g"]);
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    let mut args = serve_redis(&redis.url(), 0);
+    args.entity.redis.redis_keyspace_events = true;
+    let server = TestServer::start(args).await;
+    wait_ready(&server, true).await;
+    let (bea, invoice) = (uid("User", "bea"), uid("Invoice", "inv-1001"));
+    assert!(allowed(
+        &decide(&server, &bea, "PayInvoice", &invoice).await
+    ));
+
+    // A plain SET, no PUBLISH: only the keyspace notification tells Portcullis.
+    redis.cli(&[
+        "SET",
+        r#"portcullis:e:Portal::User::"bea""#,
+        &bea_with_permissions(&["tickets"]),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while allowed(&decide(&server, &bea, "PayInvoice", &invoice).await) {
+        assert!(
+            Instant::now() < deadline,
+            "the keyspace notification never evicted bea"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let metrics = server.get("/metrics").await.text;
+    assert!(
+        metrics.contains("portcullis_entity_invalidations_total{source=\"keyspace\"}"),
+        "{metrics}"
+    );
+}
