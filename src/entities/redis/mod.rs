@@ -299,6 +299,9 @@ impl Shared {
 /// The entity source backed by Redis.
 pub struct RedisSource {
     shared: Arc<Shared>,
+    /// The schema's action entities, keyed by schema hash: every decision needs them,
+    /// and building them per decision would cost more than the rest of a warm fetch.
+    actions: ArcSwapOption<(String, Vec<Entity>)>,
     /// The subscriber task; it lives exactly as long as the source.
     task: tokio::task::JoinHandle<()>,
 }
@@ -370,7 +373,11 @@ impl RedisSource {
                 keyspace: args.redis_keyspace_events,
             },
         ));
-        Ok(Self { shared, task })
+        Ok(Self {
+            shared,
+            actions: ArcSwapOption::empty(),
+            task,
+        })
     }
 
     /// Drops every cached entity, as a missed invalidation would require (also used by
@@ -384,6 +391,27 @@ impl RedisSource {
     pub async fn wait_connected(&self, limit: Duration) {
         let mut rx = self.shared.state.subscribe();
         let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s != CONNECTING)).await;
+    }
+
+    fn actions(
+        &self,
+        snapshot: &PolicySnapshot,
+    ) -> Result<Arc<(String, Vec<Entity>)>, EntitySourceError> {
+        if let Some(a) = self.actions.load_full() {
+            if a.0 == snapshot.schema_hash {
+                return Ok(a);
+            }
+        }
+        let entities = snapshot
+            .schema
+            .action_entities()
+            .map_err(|e| EntitySourceError::InvalidData(flatten(&e)))?;
+        let a = Arc::new((
+            snapshot.schema_hash.clone(),
+            entities.iter().cloned().collect(),
+        ));
+        self.actions.store(Some(a.clone()));
+        Ok(a)
     }
 
     /// Parses what Redis holds under `uid`'s key.
@@ -564,7 +592,10 @@ impl EntitySource for RedisSource {
             }
             level = next;
         }
-        Entities::from_entities(found, Some(&snapshot.schema))
+        // Each entity was checked against this schema when it was parsed, so the set
+        // is assembled without checking again; the schema's actions join it.
+        let actions = self.actions(snapshot)?;
+        Entities::from_entities(found.into_iter().chain(actions.1.iter().cloned()), None)
             .map(Arc::new)
             .map_err(|e| EntitySourceError::InvalidData(flatten(&e)))
     }
