@@ -648,3 +648,30 @@ async fn keyspace_notifications_evict_for_writers_that_cannot_publish() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_one_bad_entity_writes_nothing() {
+    let redis = RedisServer::start();
+    let mut demo: Value = serde_json::from_str(&std::fs::read_to_string(DEMO).unwrap()).unwrap();
+    demo.as_array_mut().unwrap().push(serde_json::json!({
+        "uid": {"type": "Portal::Invoice", "id": "inv-bad"},
+        "attrs": {"account": {"__entity": {"type": "Portal::Account", "id": "acme"}}, "total": "lots"},
+        "parents": []
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("entities.json");
+    std::fs::write(&file, demo.to_string()).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["entities", "--redis-url", &redis.url(), "import"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("inv-bad"),
+        "the error names the entity: {stderr}"
+    );
+    assert_eq!(redis.cli(&["DBSIZE"]), "0", "nothing was written");
+}
