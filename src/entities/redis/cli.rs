@@ -117,7 +117,7 @@ pub async fn execute(args: &EntitiesArgs) -> anyhow::Result<String> {
                 serde_json::Value::Array(_) => value,
                 one => serde_json::Value::Array(vec![one]),
             };
-            write_file(args, &target, value, "input").await
+            write_file(args, value, "input").await
         }
         EntitiesCommand::Import { file } => {
             let text = std::fs::read_to_string(file)
@@ -125,7 +125,7 @@ pub async fn execute(args: &EntitiesArgs) -> anyhow::Result<String> {
             let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
                 anyhow::anyhow!("{}:{}:{}: {e}", file.display(), e.line(), e.column())
             })?;
-            write_file(args, &target, value, &file.display().to_string()).await
+            write_file(args, value, &file.display().to_string()).await
         }
     }
 }
@@ -138,34 +138,60 @@ fn parse_uid(s: &str) -> anyhow::Result<EntityUid> {
 /// Validates a whole array of entities against the schema, then writes it.
 async fn write_file(
     args: &EntitiesArgs,
-    target: &Target,
     value: serde_json::Value,
     name: &str,
 ) -> anyhow::Result<String> {
-    let snapshot = server::load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let entities = Entities::from_json_value(value, Some(&snapshot.schema))
-        .map_err(|e| anyhow::anyhow!("{name}: {}", super::flatten(&e)))?;
-    let actions: HashSet<EntityUid> = snapshot.schema.actions().cloned().collect();
-    let mut records: Vec<(EntityUid, String)> = Vec::new();
-    for entity in entities.iter() {
-        let uid = entity.uid();
-        if actions.contains(&uid) {
-            continue;
-        }
-        records.push((uid, entity_json(entity)?));
+    Writer::open(args).await?.write(value, name).await
+}
+
+/// A connected writer with the schema loaded: what a long-running sync job (or the
+/// revocation benchmark) keeps between writes.
+pub struct Writer {
+    args: EntitiesArgs,
+    target: Target,
+    conn: Conn,
+    snapshot: crate::policy::PolicySnapshot,
+}
+
+impl Writer {
+    pub async fn open(args: &EntitiesArgs) -> anyhow::Result<Self> {
+        let snapshot = server::load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let target = args.redis.target()?;
+        let conn = target.connect(args.redis.timeout()).await?;
+        Ok(Self {
+            args: args.clone(),
+            target,
+            conn,
+            snapshot,
+        })
     }
-    let mut conn = target.connect(args.redis.timeout()).await?;
-    let count = records.len();
-    match target {
-        Target::Single(client) => write_atomic(client, &args.redis.redis_prefix, &records).await?,
-        Target::Cluster { .. } => {
-            write_compensated(&mut conn, &args.redis.redis_prefix, &records).await?
+
+    /// Validates `value` (an array of entities in Cedar JSON) whole, writes it all or
+    /// nothing, publishes the invalidation and waits for the acknowledgements.
+    pub async fn write(&mut self, value: serde_json::Value, name: &str) -> anyhow::Result<String> {
+        let schema = &self.snapshot.schema;
+        let entities = Entities::from_json_value(value, Some(schema))
+            .map_err(|e| anyhow::anyhow!("{name}: {}", super::flatten(&e)))?;
+        let actions: HashSet<EntityUid> = schema.actions().cloned().collect();
+        let mut records: Vec<(EntityUid, String)> = Vec::new();
+        for entity in entities.iter() {
+            let uid = entity.uid();
+            if actions.contains(&uid) {
+                continue;
+            }
+            records.push((uid, entity_json(entity)?));
         }
+        let prefix = &self.args.redis.redis_prefix;
+        let count = records.len();
+        match &self.target {
+            Target::Single(client) => write_atomic(client, prefix, &records).await?,
+            Target::Cluster { .. } => write_compensated(&mut self.conn, prefix, &records).await?,
+        }
+        let uids: Vec<EntityUid> = records.into_iter().map(|(u, _)| u).collect();
+        let listed = (uids.len() <= FLUSH_THRESHOLD).then_some(uids.as_slice());
+        let acks = publish(&self.args, &self.target, &mut self.conn, listed).await?;
+        Ok(format!("wrote {count} entities{acks}"))
     }
-    let uids: Vec<EntityUid> = records.into_iter().map(|(u, _)| u).collect();
-    let listed = (uids.len() <= FLUSH_THRESHOLD).then_some(uids.as_slice());
-    let acks = publish(args, target, &mut conn, listed).await?;
-    Ok(format!("wrote {count} entities{acks}"))
 }
 
 /// An entity's JSON as stored: Cedar's own serialization, so references are explicit.
