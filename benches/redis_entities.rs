@@ -212,6 +212,30 @@ fn main() {
     let url = redis.url();
     let snapshot = portcullis::server::load_model(&ModelArgs::default()).unwrap();
 
+    // Baseline: the same kind of decision over the shipped demo data held in memory
+    // by the file source (no cache, no Redis), to show what the decision itself costs.
+    {
+        let file = portcullis::server::open_entities(&Default::default(), &snapshot).unwrap();
+        let demo = decision::check(
+            &snapshot,
+            &RawRequest {
+                principal: "Portal::User::\"bea\"".to_string(),
+                action: "Portal::Action::\"ViewInvoice\"".to_string(),
+                resource: "Portal::Invoice::\"inv-1001\"".to_string(),
+                context: None,
+            },
+        )
+        .unwrap();
+        let mut group = criterion.benchmark_group("file_source");
+        group.bench_function("demo", |b| {
+            b.to_async(&rt).iter(|| {
+                let (snapshot, file, demo) = (&snapshot, &file, &demo);
+                async move { decision::decide_with(snapshot, file, demo).await }
+            })
+        });
+        group.finish();
+    }
+
     for n in sizes() {
         rt.block_on(bulk_load(&url, n));
         let redis_source = rt.block_on(async {

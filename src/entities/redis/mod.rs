@@ -406,10 +406,18 @@ impl RedisSource {
             .schema
             .action_entities()
             .map_err(|e| EntitySourceError::InvalidData(flatten(&e)))?;
-        let a = Arc::new((
-            snapshot.schema_hash.clone(),
-            entities.iter().cloned().collect(),
-        ));
+        // Action entities matter to a decision only through their parents (action
+        // groups, for `action in Group`); a request's own action needs no entity for
+        // `==` or `in [..]`. Without groups, none are added.
+        let grouped = entities
+            .iter()
+            .any(|e| !e.clone().into_inner().2.is_empty());
+        let actions = if grouped {
+            entities.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let a = Arc::new((snapshot.schema_hash.clone(), actions));
         self.actions.store(Some(a.clone()));
         Ok(a)
     }
