@@ -470,10 +470,8 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
             return Err(LoadErrors(problems));
         }
     };
-    if !problems.is_empty() {
-        return Err(LoadErrors(problems));
-    }
-
+    // Validate what did parse even when other files did not, so that one round of
+    // fixes can address every problem.
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     for err in result.validation_errors() {
         let id = err.policy_id().to_string();
@@ -497,11 +495,13 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
         } else {
             offset
         };
-        problems.push(Problem::at(
-            file,
-            offset,
-            format!("policy `{id}`: {message}"),
-        ));
+        // Cedar's validation messages already name the policy.
+        let message = if message.contains(&format!("`{id}`")) {
+            message
+        } else {
+            format!("policy `{id}`: {message}")
+        };
+        problems.push(Problem::at(file, offset, message));
     }
     if !problems.is_empty() {
         return Err(LoadErrors(problems));
@@ -605,6 +605,26 @@ mod tests {
             "{}",
             snap.err().map(|e| e.to_string()).unwrap_or_default()
         );
+    }
+
+    #[test]
+    fn the_embedded_policies_are_exactly_the_policies_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let on_disk: Vec<String> = policy_files(&dir)
+            .unwrap()
+            .iter()
+            .map(|p| format!("policies/{}", p.file_name().unwrap().to_string_lossy()))
+            .collect();
+        let embedded: Vec<String> = embedded::POLICIES
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(embedded, on_disk, "update `policy::embedded::POLICIES`");
+        for (name, text) in embedded::POLICIES {
+            let disk =
+                std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(name)).unwrap();
+            assert_eq!(*text, disk);
+        }
     }
 
     #[test]
