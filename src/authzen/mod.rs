@@ -96,6 +96,10 @@ pub fn check_public_base_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An entity of the request, the properties the caller sent for it, and the field
+/// that names it in errors (`subject`, `resource`).
+pub(crate) type WithProperties<'a> = (&'a EntityUid, Option<&'a Map<String, Value>>, &'a str);
+
 /// Entity data for one decision, or the reason it could not be had (which denies).
 pub(crate) enum Fetched {
     Entities(Arc<Entities>),
@@ -267,7 +271,7 @@ impl<'a> Scope<'a> {
     pub async fn entities(
         &self,
         uids: &[EntityUid],
-        with_properties: &[(&EntityUid, Option<&Map<String, Value>>, &str)],
+        with_properties: &[WithProperties<'_>],
     ) -> Result<Fetched, ApiError> {
         let stored = match self.source.entities_for(uids, self.snapshot).await {
             Ok(s) => s,

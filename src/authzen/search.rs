@@ -40,7 +40,7 @@ impl Token {
     }
 
     fn decode(text: &str) -> Option<Self> {
-        if text.len() % 2 != 0 {
+        if !text.len().is_multiple_of(2) {
             return None;
         }
         let bytes = (0..text.len())
@@ -57,8 +57,18 @@ impl Token {
 /// A fingerprint of everything in a search request but `page.token`.
 fn fingerprint(body: &Value) -> String {
     let mut body = body.clone();
-    if let Some(page) = body.get_mut("page").and_then(Value::as_object_mut) {
-        page.remove("token");
+    if let Some(o) = body.as_object_mut() {
+        // `page: {token}` on a follow-up and no `page` at first are the same request.
+        let empty = match o.get_mut("page").and_then(Value::as_object_mut) {
+            Some(page) => {
+                page.remove("token");
+                page.is_empty()
+            }
+            None => true,
+        };
+        if empty {
+            o.remove("page");
+        }
     }
     let mut h = Sha256::new();
     h.update(canonical(&body).as_bytes());
@@ -271,13 +281,11 @@ pub(crate) async fn actions(
     let budget = scope.az.mapping.search.max_candidates;
     let mut results = Vec::new();
     let mut next_token = String::new();
-    let mut examined = 0usize;
     for (i, action) in candidates.iter().enumerate().skip(at.s) {
-        if results.len() >= limit || examined >= budget {
+        if results.len() >= limit || i - at.s >= budget {
             next_token = Token { s: i, ..at.clone() }.encode();
             break;
         }
-        examined += 1;
         let context = scope.context(action, req.context.as_ref(), None)?;
         // An action whose context the request cannot satisfy is not permitted.
         let Ok(checked) = scope.check(principal.clone(), action.clone(), resource.clone(), context)
@@ -321,5 +329,8 @@ mod tests {
         assert_eq!(fingerprint(&a), fingerprint(&b));
         let c = json!({"page": {"limit": 3}, "subject": {"id": "bea", "type": "user"}});
         assert_ne!(fingerprint(&a), fingerprint(&c));
+        let first = json!({"subject": {"type": "user"}});
+        let next = json!({"subject": {"type": "user"}, "page": {"token": "t"}});
+        assert_eq!(fingerprint(&first), fingerprint(&next));
     }
 }
