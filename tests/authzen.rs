@@ -695,6 +695,20 @@ async fn a_non_portal_schema_is_served_with_configuration_only() {
         true
     );
     server.stop().await;
+
+    // With `ignore`, properties never count, not even for a member the store lacks.
+    let (server, _dir) = library(Some("ignore")).await;
+    let carol = with_action(
+        json!({"type": "Library::Member", "id": "carol", "properties": {"department": "art", "level": 4}}),
+        two_weeks.clone(),
+        book("b2"),
+        json!({}),
+    );
+    assert_eq!(
+        server.post(EVALUATION, &carol).await.json["decision"],
+        false
+    );
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -799,6 +813,18 @@ mod tls {
         config: ClientConfig,
         body: &Value,
     ) -> Result<(u16, Value), String> {
+        https(server, config, "POST", EVALUATION, body.to_string()).await
+    }
+
+    /// Sends one request over HTTPS; the error as text when the connection or the
+    /// request fails.
+    async fn https(
+        server: &TestServer,
+        config: ClientConfig,
+        method: &str,
+        path: &str,
+        body: String,
+    ) -> Result<(u16, Value), String> {
         let tcp = tokio::net::TcpStream::connect(server.addr)
             .await
             .map_err(|e| e.to_string())?;
@@ -812,11 +838,11 @@ mod tls {
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let req = http::Request::builder()
-            .method("POST")
-            .uri(EVALUATION)
+            .method(method)
+            .uri(path)
             .header("host", "localhost")
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(Bytes::from(body)))
             .unwrap();
         let resp = sender
             .send_request(req)
@@ -842,6 +868,19 @@ mod tls {
         let body = eval(user("bea"), "PayInvoice", invoice("inv-1001"));
         let reply = post_https(&server, client_config(&pki, false), &body).await;
         assert_eq!(reply, Ok((200, json!({"decision": true}))));
+        let discovery = https(
+            &server,
+            client_config(&pki, false),
+            "GET",
+            "/.well-known/authzen-configuration",
+            String::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            discovery.1["access_evaluation_endpoint"],
+            "https://localhost/access/v1/evaluation"
+        );
         server.stop().await;
     }
 

@@ -29,6 +29,9 @@ pub enum Precedence {
     /// stored parents and tags stay. For deployments whose PEP is the authority on
     /// attributes.
     Request,
+    /// Properties are never used, not even for entities the store does not hold: only
+    /// stored data reaches policies.
+    Ignore,
 }
 
 /// Limits of the search endpoints.

@@ -230,8 +230,12 @@ impl<'a> Scope<'a> {
         stored: Option<&Entity>,
         field: &str,
     ) -> Result<Option<Entity>, ApiError> {
-        if props.is_empty() || (stored.is_some() && self.az.mapping.precedence == Precedence::Store)
-        {
+        let ignored = match self.az.mapping.precedence {
+            Precedence::Ignore => true,
+            Precedence::Store => stored.is_some(),
+            Precedence::Request => false,
+        };
+        if props.is_empty() || ignored {
             return Ok(None);
         }
         let path = format!("{field}.properties");
