@@ -123,9 +123,10 @@ pub fn open_entities(
 pub fn build_app(args: &ServeArgs) -> anyhow::Result<App> {
     let snapshot = load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
     let entities = open_entities(&args.entity, &snapshot)?;
-    let authzen = open_authzen(&args.authzen, &snapshot)?;
+    let mut authzen = open_authzen(&args.authzen, &snapshot)?;
     let tls = open_tls(&args.tls)?;
     let metrics = Arc::new(Metrics::new()?);
+    authzen.register_metrics(&metrics.registry)?;
     let mut app = App::new(snapshot, entities, metrics, HttpOptions::from(args));
     app.authzen = Some(Arc::new(authzen));
     app.tls = tls;

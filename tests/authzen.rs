@@ -462,6 +462,14 @@ async fn search_work_per_call_is_bounded_and_tokens_are_bound_to_the_request() {
     forged["page"] = json!({"token": "not-a-token"});
     let refused = server.post("/access/v1/search/subject", &forged).await;
     assert_eq!(refused.status, 400);
+
+    // Every candidate of the paged search was evaluated once, plus two by the first
+    // call above: the metric counts exactly that.
+    let metrics = server.get("/metrics").await.text;
+    assert!(
+        metrics.contains(r#"portcullis_authzen_search_candidates_total{search="subject"} 9"#),
+        "{metrics}"
+    );
     server.stop().await;
 }
 

@@ -159,14 +159,22 @@ async fn evaluations(ctx: &Ctx, az: &Authzen, req: Request<Incoming>) -> Reply {
     let mut out = Vec::with_capacity(batch.items.len());
     for (i, item) in batch.items.iter().enumerate() {
         let mut d = match item {
-            Err(e) => failed(StatusCode::BAD_REQUEST, e.code, e.message.clone()),
+            Err(e) => {
+                ctx.app.metrics.error(e.code);
+                failed(StatusCode::BAD_REQUEST, e.code, e.message.clone())
+            }
             Ok(e) => match evaluate(ctx, &scope, e, explain).await {
                 Ok(d) => d,
-                Err(err) => failed(
-                    err.status,
-                    err.code,
-                    format!("`evaluations[{i}]`: {}", err.message),
-                ),
+                Err(err) => {
+                    // Counted like a whole request's error, though it fails only
+                    // this evaluation.
+                    ctx.app.metrics.error(err.code);
+                    failed(
+                        err.status,
+                        err.code,
+                        format!("`evaluations[{i}]`: {}", err.message),
+                    )
+                }
             },
         };
         let stop = match batch.semantic {

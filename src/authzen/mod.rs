@@ -43,6 +43,8 @@ pub struct Authzen {
     /// Base URL the discovery document advertises; when absent it is built from the
     /// request's `Host` and the listener's scheme.
     pub public_base_url: Option<String>,
+    /// This subsystem's metrics, once registered in the service's registry.
+    pub metrics: Option<AuthzenMetrics>,
     /// Schema types, keyed by the schema's hash. Swapped, not locked: every request
     /// reads it, a schema change writes it once.
     info: ArcSwapOption<(String, Arc<SchemaInfo>)>,
@@ -53,6 +55,7 @@ impl Authzen {
         Self {
             mapping,
             public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_string()),
+            metrics: None,
             info: ArcSwapOption::empty(),
         }
     }
@@ -60,6 +63,33 @@ impl Authzen {
     /// The shipped portal mapping, no public base URL.
     pub fn embedded() -> Result<Self, MappingError> {
         Ok(Self::new(Mapping::embedded()?, None))
+    }
+
+    /// Registers this subsystem's metrics in the service's registry.
+    pub fn register_metrics(
+        &mut self,
+        registry: &prometheus::Registry,
+    ) -> Result<(), prometheus::Error> {
+        let search_candidates = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "portcullis_authzen_search_candidates_total",
+                "Candidates evaluated by AuthZEN searches, by search endpoint.",
+            ),
+            &["search"],
+        )?;
+        registry.register(Box::new(search_candidates.clone()))?;
+        self.metrics = Some(AuthzenMetrics { search_candidates });
+        Ok(())
+    }
+
+    /// Counts candidates a search evaluated. `search` is `subject`, `resource` or
+    /// `action`.
+    pub fn count_candidates(&self, search: &str, n: usize) {
+        if let Some(m) = &self.metrics {
+            m.search_candidates
+                .with_label_values(&[search])
+                .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+        }
     }
 
     /// The schema types of a snapshot, read once per schema.
@@ -74,6 +104,13 @@ impl Authzen {
             .store(Some(Arc::new((snapshot.schema_hash.clone(), info.clone()))));
         info
     }
+}
+
+/// Metrics of the AuthZEN endpoints beyond the service-wide request and decision
+/// counters. Labels are fixed names, never ids.
+#[derive(Clone)]
+pub struct AuthzenMetrics {
+    pub search_candidates: prometheus::IntCounterVec,
 }
 
 /// Checks a public base URL: absolute `http`/`https`, no query or fragment (the spec's

@@ -244,6 +244,14 @@ pub(crate) async fn entities(
             }
         }
     };
+    scope.az.count_candidates(
+        if kind == SearchKind::Subject {
+            "subject"
+        } else {
+            "resource"
+        },
+        examined,
+    );
     Ok(SearchOut {
         page: PageOut {
             next_token,
@@ -281,9 +289,11 @@ pub(crate) async fn actions(
     let budget = scope.az.mapping.search.max_candidates;
     let mut results = Vec::new();
     let mut next_token = String::new();
+    let mut end = candidates.len();
     for (i, action) in candidates.iter().enumerate().skip(at.s) {
         if results.len() >= limit || i - at.s >= budget {
             next_token = Token { s: i, ..at.clone() }.encode();
+            end = i;
             break;
         }
         let context = scope.context(action, req.context.as_ref(), None)?;
@@ -298,6 +308,9 @@ pub(crate) async fn actions(
             results.push(serde_json::json!({"name": scope.az.mapping.authzen_action(action)}));
         }
     }
+    scope
+        .az
+        .count_candidates("action", end.saturating_sub(at.s));
     Ok(SearchOut {
         page: PageOut {
             next_token,
