@@ -356,6 +356,17 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_in_the_json_format_reads_the_same() {
+        let (fragment, _) =
+            SchemaFragment::from_cedarschema_str(crate::policy::embedded::SCHEMA.1).unwrap();
+        let json = fragment.to_json_string().unwrap();
+        let info = SchemaInfo::from_source(&SourceFile::new("portal.cedarschema.json", json));
+        assert!(info.known);
+        let invoice = EntityTypeName::from_str("Portal::Invoice").unwrap();
+        assert_eq!(info.attributes(&invoice), portal().attributes(&invoice));
+    }
+
+    #[test]
     fn values_convert_by_declared_type_and_unknown_keys_drop() {
         let info = portal();
         let login = EntityUid::from_str(r#"Portal::Action::"Login""#).unwrap();

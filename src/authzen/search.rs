@@ -31,6 +31,10 @@ struct Token {
     s: usize,
     /// Chunk size the chunk was fetched with, so a resumed call fetches the same chunk.
     n: usize,
+    /// The page limit of the first request. The spec asks for identical parameters on
+    /// follow-ups, but its own example sends only the token, so a follow-up without a
+    /// limit keeps this one.
+    l: usize,
 }
 
 impl Token {
@@ -54,21 +58,12 @@ impl Token {
     }
 }
 
-/// A fingerprint of everything in a search request but `page.token`.
+/// A fingerprint of everything in a search request but `page`.
 fn fingerprint(body: &Value) -> String {
     let mut body = body.clone();
     if let Some(o) = body.as_object_mut() {
-        // `page: {token}` on a follow-up and no `page` at first are the same request.
-        let empty = match o.get_mut("page").and_then(Value::as_object_mut) {
-            Some(page) => {
-                page.remove("token");
-                page.is_empty()
-            }
-            None => true,
-        };
-        if empty {
-            o.remove("page");
-        }
+        // Paging parameters are checked apart: the limit travels in the token.
+        o.remove("page");
     }
     let mut h = Sha256::new();
     h.update(canonical(&body).as_bytes());
@@ -115,13 +110,7 @@ fn bad_token() -> ApiError {
 /// The page limit in force and where to start.
 fn start(scope: &Scope<'_>, req: &Search, body: &Value) -> Result<(usize, Token), ApiError> {
     let cfg = &scope.az.mapping.search;
-    let limit = req
-        .page
-        .limit
-        .filter(|l| *l > 0)
-        .unwrap_or(cfg.default_page_size)
-        .min(cfg.max_page_size)
-        .max(1);
+    let asked = req.page.limit.filter(|l| *l > 0);
     let f = fingerprint(body);
     let token = match &req.page.token {
         None => Token {
@@ -129,16 +118,17 @@ fn start(scope: &Scope<'_>, req: &Search, body: &Value) -> Result<(usize, Token)
             c: None,
             s: 0,
             n: cfg.fetch_size,
+            l: asked.unwrap_or(cfg.default_page_size),
         },
         Some(t) => {
             let t = Token::decode(t).ok_or_else(bad_token)?;
-            if t.f != f || t.n == 0 {
+            if t.f != f || t.n == 0 || asked.is_some_and(|l| l != t.l) {
                 return Err(bad_token());
             }
             t
         }
     };
-    Ok((limit, token))
+    Ok((token.l.min(cfg.max_page_size).max(1), token))
 }
 
 fn source_error(e: EntitySourceError) -> ApiError {
@@ -332,6 +322,7 @@ mod tests {
             c: Some("inv-1001".into()),
             s: 3,
             n: 100,
+            l: 2,
         };
         assert_eq!(Token::decode(&t.encode()), Some(t));
         assert_eq!(Token::decode("zz"), None);
@@ -340,7 +331,7 @@ mod tests {
         let b =
             json!({"page": {"token": "y", "limit": 2}, "subject": {"id": "bea", "type": "user"}});
         assert_eq!(fingerprint(&a), fingerprint(&b));
-        let c = json!({"page": {"limit": 3}, "subject": {"id": "bea", "type": "user"}});
+        let c = json!({"page": {"limit": 3}, "subject": {"id": "bob", "type": "user"}});
         assert_ne!(fingerprint(&a), fingerprint(&c));
         let first = json!({"subject": {"type": "user"}});
         let next = json!({"subject": {"type": "user"}, "page": {"token": "t"}});
