@@ -270,6 +270,25 @@ async fn the_three_evaluation_semantics() {
 }
 
 #[tokio::test]
+async fn a_batch_over_the_limit_is_refused_whole() {
+    let server = TestServer::start(ServeArgs {
+        batch_limit: 2,
+        ..ServeArgs::default()
+    })
+    .await;
+    let item = json!({"resource": invoice("inv-1001")});
+    let body = json!({
+        "subject": user("bea"),
+        "action": action("ViewInvoice"),
+        "evaluations": [item, item, item],
+    });
+    let reply = server.post(EVALUATIONS, &body).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json["error"], "batch_too_large");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_evaluation_in_error_does_not_fail_the_batch() {
     let server = TestServer::portal().await;
     let body = json!({

@@ -270,6 +270,20 @@ mod tests {
     }
 
     #[test]
+    fn a_json_mapping_reads_like_yaml() {
+        let m = Mapping::parse(
+            "m.json",
+            r#"{"entity_types": {"doc": "App::Doc"}, "properties_precedence": "request", "search": {"max_candidates": 5}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.precedence, Precedence::Request);
+        assert_eq!(m.search.max_candidates, 5);
+        assert_eq!(m.search.default_page_size, 50);
+        assert_eq!(m.reference_type("doc"), "App::Doc");
+        assert!(Mapping::parse("m.yaml", "search: {fetch_size: 0}\n").is_err());
+    }
+
+    #[test]
     fn unknown_keys_in_a_mapping_file_are_errors() {
         let e = Mapping::parse("m.yaml", "entity_typez: {}\n");
         assert!(e.is_err());
