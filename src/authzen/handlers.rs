@@ -7,7 +7,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
-use super::wire::{self, DecisionOut, Evaluation, EvaluationsOut, Metadata, SearchKind, Semantic};
+use super::wire::{
+    self, DecisionOut, Evaluation, EvaluationsOut, EvaluationsRequest, Metadata, SearchKind,
+    Semantic,
+};
 use super::{decide, decision_out, explain_in, search, Authzen, Scope, EXPLAIN_HEADER};
 use crate::http::error::ApiError;
 use crate::http::{json_response, read_json, record_decision, Ctx};
@@ -142,9 +145,10 @@ async fn evaluations(ctx: &Ctx, az: &Authzen, req: Request<Incoming>) -> Reply {
     let snapshot = ctx.app.policies.load_full();
     let scope = Scope::new(az, &snapshot, &ctx.app.entities);
     let batch = match batch {
-        // No `evaluations`: the request is a single evaluation and so is the answer.
-        Err(single) => return Ok(json_ok(&evaluate(ctx, &scope, &single, explain).await?)),
-        Ok(batch) => batch,
+        EvaluationsRequest::Single(single) => {
+            return Ok(json_ok(&evaluate(ctx, &scope, &single, explain).await?))
+        }
+        EvaluationsRequest::Batch(batch) => batch,
     };
     let limit = ctx.app.options.batch_limit;
     if batch.items.len() > limit {

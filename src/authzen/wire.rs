@@ -208,9 +208,16 @@ fn evaluation_from(
     })
 }
 
-/// The body of `POST /access/v1/evaluations`. `None` items means the request has no
-/// (or an empty) `evaluations` array and is a single evaluation.
-pub fn evaluations(body: &Value) -> Result<Result<Evaluations, Evaluation>, WireError> {
+/// What `POST /access/v1/evaluations` asks for.
+#[derive(Debug, Clone)]
+pub enum EvaluationsRequest {
+    /// No (or an empty) `evaluations` array: one evaluation, answered as one decision.
+    Single(Box<Evaluation>),
+    Batch(Evaluations),
+}
+
+/// The body of `POST /access/v1/evaluations`.
+pub fn evaluations(body: &Value) -> Result<EvaluationsRequest, WireError> {
     let o = object(body, "request body")?;
     let semantic = match member(o, "options") {
         None => Semantic::ExecuteAll,
@@ -249,7 +256,7 @@ pub fn evaluations(body: &Value) -> Result<Result<Evaluations, Evaluation>, Wire
         Some(_) => return Err(WireError::mistyped("evaluations", "an array")),
     };
     let Some(items) = items else {
-        return evaluation_from(o, None, "").map(Err);
+        return evaluation_from(o, None, "").map(|e| EvaluationsRequest::Single(Box::new(e)));
     };
     let items = items
         .iter()
@@ -259,7 +266,7 @@ pub fn evaluations(body: &Value) -> Result<Result<Evaluations, Evaluation>, Wire
             object(item, &path).and_then(|item| evaluation_from(item, Some(o), &path))
         })
         .collect();
-    Ok(Ok(Evaluations { items, semantic }))
+    Ok(EvaluationsRequest::Batch(Evaluations { items, semantic }))
 }
 
 /// The body of a search request.
@@ -362,7 +369,7 @@ mod tests {
                 {"subject": {"type": "user"}, "resource": {"type": "invoice", "id": "inv-1001"}}
             ]
         });
-        let Ok(Ok(batch)) = evaluations(&body) else {
+        let Ok(EvaluationsRequest::Batch(batch)) = evaluations(&body) else {
             panic!("a batch")
         };
         let first = batch.items[0].as_ref().unwrap();
