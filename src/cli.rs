@@ -21,11 +21,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.check_config {
         let snap = app.policies.load();
         println!(
-            "configuration ok: {} policies ({} active), entity source `{}`, listen {}",
+            "configuration ok: {} policies ({} active), entity source `{}`, listen {} ({}), authzen mapping `{}`",
             snap.info.len(),
             snap.active_policy_count(),
             app.entities.kind(),
-            args.listen
+            args.listen,
+            match &app.tls {
+                None => "http",
+                Some(t) if t.client_auth => "https, client certificates required",
+                Some(_) => "https",
+            },
+            app.authzen
+                .as_ref()
+                .map_or("none", |a| a.mapping.source.as_str()),
         );
         return Ok(ExitCode::SUCCESS);
     }

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub entity: EntityArgs,
+    #[command(flatten)]
+    pub authzen: AuthzenArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Address to listen on.
     #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8180")]
     pub listen: SocketAddr,
@@ -89,6 +93,8 @@ impl Default for ServeArgs {
         Self {
             model: ModelArgs::default(),
             entity: EntityArgs::default(),
+            authzen: AuthzenArgs::default(),
+            tls: TlsArgs::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8180)),
             max_body_bytes: 1_048_576,
             batch_limit: 100,
@@ -98,6 +104,48 @@ impl Default for ServeArgs {
             check_config: false,
         }
     }
+}
+
+/// The AuthZEN API's mapping and public address (see docs/authzen.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthzenArgs {
+    /// AuthZEN-to-Cedar mapping, YAML (or JSON when it ends in `.json`); default: the
+    /// shipped portal mapping.
+    #[arg(long, env = "PORTCULLIS_AUTHZEN_MAPPING", value_name = "FILE")]
+    pub authzen_mapping: Option<PathBuf>,
+    /// Base URL advertised by `/.well-known/authzen-configuration`, e.g.
+    /// `https://pdp.example.com` (default: the scheme and `Host` of the request).
+    #[arg(long, env = "PORTCULLIS_PUBLIC_BASE_URL", value_name = "URL")]
+    pub public_base_url: Option<String>,
+}
+
+/// HTTPS for the listener. Plain HTTP when no certificate is given.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Server certificate chain (PEM); with `--tls-key`, serve HTTPS.
+    #[arg(
+        long,
+        env = "PORTCULLIS_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of the server certificate (PEM).
+    #[arg(
+        long,
+        env = "PORTCULLIS_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM): require client certificates signed by it (mutual TLS).
+    #[arg(
+        long,
+        env = "PORTCULLIS_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,11 +6,13 @@
 //!   build immutable snapshots.
 //! - [`entities`]: entity sources (file now; Redis slots in behind the same trait).
 //! - [`decision`]: request checking and Cedar evaluation. No I/O.
-//! - [`http`]: listener, routing, wire types, error responses.
+//! - [`http`]: listener (plain or TLS), routing, wire types, error responses.
+//! - [`authzen`]: the AuthZEN Authorization API 1.0 endpoints and their mapping to Cedar.
 //! - [`metrics`]: Prometheus registry.
 //! - [`server`]: start-up: builds the application state from configuration.
 //! - [`cli`]: the subcommands `main` dispatches to.
 
+pub mod authzen;
 pub mod cli;
 pub mod config;
 pub mod decision;

@@ -174,6 +174,9 @@ pub struct PolicyInfo {
 #[derive(Debug)]
 pub struct PolicySnapshot {
     pub schema: Schema,
+    /// The schema's source, for readers that need more than `Schema` exposes (the
+    /// AuthZEN mapping reads attribute types from it).
+    pub schema_source: SourceFile,
     pub policies: PolicySet,
     /// Policies, templates and links in load order.
     pub info: Vec<PolicyInfo>,
@@ -518,6 +521,7 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
     }
     Ok(PolicySnapshot {
         schema,
+        schema_source: sources.schema.clone(),
         policies: set,
         info,
         hash: sha256_hex(&all),

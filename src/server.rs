@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{DecisionLog, EntityArgs, ModelArgs, ServeArgs};
+use crate::config::{AuthzenArgs, DecisionLog, EntityArgs, ModelArgs, ServeArgs, TlsArgs};
 use crate::entities::{EntitySource, FileSource};
 use crate::metrics::Metrics;
 use crate::policy::{self, embedded, LoadErrors, PolicySnapshot, PolicySources, SourceFile};
@@ -38,6 +38,11 @@ pub struct App {
     pub entities: Arc<dyn EntitySource>,
     pub metrics: Arc<Metrics>,
     pub options: HttpOptions,
+    /// The AuthZEN API; `None` only if the embedded mapping failed to load, which its
+    /// unit test rules out (the endpoints then answer 404).
+    pub authzen: Option<Arc<crate::authzen::Authzen>>,
+    /// HTTPS for the listener; `None` serves plain HTTP.
+    pub tls: Option<crate::http::tls::Tls>,
     /// Decisions seen, for deterministic sampling of the decision log.
     decisions_seen: AtomicU64,
 }
@@ -57,6 +62,8 @@ impl App {
             entities,
             metrics,
             options,
+            authzen: crate::authzen::Authzen::embedded().ok().map(Arc::new),
+            tls: None,
             decisions_seen: AtomicU64::new(0),
         }
     }
@@ -116,11 +123,51 @@ pub fn open_entities(
 pub fn build_app(args: &ServeArgs) -> anyhow::Result<App> {
     let snapshot = load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
     let entities = open_entities(&args.entity, &snapshot)?;
+    let mut authzen = open_authzen(&args.authzen, &snapshot)?;
+    let tls = open_tls(&args.tls)?;
     let metrics = Arc::new(Metrics::new()?);
-    Ok(App::new(
-        snapshot,
-        entities,
-        metrics,
-        HttpOptions::from(args),
-    ))
+    authzen.register_metrics(&metrics.registry)?;
+    let mut app = App::new(snapshot, entities, metrics, HttpOptions::from(args));
+    app.authzen = Some(Arc::new(authzen));
+    app.tls = tls;
+    Ok(app)
+}
+
+/// The AuthZEN mapping the flags name, checked against the schema: an explicit file
+/// must name only declared types and actions.
+pub fn open_authzen(
+    args: &AuthzenArgs,
+    snapshot: &PolicySnapshot,
+) -> anyhow::Result<crate::authzen::Authzen> {
+    use crate::authzen::{mapping::Mapping, Authzen};
+    if let Some(url) = &args.public_base_url {
+        crate::authzen::check_public_base_url(url).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let mapping = match &args.authzen_mapping {
+        None => Mapping::embedded()?,
+        Some(path) => {
+            let mapping = Mapping::read(path)?;
+            let problems = mapping.problems(&snapshot.schema);
+            if !problems.is_empty() {
+                anyhow::bail!("{}: {}", path.display(), problems.join("; "));
+            }
+            mapping
+        }
+    };
+    Ok(Authzen::new(mapping, args.public_base_url.clone()))
+}
+
+/// The TLS acceptor the flags ask for, if any.
+pub fn open_tls(args: &TlsArgs) -> anyhow::Result<Option<crate::http::tls::Tls>> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::http::tls::Tls::load(
+            cert,
+            key,
+            args.tls_client_ca.as_deref(),
+        )?)),
+        (None, None) if args.tls_client_ca.is_none() => Ok(None),
+        _ => anyhow::bail!(
+            "`--tls-cert` and `--tls-key` go together (and `--tls-client-ca` needs both)"
+        ),
+    }
 }
