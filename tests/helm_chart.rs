@@ -653,17 +653,93 @@ impl Drop for Running {
 }
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn http_post_json(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
+    http(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn http(port: u16, request: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply).ok()?;
     let status = reply.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, reply))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// The NOTES.txt helm prints after an install. `helm install --dry-run` needs a
+/// cluster, so a copy of the chart renders the notes as the value of a ConfigMap-like
+/// document that `helm template` can show.
+fn install_notes(case: &Case) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("portcullis");
+    copy_dir(&chart(), &copy);
+    let notes = std::fs::read_to_string(copy.join("templates/NOTES.txt")).unwrap();
+    std::fs::write(
+        copy.join("templates/zz-notes.yaml"),
+        format!("{{{{- define \"notes.check\" }}}}{notes}{{{{- end }}}}\nnotes: {{{{ include \"notes.check\" . | quote }}}}\n"),
+    )
+    .unwrap();
+    let mut cmd = tool("helm");
+    cmd.args(["template", "portal-authz"]).arg(&copy).args([
+        "--namespace",
+        "portal",
+        "--show-only",
+        "templates/zz-notes.yaml",
+    ]);
+    if let Some(v) = &case.values {
+        cmd.arg("--values").arg(v);
+    }
+    let out = run(cmd, "helm");
+    assert!(out.status.success(), "{}: {}", case.name, text(&out.stderr));
+    let doc: Value = serde_yaml_ng::from_str(&text(&out.stdout)).unwrap();
+    doc["notes"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_install_notes_render_for_every_values_file() {
+    for render in renders() {
+        let notes = install_notes(&render.case);
+        let name = render.deployment()["metadata"]["name"].as_str().unwrap();
+        assert!(
+            notes.contains(&format!("svc/{name} ")),
+            "{}:\n{notes}",
+            render.case.name
+        );
+        let demo_data = render.portcullis()["env"].is_null() && render.arg("--entities").is_none();
+        assert_eq!(
+            notes.contains("serves the demo\nentity data"),
+            demo_data,
+            "{}: the demo data warning\n{notes}",
+            render.case.name
+        );
+    }
 }
 
 #[test]
@@ -713,6 +789,21 @@ fn a_pod_started_with_the_rendered_arguments_answers_its_probes() {
         for path in ["/readyz", "/metrics"] {
             let (status, reply) = http_get(port, path).unwrap();
             assert_eq!(status, 200, "{case}: {path}: {reply}");
+        }
+        if case == "default" {
+            // The request NOTES.txt suggests is one the service decides: the bookkeeper
+            // bea may pay acme's invoice in the demo data.
+            let notes = install_notes(&render.case);
+            let body = notes
+                .split("-d '")
+                .nth(1)
+                .unwrap()
+                .split('\'')
+                .next()
+                .unwrap();
+            let (status, reply) = http_post_json(port, "/v1/is_authorized", body).unwrap();
+            assert_eq!(status, 200, "{reply}");
+            assert!(reply.contains(r#""decision":"Allow""#), "{reply}");
         }
     }
 }
