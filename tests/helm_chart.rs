@@ -775,7 +775,7 @@ fn a_pod_started_with_the_rendered_arguments_answers_its_probes() {
                 .spawn()
                 .unwrap(),
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some((200, _)) = http_get(port, "/healthz") {
                 break;
