@@ -15,11 +15,11 @@ decisionLog: --decision-log
 logFormat: --log-format
 shutdownGrace: --shutdown-grace-secs
 watch: --watch
-redisCluster: --redis-cluster
 redisPrefix: --redis-prefix
 routes: --routes
-jwtJwks: --jwt-jwks
-jwtKey: --jwt-key
+jwtJwks: --jwt-jwks-file
+jwtKey: --jwt-key-file
+jwtHs256: --jwt-hs256-secret-file
 jwtIssuer: --jwt-issuer
 jwtAudience: --jwt-audience
 tlsCert: --tls-cert
@@ -27,6 +27,7 @@ tlsKey: --tls-key
 tlsClientCa: --tls-client-ca
 publicBaseUrl: --public-base-url
 redisUrlEnv: PORTCULLIS_REDIS_URL
+redisClusterEnv: PORTCULLIS_REDIS_CLUSTER
 {{- end }}
 
 {{/* Expand the name of the chart. */}}
@@ -137,9 +138,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- with include "portcullis.routesKey" . }}
 - {{ printf "%s=%s/%s" $f.routes $v.policies.mountPath . | quote }}
 {{- end }}
-{{- if $v.policies.watch }}
-- {{ $f.watch | quote }}
-{{- end }}
+{{- /* Explicit either way: the binary's own default depends on where the model
+comes from. */}}
+- {{ printf "%s=%t" $f.watch $v.policies.watch | quote }}
 {{- if and (include "portcullis.entitiesConfigMap" .) (not $v.redis.enabled) }}
 - {{ printf "%s=%s/%s" $f.entities $v.entities.mountPath $v.entities.key | quote }}
 {{- end }}
@@ -153,19 +154,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - {{ printf "%s=%s" $f.logFormat $v.server.logFormat | quote }}
 - {{ printf "%s=%d" $f.shutdownGrace (int64 $v.server.shutdownGraceSecs) | quote }}
 {{- if $v.redis.enabled }}
-{{- if $v.redis.cluster }}
-- {{ $f.redisCluster | quote }}
-{{- end }}
 {{- with $v.redis.prefix }}
 - {{ printf "%s=%s" $f.redisPrefix . | quote }}
 {{- end }}
 {{- end }}
 {{- with $v.gateway.jwt.existingSecret }}
-{{- if eq $v.gateway.jwt.format "pem" }}
-- {{ printf "%s=%s/%s" $f.jwtKey $v.gateway.jwt.mountPath $v.gateway.jwt.key | quote }}
-{{- else }}
-- {{ printf "%s=%s/%s" $f.jwtJwks $v.gateway.jwt.mountPath $v.gateway.jwt.key | quote }}
-{{- end }}
+{{- $flag := get (dict "jwks" $f.jwtJwks "pem" $f.jwtKey "hs256" $f.jwtHs256) $v.gateway.jwt.format }}
+- {{ printf "%s=%s/%s" $flag $v.gateway.jwt.mountPath $v.gateway.jwt.key | quote }}
 {{- with $v.gateway.jwt.issuer }}
 - {{ printf "%s=%s" $f.jwtIssuer . | quote }}
 {{- end }}
@@ -188,32 +183,45 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* Environment of the Portcullis container: the Redis URL, only ever from a Secret. */}}
+{{/*
+Environment of the Portcullis container. The Redis URL (or, for a cluster, the seed
+node list) carries credentials, so it only ever comes from a Secret: whole, or as a
+password that Kubernetes expands into the value through $(REDIS_PASSWORD), a variable
+defined earlier in the list, so the password never appears in the pod spec.
+*/}}
 {{- define "portcullis.env" -}}
 {{- $f := include "portcullis.flags" . | fromYaml }}
 {{- $r := .Values.redis }}
 {{- if $r.enabled }}
+{{- $var := ternary $f.redisClusterEnv $f.redisUrlEnv $r.cluster }}
 {{- if $r.existingSecret }}
-- name: {{ $f.redisUrlEnv }}
+- name: {{ $var }}
   valueFrom:
     secretKeyRef:
       name: {{ $r.existingSecret }}
       key: {{ $r.existingSecretKey }}
 {{- else }}
-{{- $addr := required "redis.enabled needs redis.existingSecret (a URL) or redis.address" $r.address }}
+{{- $addr := required "redis.enabled needs redis.existingSecret or redis.address" $r.address }}
+{{- $scheme := ternary "rediss" "redis" $r.tls }}
+{{- $auth := "" }}
 {{- if $r.passwordSecret.name }}
-{{- /* Kubernetes expands $(VAR) from variables defined earlier in the list, so the
-password never appears in the pod spec. */}}
+{{- $auth = ":$(REDIS_PASSWORD)@" }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ $r.passwordSecret.name }}
       key: {{ $r.passwordSecret.key }}
-- name: {{ $f.redisUrlEnv }}
-  value: {{ printf "%s://:$(REDIS_PASSWORD)@%s/%d" (ternary "rediss" "redis" $r.tls) $addr (int $r.database) | quote }}
+{{- end }}
+{{- if $r.cluster }}
+{{- $nodes := list }}
+{{- range splitList "," $addr }}
+{{- $nodes = append $nodes (printf "%s://%s%s" $scheme $auth (trim .)) }}
+{{- end }}
+- name: {{ $var }}
+  value: {{ join "," $nodes | quote }}
 {{- else }}
-- name: {{ $f.redisUrlEnv }}
-  value: {{ printf "%s://%s/%d" (ternary "rediss" "redis" $r.tls) $addr (int $r.database) | quote }}
+- name: {{ $var }}
+  value: {{ printf "%s://%s%s/%d" $scheme $auth $addr (int $r.database) | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
