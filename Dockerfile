@@ -9,14 +9,21 @@
 FROM rust:1.89-slim-bookworm AS builder
 WORKDIR /src
 COPY . .
-RUN bash scripts/build-release.sh \
+# The cache mounts keep downloaded crates and compiled dependencies between builds;
+# the binary is copied out in the same step because the target cache is not part of
+# the layer.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    bash scripts/build-release.sh \
  && install -D -m 0755 target/release/portcullis /out/portcullis
 
-# The runtime holds the binary, the C runtime it links against, and the shipped model.
+# The runtime holds the binary, the C runtime it links against, CA certificates (for
+# rediss:// and other TLS peers), and the shipped model.
 FROM debian:bookworm-slim AS runtime
-# A fixed numeric non-root user, so Kubernetes' runAsNonRoot can verify it without
-# reading /etc/passwd, matching the chart's runAsUser.
-RUN groupadd --system --gid 65532 portcullis \
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 65532 portcullis \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin portcullis
 COPY --from=builder /out/portcullis /usr/local/bin/portcullis
@@ -26,6 +33,8 @@ COPY policies/ /usr/share/portcullis/policies/
 ENV PORTCULLIS_LISTEN=0.0.0.0:8180 \
     PORTCULLIS_SCHEMA=/usr/share/portcullis/schema/portal.cedarschema \
     PORTCULLIS_POLICIES=/usr/share/portcullis/policies
+# A fixed numeric non-root user, so Kubernetes' runAsNonRoot can verify it without
+# reading /etc/passwd; the chart's runAsUser is the same.
 USER 65532:65532
 EXPOSE 8180
 ENTRYPOINT ["/usr/local/bin/portcullis"]

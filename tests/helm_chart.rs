@@ -960,11 +960,26 @@ fn the_chart_ships_the_same_schema_and_policies_as_the_repository() {
 #[test]
 fn the_dockerfile_builds_with_the_release_script_and_runs_as_non_root() {
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
-    let instructions: Vec<&str> = dockerfile
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
+    // One instruction per entry, continuation lines joined.
+    let mut instructions: Vec<String> = Vec::new();
+    let mut continued = false;
+    for line in dockerfile.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (body, continues) = match line.strip_suffix('\\') {
+            Some(body) => (body.trim_end(), true),
+            None => (line, false),
+        };
+        match instructions.last_mut() {
+            Some(last) if continued => {
+                last.push(' ');
+                last.push_str(body);
+            }
+            _ => instructions.push(body.to_string()),
+        }
+        continued = continues;
+    }
     let froms = instructions
         .iter()
         .filter(|l| l.starts_with("FROM "))
@@ -973,7 +988,7 @@ fn the_dockerfile_builds_with_the_release_script_and_runs_as_non_root() {
     assert!(
         instructions
             .iter()
-            .any(|l| l.starts_with("RUN bash scripts/build-release.sh")),
+            .any(|l| l.starts_with("RUN ") && l.contains(" bash scripts/build-release.sh ")),
         "the builder stage must run scripts/build-release.sh, the build the tests exercise"
     );
     let user = instructions
