@@ -459,16 +459,20 @@ pub fn run(args: &TestArgs, out: &mut dyn Write) -> u8 {
             return 2;
         }
     };
-    let describe = |p: &Option<PathBuf>| {
-        p.as_ref()
-            .map_or_else(|| "embedded".to_string(), |p| p.display().to_string())
+    let describe = |p: &Option<PathBuf>, embedded: bool| match p {
+        Some(p) => format!("`{}`", p.display()),
+        None if embedded => "(embedded)".to_string(),
+        None => "none".to_string(),
     };
     let _ = writeln!(
         out,
-        "model: schema {}, policies {}, links {}",
-        describe(&model.schema),
-        describe(&model.policies),
-        describe(&model.template_links),
+        "model: schema {}; policies {}; template links {}",
+        describe(&model.schema, true),
+        describe(&model.policies, true),
+        describe(
+            &model.template_links,
+            PolicySources::embedded().links.is_some()
+        ),
     );
     let result = match run_path(&snapshot, &args.path) {
         Ok(r) => r,
