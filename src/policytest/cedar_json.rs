@@ -22,14 +22,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::entities::{chain, EntityList};
-use super::{Case, Expectation, ExpectedDecision, ReasonCheck, Suite, SuiteError};
+use super::{Case, CaseBody, Expectation, ExpectedDecision, ReasonCheck, Suite, SuiteError};
 use crate::decision::RawRequest;
 use crate::policy::PolicySnapshot;
 
 #[derive(Debug, Deserialize)]
 struct CedarCase {
-    #[serde(default)]
-    name: Option<String>,
     request: CedarRequest,
     entities: Value,
     decision: ExpectedDecision,
@@ -90,50 +88,33 @@ fn case(index: usize, item: Value, base: &Path, snapshot: &PolicySnapshot) -> Ca
         .get("name")
         .and_then(Value::as_str)
         .map_or_else(|| format!("(unnamed #{})", index + 1), str::to_string);
-    let parsed: CedarCase = match serde_json::from_value(item) {
-        Ok(c) => c,
-        Err(e) => {
-            return Case {
-                name,
-                request: RawRequest {
-                    principal: String::new(),
-                    action: String::new(),
-                    resource: String::new(),
-                    context: None,
-                },
-                entities: Err(format!("invalid test case: {}", chain(&e))),
-                // Never compared: the case errors before deciding.
-                expect: Expectation {
-                    decision: ExpectedDecision::Deny,
-                    reasons: ReasonCheck::Any,
-                    errors: None,
-                },
-            };
-        }
-    };
-    let mut list = EntityList::default();
-    let entities = match parsed.entities {
-        Value::String(file) => list.add_file(&base.join(file)),
-        Value::Array(items) => {
-            items.into_iter().for_each(|e| list.add(e));
-            Ok(())
-        }
-        _ => Err("`entities` must be an array of entities or a file name".to_string()),
-    }
-    .and_then(|()| list.build(&snapshot.schema));
     Case {
-        name: parsed.name.unwrap_or(name),
+        body: body(item, base, snapshot),
+        name,
+    }
+}
+
+fn body(item: Value, base: &Path, snapshot: &PolicySnapshot) -> Result<CaseBody, String> {
+    let parsed: CedarCase =
+        serde_json::from_value(item).map_err(|e| format!("invalid test case: {}", chain(&e)))?;
+    let mut list = EntityList::default();
+    match parsed.entities {
+        Value::String(file) => list.add_file(&base.join(file))?,
+        Value::Array(items) => items.into_iter().for_each(|e| list.add(e)),
+        _ => return Err("`entities` must be an array of entities or a file name".to_string()),
+    }
+    Ok(CaseBody {
         request: RawRequest {
             principal: parsed.request.principal,
             action: parsed.request.action,
             resource: parsed.request.resource,
             context: parsed.request.context,
         },
-        entities,
+        entities: list.build(&snapshot.schema)?,
         expect: Expectation {
             decision: parsed.decision,
             reasons: ReasonCheck::Includes(parsed.reason.into_iter().collect()),
             errors: Some(parsed.num_errors),
         },
-    }
+    })
 }

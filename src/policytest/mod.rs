@@ -66,13 +66,20 @@ pub struct Expectation {
     pub errors: Option<usize>,
 }
 
-/// One test case, ready to run.
+/// One test case: its name, and what it runs or why it cannot run (its entity data
+/// does not match the schema, or in the cedar CLI format the case is malformed). A case
+/// that cannot run fails alone; the rest of its file still runs.
 #[derive(Debug, Clone)]
 pub struct Case {
     pub name: String,
+    pub body: Result<CaseBody, String>,
+}
+
+/// A request, the entity data it is decided on, and the expectation.
+#[derive(Debug, Clone)]
+pub struct CaseBody {
     pub request: RawRequest,
-    /// The entity data, or why it could not be built for this case.
-    pub entities: Result<Arc<Entities>, String>,
+    pub entities: Arc<Entities>,
     pub expect: Expectation,
 }
 
@@ -154,9 +161,14 @@ impl SuiteResult {
 /// Decides one case and compares the result with its expectation.
 pub fn run_case(snapshot: &PolicySnapshot, case: &Case) -> CaseResult {
     let started = Instant::now();
-    let (outcome, reasons) = match decide(snapshot, case) {
-        Ok(d) => (
-            compare(&case.expect, d.allowed, &d.reasons, &d.errors),
+    let decided = case
+        .body
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|body| decide(snapshot, body).map(|d| (body, d)));
+    let (outcome, reasons) = match decided {
+        Ok((body, d)) => (
+            compare(&body.expect, d.allowed, &d.reasons, &d.errors),
             d.reasons,
         ),
         Err(e) => (Outcome::Error(e), Vec::new()),
@@ -169,10 +181,9 @@ pub fn run_case(snapshot: &PolicySnapshot, case: &Case) -> CaseResult {
     }
 }
 
-fn decide(snapshot: &PolicySnapshot, case: &Case) -> Result<decision::Decision, String> {
-    let entities = case.entities.as_ref().map_err(Clone::clone)?;
-    let checked = decision::check(snapshot, &case.request).map_err(|e| e.to_string())?;
-    Ok(decision::decide(snapshot, &checked, entities))
+fn decide(snapshot: &PolicySnapshot, body: &CaseBody) -> Result<decision::Decision, String> {
+    let checked = decision::check(snapshot, &body.request).map_err(|e| e.to_string())?;
+    Ok(decision::decide(snapshot, &checked, &body.entities))
 }
 
 fn list(ids: &BTreeSet<String>) -> String {
@@ -504,4 +515,123 @@ pub fn run(args: &TestArgs, out: &mut dyn Write) -> u8 {
         }
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn expect(
+        decision: ExpectedDecision,
+        reasons: ReasonCheck,
+        errors: Option<usize>,
+    ) -> Expectation {
+        Expectation {
+            decision,
+            reasons,
+            errors,
+        }
+    }
+
+    #[test]
+    fn comparison_reports_each_differing_field() {
+        use ExpectedDecision::{Allow, Deny};
+        let invoices = || vec!["member-invoices".to_string()];
+        // (what, expectation, actual allowed, actual reasons, actual errors, fields that differ)
+        type Row = (
+            &'static str,
+            Expectation,
+            bool,
+            Vec<String>,
+            usize,
+            Vec<&'static str>,
+        );
+        let table: Vec<Row> = vec![
+            (
+                "decision only",
+                expect(Allow, ReasonCheck::Any, None),
+                true,
+                invoices(),
+                0,
+                vec![],
+            ),
+            (
+                "wrong decision",
+                expect(Deny, ReasonCheck::Any, None),
+                true,
+                invoices(),
+                0,
+                vec!["decision"],
+            ),
+            (
+                "exact reasons match",
+                expect(
+                    Allow,
+                    ReasonCheck::Exactly(ids(&["member-invoices"])),
+                    Some(0),
+                ),
+                true,
+                invoices(),
+                0,
+                vec![],
+            ),
+            (
+                "exact reasons: one too few expected",
+                expect(Allow, ReasonCheck::Exactly(ids(&[])), None),
+                true,
+                invoices(),
+                0,
+                vec!["reasons"],
+            ),
+            (
+                "cedar reasons: a subset passes",
+                expect(Allow, ReasonCheck::Includes(ids(&[])), Some(0)),
+                true,
+                invoices(),
+                0,
+                vec![],
+            ),
+            (
+                "cedar reasons: a missing one fails",
+                expect(
+                    Allow,
+                    ReasonCheck::Includes(ids(&["owner-on-account"])),
+                    None,
+                ),
+                true,
+                invoices(),
+                0,
+                vec!["reasons"],
+            ),
+            (
+                "error count",
+                expect(Deny, ReasonCheck::Any, Some(0)),
+                false,
+                vec![],
+                1,
+                vec!["errors"],
+            ),
+            (
+                "everything wrong",
+                expect(Deny, ReasonCheck::Exactly(ids(&["x"])), Some(2)),
+                true,
+                invoices(),
+                0,
+                vec!["decision", "reasons", "errors"],
+            ),
+        ];
+        for (what, exp, allowed, reasons, errors, fields) in table {
+            let errors: Vec<String> = (0..errors).map(|i| format!("error {i}")).collect();
+            let got = match compare(&exp, allowed, &reasons, &errors) {
+                Outcome::Pass => vec![],
+                Outcome::Fail(m) => m.iter().map(|m| m.field).collect(),
+                Outcome::Error(e) => panic!("{what}: unexpected error {e}"),
+            };
+            assert_eq!(got, fields, "{what}");
+        }
+    }
 }

@@ -25,13 +25,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::entities::EntityList;
-use super::{Case, Expectation, ExpectedDecision, ReasonCheck, Suite, SuiteError};
+use super::{Case, CaseBody, Expectation, ExpectedDecision, ReasonCheck, Suite, SuiteError};
 use crate::decision::RawRequest;
 use crate::policy::PolicySnapshot;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct YamlSuite {
+    /// For the reader of the file; the runner does not use it.
     #[serde(default)]
     #[allow(dead_code)]
     description: Option<String>,
@@ -120,8 +121,7 @@ pub fn parse(path: &Path, text: &str, snapshot: &PolicySnapshot) -> Result<Suite
                     collect(spec, base, &mut own).and_then(|()| own.build(&snapshot.schema))
                 }
             };
-            Case {
-                name: c.name,
+            let body = entities.map(|entities| CaseBody {
                 request: RawRequest {
                     principal: c.principal,
                     action: c.action,
@@ -136,7 +136,8 @@ pub fn parse(path: &Path, text: &str, snapshot: &PolicySnapshot) -> Result<Suite
                     }),
                     errors: c.errors,
                 },
-            }
+            });
+            Case { name: c.name, body }
         })
         .collect();
     Ok(Suite {
