@@ -296,7 +296,7 @@ fn junit_xml_is_well_formed_with_the_right_counts() {
 
 #[test]
 fn cedar_cli_suites_run_unchanged() {
-    let shipped = repo().join("policies/tests/cedar-cli-bookkeeper.json");
+    let shipped = repo().join("policies/tests/cedar-cli/bookkeeper.json");
     let run = portcullis(&repo(), &["test", shipped.to_str().unwrap()]);
     assert_eq!(run.status, 0, "{}", run.stdout);
     assert!(run.stdout.contains("5 passed, 0 failed"), "{}", run.stdout);
