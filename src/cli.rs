@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::{AuthorizeArgs, ModelArgs, ServeArgs};
+use crate::config::{AuthorizeArgs, FmtArgs, ModelArgs, ServeArgs, TestArgs};
 use crate::decision::{self, RawRequest};
 use crate::server;
 
@@ -160,4 +160,59 @@ pub async fn authorize(args: &AuthorizeArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `portcullis test`: runs policy test suites. Exit status 0 when every case passes
+/// (and coverage meets `--min-coverage`), 1 otherwise, 2 when the model does not load
+/// or there is nothing to run.
+pub fn test(args: &TestArgs) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    ExitCode::from(crate::policytest::run(args, &mut out))
+}
+
+/// `portcullis fmt`: formats `.cedar` files in place, or with `--check` lists the ones
+/// that are not formatted. Exit status 1 when `--check` finds any, 2 on a file that
+/// cannot be read or parsed.
+pub fn fmt(args: &FmtArgs) -> ExitCode {
+    use crate::fmt::{cedar_files, format_file, FileOutcome};
+    let files = match cedar_files(&args.paths) {
+        Ok(f) if f.is_empty() => {
+            eprintln!("no `.cedar` files found");
+            return ExitCode::from(2);
+        }
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (mut changed, mut broken) = (0usize, 0usize);
+    for file in &files {
+        match format_file(file, args.check) {
+            Ok(FileOutcome::Unchanged) => {}
+            Ok(FileOutcome::Changed) => {
+                changed += 1;
+                if args.check {
+                    println!("not formatted: {}", file.display());
+                } else {
+                    println!("formatted: {}", file.display());
+                }
+            }
+            Err(e) => {
+                broken += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if broken > 0 {
+        return ExitCode::from(2);
+    }
+    if args.check && changed > 0 {
+        eprintln!(
+            "{changed} of {} file(s) not formatted; run `portcullis fmt` to fix",
+            files.len()
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }

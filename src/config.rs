@@ -24,6 +24,10 @@ pub enum Command {
     Validate(ModelArgs),
     /// Decide one request from the command line and print the determining policies.
     Authorize(AuthorizeArgs),
+    /// Run policy test suites (YAML, or the cedar CLI's `run-tests` JSON).
+    Test(TestArgs),
+    /// Format `.cedar` files as the cedar CLI does.
+    Fmt(FmtArgs),
 }
 
 /// Where the schema, policies and template links come from. Each one left out is the
@@ -166,6 +170,48 @@ pub struct AuthorizeArgs {
     /// Context as a JSON object.
     #[arg(long)]
     pub context: Option<String>,
+}
+
+/// `portcullis test`. Model flags left out are read from the working directory when the
+/// shipped model's files are there (`policies/`, `schema/portal.cedarschema`, ...), so a
+/// policy repository tests its own edits; otherwise the embedded model is used.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A test file, or a directory searched recursively for `*.yaml`, `*.yml` and
+    /// cedar CLI `*.json` suites.
+    #[arg(value_name = "PATH", default_value = "policies/tests")]
+    pub path: PathBuf,
+    /// Also write the results as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// List the policies (static and template-linked) that no test case made
+    /// determining.
+    #[arg(long)]
+    pub coverage: bool,
+    /// Fail (exit status 1) when fewer than this percentage of policies were
+    /// determining in some case. Implies `--coverage`.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub min_coverage: Option<f64>,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{s}` is not a percentage between 0 and 100")),
+    }
+}
+
+/// `portcullis fmt`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FmtArgs {
+    /// `.cedar` files, or directories searched recursively for them.
+    #[arg(value_name = "PATH", default_value = "policies")]
+    pub paths: Vec<PathBuf>,
+    /// Write nothing; list the files that are not formatted and exit 1 if there are any.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Whether decisions are logged: never, always, or a fraction of them.

@@ -11,13 +11,18 @@
 //! - [`metrics`]: Prometheus registry.
 //! - [`server`]: start-up: builds the application state from configuration.
 //! - [`cli`]: the subcommands `main` dispatches to.
+//! - [`policytest`]: `portcullis test`, the policy test runner (YAML and cedar CLI
+//!   suites, coverage, JUnit).
+//! - [`fmt`]: `portcullis fmt`, the cedar CLI's policy formatter.
 
 pub mod authzen;
 pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod entities;
+pub mod fmt;
 pub mod http;
 pub mod metrics;
 pub mod policy;
+pub mod policytest;
 pub mod server;

@@ -37,6 +37,8 @@ fn main() -> ExitCode {
         }
         Command::Validate(args) => Ok(portcullis::cli::validate(&args)),
         Command::Authorize(args) => Ok(runtime.block_on(portcullis::cli::authorize(&args))),
+        Command::Test(args) => Ok(portcullis::cli::test(&args)),
+        Command::Fmt(args) => Ok(portcullis::cli::fmt(&args)),
     };
     match result {
         Ok(code) => code,
