@@ -24,6 +24,9 @@ pub enum Command {
     Validate(ModelArgs),
     /// Decide one request from the command line and print the determining policies.
     Authorize(AuthorizeArgs),
+    /// Prove the invariants (policies/invariants/*.yaml) with the SMT solver cvc5, and
+    /// with `--against`, list what a policy change newly allows and denies.
+    Verify(VerifyArgs),
 }
 
 /// Where the schema, policies and template links come from. Each one left out is the
@@ -143,4 +146,22 @@ impl FromStr for DecisionLog {
             },
         }
     }
+}
+
+/// `portcullis verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Directory of invariant files (`*.yaml`). Default: `invariants/` beside the
+    /// `--policies` directory when there is one, else the shipped portal invariants.
+    #[arg(long, value_name = "DIR")]
+    pub invariants: Option<PathBuf>,
+    /// Review a change: the old policies (a `.cedar` file or directory, same schema),
+    /// compared per request environment with the ones under check.
+    #[arg(long, value_name = "OLD_POLICY_DIR")]
+    pub against: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
 }

@@ -10,6 +10,8 @@
 //! - [`metrics`]: Prometheus registry.
 //! - [`server`]: start-up: builds the application state from configuration.
 //! - [`cli`]: the subcommands `main` dispatches to.
+//! - [`verify`]: `portcullis verify`: proves invariants with cedar-policy-symcc and
+//!   reviews policy changes (CLI and CI only; the server never uses it).
 
 pub mod cli;
 pub mod config;
@@ -19,3 +21,4 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod server;
+pub mod verify;

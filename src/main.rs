@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         }
         Command::Validate(args) => Ok(portcullis::cli::validate(&args)),
         Command::Authorize(args) => Ok(runtime.block_on(portcullis::cli::authorize(&args))),
+        Command::Verify(args) => Ok(runtime.block_on(portcullis::cli::verify(&args))),
     };
     match result {
         Ok(code) => code,
