@@ -76,13 +76,23 @@ pub fn text(outcome: &Outcome) -> String {
 
 fn counterexample(out: &mut String, cex: &Counterexample, replay: &Replay, other: &str) {
     let indent = "         ";
-    let pretty = |v: &Value| {
-        serde_json::to_string_pretty(v)
-            .unwrap_or_default()
-            .replace('\n', &format!("\n{indent}"))
-    };
-    let _ = writeln!(out, "       request:\n{indent}{}", pretty(&cex.request));
-    let _ = writeln!(out, "       entities:\n{indent}{}", pretty(&cex.entities));
+    let _ = writeln!(out, "       request:\n{indent}{}", compact(&cex.request));
+    let _ = writeln!(out, "       entities:");
+    match &cex.entities {
+        // One entity per line: readable, and each line pastes into an entity file.
+        Value::Array(items) => {
+            let _ = writeln!(out, "{indent}[");
+            let last = items.len().saturating_sub(1);
+            for (i, e) in items.iter().enumerate() {
+                let comma = if i == last { "" } else { "," };
+                let _ = writeln!(out, "{indent}  {}{comma}", compact(e));
+            }
+            let _ = writeln!(out, "{indent}]");
+        }
+        other => {
+            let _ = writeln!(out, "{indent}{}", compact(other));
+        }
+    }
     let mut line = format!("       replay: {}", replay.decision.to_uppercase());
     if !replay.determined_by.is_empty() {
         let _ = write!(line, " (determined by {})", replay.determined_by.join(", "));
@@ -102,6 +112,10 @@ fn counterexample(out: &mut String, cex: &Counterexample, replay: &Replay, other
     if let Some(p) = &replay.problem {
         let _ = writeln!(out, "       replay problem: {p}");
     }
+}
+
+fn compact(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 fn undecided(out: &mut String, items: &[Undecided]) {
