@@ -344,44 +344,226 @@ fn mutations() -> Vec<Mutation> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_mutation_breaks_its_invariant_with_a_counterexample_that_replays() {
-    for m in mutations() {
-        let dir = shipped_policies();
-        (m.apply)(dir.path());
-        let policies = dir.path().display().to_string();
-        let run = verify(&[
-            "--policies",
-            &policies,
-            "--invariants",
-            &invariants_dir(),
-            "--format",
-            "json",
-        ]);
-        assert_eq!(run.status, 1, "{}: exit status\n{}\n{}", m.story, run.stdout, run.stderr);
-        assert_eq!(failing(&run), [m.breaks], "{}: {}", m.story, run.stdout);
-        let inv = invariant(&run, m.breaks);
-        let violations = inv["violations"].as_array().unwrap();
-        assert!(!violations.is_empty(), "{}", m.story);
-        for v in violations {
-            assert_eq!(v["replay"]["confirmed"], true, "{}: {v}", m.story);
-            let cex = &v["counterexample"];
-            (m.check)(cex);
-            let reply = replay_over_http(dir.path(), cex).await;
-            match m.wrong {
-                Wrong::Allowed => {
-                    assert_eq!(reply["decision"], "Allow", "{}: {cex}", m.story);
-                }
-                Wrong::PolicyErrors(id) => {
-                    assert_eq!(v["policy"], id, "{}", m.story);
-                    let errors = reply["diagnostics"]["errors"].as_array().unwrap();
-                    assert!(
-                        errors.iter().any(|e| e.as_str().unwrap().contains(id)),
-                        "{}: the server reports no error of `{id}`: {reply}",
-                        m.story
-                    );
-                }
+/// Verifies the mutated policies: exactly the mutation's invariant fails, and each of
+/// its counterexamples, sent to a real server, shows the wrong behaviour.
+async fn check_mutation(breaks: &str) {
+    let m = mutations()
+        .into_iter()
+        .find(|m| m.breaks == breaks)
+        .unwrap();
+    let dir = shipped_policies();
+    (m.apply)(dir.path());
+    let policies = dir.path().display().to_string();
+    let run = verify(&[
+        "--policies",
+        &policies,
+        "--invariants",
+        &invariants_dir(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.status, 1, "{}: exit status\n{}\n{}", m.story, run.stdout, run.stderr);
+    assert_eq!(failing(&run), [m.breaks], "{}: {}", m.story, run.stdout);
+    let inv = invariant(&run, m.breaks);
+    let violations = inv["violations"].as_array().unwrap();
+    assert!(!violations.is_empty(), "{}", m.story);
+    for v in violations {
+        assert_eq!(v["replay"]["confirmed"], true, "{}: {v}", m.story);
+        let cex = &v["counterexample"];
+        (m.check)(cex);
+        let reply = replay_over_http(dir.path(), cex).await;
+        match m.wrong {
+            Wrong::Allowed => {
+                assert_eq!(reply["decision"], "Allow", "{}: {cex}", m.story);
+            }
+            Wrong::PolicyErrors(id) => {
+                assert_eq!(v["policy"], id, "{}", m.story);
+                let errors = reply["diagnostics"]["errors"].as_array().unwrap();
+                assert!(
+                    errors.iter().any(|e| e.as_str().unwrap().contains(id)),
+                    "{}: the server reports no error of `{id}`: {reply}",
+                    m.story
+                );
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn a_permit_letting_contacts_log_in_breaks_contacts_only_receive_email() {
+    check_mutation("contacts-only-receive-email").await;
+}
+
+#[tokio::test]
+async fn removing_the_disabled_guard_lets_a_disabled_user_in() {
+    check_mutation("disabled-user-denied").await;
+}
+
+#[tokio::test]
+async fn an_invoice_permit_ignoring_the_account_breaks_isolation() {
+    check_mutation("account-isolation").await;
+}
+
+#[tokio::test]
+async fn letting_members_manage_users_breaks_owner_only() {
+    check_mutation("only-owner-manages-users").await;
+}
+
+#[tokio::test]
+async fn dropping_the_second_factor_guard_lets_payment_methods_change_without_it() {
+    check_mutation("payment-method-needs-second-factor").await;
+}
+
+#[tokio::test]
+async fn a_forbid_that_can_overflow_breaks_no_policy_errors() {
+    check_mutation("no-policy-errors").await;
+}
+
+#[test]
+fn every_shipped_invariant_has_a_mutation_that_breaks_it() {
+    let text = std::fs::read_to_string(repo().join("policies/invariants/portal.yaml")).unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let mut shipped: Vec<String> = doc["invariants"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut broken: Vec<String> = mutations().iter().map(|m| m.breaks.to_string()).collect();
+    shipped.sort();
+    broken.sort();
+    assert_eq!(shipped, broken);
+}
+
+/// The sample edit of a pull request: members with the `invoices` key may now also
+/// view quotes, and the affiliate permit is withdrawn.
+#[test]
+fn the_change_review_lists_exactly_the_environments_an_edit_changes() {
+    let dir = shipped_policies();
+    append(
+        dir.path(),
+        "members.cedar",
+        "@id(\"member-invoices-see-quotes\")\npermit (principal is Portal::User, action == Portal::Action::\"ViewQuote\", resource is Portal::Quote)\nwhen {\n  principal in resource.account &&\n  principal.hasTag(resource.account.id) &&\n  principal.getTag(resource.account.id).permissions.contains(\"invoices\")\n};\n",
+    );
+    remove_policy(dir.path(), "members.cedar", "member-affiliates");
+    let policies = dir.path().display().to_string();
+    let run = verify(&[
+        "--policies",
+        &policies,
+        "--invariants",
+        &invariants_dir(),
+        "--against",
+        "policies",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.status, 0, "{}\n{}", run.stdout, run.stderr);
+    let review = &run.json["review"];
+    assert_eq!(review["undecided"].as_array().unwrap().len(), 0, "{review}");
+    let mut changes: Vec<(String, bool, bool)> = review["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let e = &c["environment"];
+            (
+                format!(
+                    "{} {} {}",
+                    e["principal_type"].as_str().unwrap(),
+                    e["action"].as_str().unwrap(),
+                    e["resource_type"].as_str().unwrap()
+                ),
+                c.get("newly_allowed").is_some(),
+                c.get("no_longer_allowed").is_some(),
+            )
+        })
+        .collect();
+    changes.sort();
+    let expected = vec![
+        (
+            "Portal::User Portal::Action::\"ManageAffiliate\" Portal::Account".to_string(),
+            false,
+            true,
+        ),
+        (
+            "Portal::User Portal::Action::\"ViewQuote\" Portal::Quote".to_string(),
+            true,
+            false,
+        ),
+    ];
+    assert_eq!(changes, expected, "{review}");
+    for c in review["changes"].as_array().unwrap() {
+        for key in ["newly_allowed", "no_longer_allowed"] {
+            if let Some(w) = c.get(key) {
+                assert_eq!(w["replay"]["confirmed"], true, "{key}: {w}");
+            }
+        }
+    }
+    // The quote newly allowed goes to a member holding `invoices` but not `quotes`.
+    let quote = review["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["environment"]["action"] == "Portal::Action::\"ViewQuote\"")
+        .unwrap();
+    assert_eq!(quote["newly_allowed"]["replay"]["decision"], "allow");
+    assert_eq!(quote["newly_allowed"]["replay"]["other_decision"], "deny");
+}
+
+#[test]
+fn an_unchanged_policy_set_reviews_to_no_change() {
+    let dir = shipped_policies();
+    let policies = dir.path().display().to_string();
+    let run = verify(&["--policies", &policies, "--against", "policies"]);
+    assert_eq!(run.status, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("no request is decided differently"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_missing_solver_is_a_setup_error_that_says_how_to_install_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("verify")
+        .env("CVC5", "/nonexistent/cvc5")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("scripts/deps/cvc5.sh"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/cvc5"), "{stderr}");
+}
+
+#[test]
+fn invariant_files_with_mistakes_are_rejected_with_the_file_and_the_field() {
+    let cases = [
+        (
+            "invariants:\n  - name: typo\n    property: always_denies\n    covers:\n      actions: [LogIn]\n",
+            "`covers.actions`: `LogIn` names nothing",
+        ),
+        (
+            "invariants:\n  - name: no-reference\n    property: implies\n",
+            "needs a `reference` policy set",
+        ),
+        (
+            "invariants:\n  - name: bad-reference\n    property: disjoint\n    reference: 'permit (principal, action, resource) when { principal.nope };'\n",
+            "does not validate against the schema",
+        ),
+        (
+            "invariants:\n  - name: unknown-kind\n    property: sometimes\n",
+            "unknown variant `sometimes`",
+        ),
+    ];
+    for (yaml, message) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("team.yaml"), yaml).unwrap();
+        let invariants = dir.path().display().to_string();
+        let run = verify(&["--invariants", &invariants]);
+        assert_eq!(run.status, 2, "{yaml}: {}", run.stdout);
+        assert!(run.stderr.contains("team.yaml"), "{yaml}: {}", run.stderr);
+        assert!(run.stderr.contains(message), "{yaml}: {}", run.stderr);
     }
 }
