@@ -2,7 +2,12 @@
 //! the wheel wrapper that `scripts/deps/cvc5.sh` links into `.tools/bin`). Every
 //! counterexample is sent to a real server loaded with the mutated policies and the
 //! counterexample's entities, to see the wrong decision with our own eyes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -205,8 +210,16 @@ fn every_shipped_invariant_holds_on_the_shipped_policies() {
 fn the_default_run_checks_the_embedded_model_and_prints_text() {
     let run = verify(&[]);
     assert_eq!(run.status, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("6 of 6 invariants hold"), "{}", run.stdout);
-    assert!(run.stdout.contains("ok   account-isolation"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("6 of 6 invariants hold"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("ok   account-isolation"),
+        "{}",
+        run.stdout
+    );
 }
 
 /// The wrong behaviour a counterexample shows on the real server.
@@ -256,7 +269,10 @@ fn mutations() -> Vec<Mutation> {
             },
             wrong: Wrong::Allowed,
             check: |cex| {
-                assert!(cex["request"]["principal"].as_str().unwrap().starts_with("Portal::Contact::"));
+                assert!(cex["request"]["principal"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Portal::Contact::"));
                 assert_eq!(cex["request"]["action"], "Portal::Action::\"Login\"");
             },
         },
@@ -290,8 +306,14 @@ fn mutations() -> Vec<Mutation> {
                 // member nor the owner.
                 let principal = cex["request"]["principal"].as_str().unwrap();
                 let user = entity(cex, principal);
-                assert!(cex["request"]["resource"].as_str().unwrap().starts_with("Portal::Invoice::"));
-                assert!(user["tags"].as_object().is_some_and(|t| !t.is_empty()), "{user}");
+                assert!(cex["request"]["resource"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Portal::Invoice::"));
+                assert!(
+                    user["tags"].as_object().is_some_and(|t| !t.is_empty()),
+                    "{user}"
+                );
             },
         },
         Mutation {
@@ -322,7 +344,10 @@ fn mutations() -> Vec<Mutation> {
             },
             wrong: Wrong::Allowed,
             check: |cex| {
-                assert_eq!(cex["request"]["action"], "Portal::Action::\"UpdatePaymentMethod\"");
+                assert_eq!(
+                    cex["request"]["action"],
+                    "Portal::Action::\"UpdatePaymentMethod\""
+                );
                 assert_ne!(cex["request"]["context"]["secondFactor"], true);
             },
         },
@@ -362,7 +387,11 @@ async fn check_mutation(breaks: &str) {
         "--format",
         "json",
     ]);
-    assert_eq!(run.status, 1, "{}: exit status\n{}\n{}", m.story, run.stdout, run.stderr);
+    assert_eq!(
+        run.status, 1,
+        "{}: exit status\n{}\n{}",
+        m.story, run.stdout, run.stderr
+    );
     assert_eq!(failing(&run), [m.breaks], "{}: {}", m.story, run.stdout);
     let inv = invariant(&run, m.breaks);
     let violations = inv["violations"].as_array().unwrap();
@@ -524,17 +553,20 @@ fn an_unchanged_policy_set_reviews_to_no_change() {
 }
 
 #[test]
-fn a_missing_solver_is_a_setup_error_that_says_how_to_install_one() {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("verify")
-        .env("CVC5", "/nonexistent/cvc5")
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("scripts/deps/cvc5.sh"), "{stderr}");
-    assert!(stderr.contains("/nonexistent/cvc5"), "{stderr}");
+fn a_missing_or_broken_solver_is_a_setup_error_that_says_how_to_install_one() {
+    // A path that does not exist, and a program that exits at once without answering.
+    for program in ["/nonexistent/cvc5", "/bin/false"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("verify")
+            .env("CVC5", program)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{program}: {stderr}");
+        assert!(stderr.contains("scripts/deps/cvc5.sh"), "{stderr}");
+        assert!(stderr.contains(program), "{stderr}");
+    }
 }
 
 #[test]

@@ -40,12 +40,9 @@ impl Counterexample {
         });
         // Action entities come from the schema; the API's entity data never holds them.
         let entities = match env.entities.to_json_value() {
-            Ok(Value::Array(items)) => Value::Array(
-                items
-                    .into_iter()
-                    .filter(|e| !is_action_entity(e))
-                    .collect(),
-            ),
+            Ok(Value::Array(items)) => {
+                Value::Array(items.into_iter().filter(|e| !is_action_entity(e)).collect())
+            }
             Ok(other) => other,
             Err(e) => json!({ "error": e.to_string() }),
         };
@@ -162,7 +159,9 @@ pub fn replay(
     };
     let d = decision::decide(snapshot, &checked, &entities);
     let other = reference.map(|r| {
-        Authorizer::new().is_authorized(&checked.request, r, &entities).decision()
+        Authorizer::new()
+            .is_authorized(&checked.request, r, &entities)
+            .decision()
             == cedar_policy::Decision::Allow
     });
     let confirmed = match expectation {

@@ -116,10 +116,9 @@ impl Covers {
         let principal = env.principal();
         let resource = env.resource();
         let action = env.action();
-        let type_matches =
-            |names: &[String], ty: &cedar_policy::EntityTypeName| -> bool {
-                names.is_empty() || names.iter().any(|n| type_is(n, ty))
-            };
+        let type_matches = |names: &[String], ty: &cedar_policy::EntityTypeName| -> bool {
+            names.is_empty() || names.iter().any(|n| type_is(n, ty))
+        };
         type_matches(&self.principal_types, principal)
             && type_matches(&self.resource_types, resource)
             && (self.actions.is_empty() || self.actions.iter().any(|n| action_is(n, action)))
@@ -177,14 +176,12 @@ pub struct Invariant {
 /// Reads every `*.yaml` / `*.yml` file of a directory, in name order.
 pub fn load_dir(dir: &Path, schema: &Schema) -> Result<Vec<Invariant>, InvariantError> {
     let shown = dir.display().to_string();
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| InvariantError::new(&shown, format!("cannot read: {e}")))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| InvariantError::new(&shown, format!("cannot read: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml")
-        })
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     files.sort();
     if files.is_empty() {
@@ -258,13 +255,16 @@ fn build(
     let name = spec.name.clone();
     let err = |m: String| InvariantError::new(file, format!("invariant `{name}`: {m}"));
     if name.trim().is_empty() {
-        return Err(InvariantError::new(file, "an invariant has an empty `name`"));
+        return Err(InvariantError::new(
+            file,
+            "an invariant has an empty `name`",
+        ));
     }
     spec.covers.check(envs).map_err(&err)?;
     let text = match (&spec.reference, &spec.reference_file) {
         (Some(_), Some(_)) => {
             return Err(err(
-                "give `reference` or `reference_file`, not both".to_string(),
+                "give `reference` or `reference_file`, not both".to_string()
             ))
         }
         (Some(t), None) => Some((format!("{file} ({name})"), t.clone())),
@@ -311,10 +311,7 @@ pub fn parse_reference(source: &str, text: &str, schema: &Schema) -> Result<Poli
     let set = PolicySet::from_str(text).map_err(|e| format!("`{source}`: {}", flatten(&e)))?;
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     if !result.validation_passed() {
-        let messages: Vec<String> = result
-            .validation_errors()
-            .map(|e| e.to_string())
-            .collect();
+        let messages: Vec<String> = result.validation_errors().map(|e| e.to_string()).collect();
         return Err(format!(
             "`{source}` does not validate against the schema: {}",
             messages.join("; ")

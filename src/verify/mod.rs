@@ -19,10 +19,11 @@ pub mod report;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use cedar_policy::{Policy, PolicySet, RequestEnv, Schema};
-use cedar_policy_symcc::solver::LocalSolver;
+use cedar_policy::{Policy, PolicySet, RequestEnv};
+use cedar_policy_symcc::solver::{Decision as SolverDecision, LocalSolver, Solver};
 use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicy, CompiledPolicySet, Env};
 use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 
 use crate::policy::PolicySnapshot;
 pub use counterexample::{Counterexample, Expectation, Replay};
@@ -155,7 +156,10 @@ impl Outcome {
     /// violations being the stronger news).
     pub fn any_undecided(&self) -> bool {
         self.invariants.iter().any(|i| !i.undecided.is_empty())
-            || self.review.as_ref().is_some_and(|r| !r.undecided.is_empty())
+            || self
+                .review
+                .as_ref()
+                .is_some_and(|r| !r.undecided.is_empty())
     }
 }
 
@@ -180,9 +184,8 @@ fn spawn_solver() -> Result<CedarSymCompiler<LocalSolver>, VerifyError> {
         program: solver_program(),
         message,
     };
-    let solver =
-        LocalSolver::cvc5_with_args([format!("--tlimit-per={SOLVER_QUERY_LIMIT_MS}")])
-            .map_err(|e| unavailable(e.to_string()))?;
+    let solver = LocalSolver::cvc5_with_args([format!("--tlimit-per={SOLVER_QUERY_LIMIT_MS}")])
+        .map_err(|e| unavailable(e.to_string()))?;
     CedarSymCompiler::new(solver).map_err(|e| unavailable(e.to_string()))
 }
 
@@ -200,27 +203,26 @@ impl<'a> Verifier<'a> {
 
     /// Checks that the solver answers a trivial query, so that a missing or broken
     /// solver is reported once, up front, instead of as an undecided result per check.
+    /// The query is written directly: symcc would fold a trivial policy query to a
+    /// constant and never ask the solver.
     pub async fn probe(&mut self) -> Result<(), VerifyError> {
-        let Some(env) = self.envs.first().cloned() else {
-            return Ok(());
-        };
         let unavailable = |message: String| VerifyError::SolverUnavailable {
             program: solver_program(),
             message,
         };
-        let probe: PolicySet = "permit (principal, action, resource) when { context == context };"
-            .parse()
-            .map_err(|e: cedar_policy::ParseErrors| unavailable(e.to_string()))?;
-        let compiled = CompiledPolicySet::compile(&probe, &env, &self.snapshot.schema)
-            .map_err(|e| unavailable(e.to_string()))?;
-        match self.compiler.check_always_denies_opt(&compiled).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(unavailable(symcc_message(&e))),
+        let solver = self.compiler.solver_mut();
+        solver
+            .smtlib_input()
+            .write_all(b"(reset)\n(set-logic ALL)\n(declare-const probe Bool)\n(assert probe)\n")
+            .await
+            .map_err(|e| unavailable(format!("cannot write to the solver: {e}")))?;
+        match solver.check_sat().await {
+            Ok(SolverDecision::Sat) => Ok(()),
+            Ok(other) => Err(unavailable(format!(
+                "a satisfiable probe query was answered {other:?}"
+            ))),
+            Err(e) => Err(unavailable(e.to_string())),
         }
-    }
-
-    pub fn schema(&self) -> &Schema {
-        &self.snapshot.schema
     }
 
     /// The environments an invariant covers, as indexes into `envs`.
@@ -394,9 +396,15 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    fn witness(&self, found: &Env, expectation: Expectation, reference: Option<&PolicySet>) -> Witness {
+    fn witness(
+        &self,
+        found: &Env,
+        expectation: Expectation,
+        reference: Option<&PolicySet>,
+    ) -> Witness {
         let counterexample = Counterexample::from_env(found);
-        let replay = counterexample::replay(self.snapshot, &counterexample, &expectation, reference);
+        let replay =
+            counterexample::replay(self.snapshot, &counterexample, &expectation, reference);
         Witness {
             counterexample,
             replay,
