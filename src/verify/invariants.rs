@@ -333,3 +333,79 @@ fn flatten(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use crate::policy::{self, PolicySources};
+
+    fn schema() -> Schema {
+        policy::compile(&PolicySources::embedded()).unwrap().schema
+    }
+
+    fn covered(yaml_covers: &str) -> Vec<String> {
+        let schema = schema();
+        let text = format!(
+            "invariants:\n  - name: t\n    property: always_denies\n    covers:\n{yaml_covers}"
+        );
+        let inv = parse("t.yaml", &text, None, &schema).unwrap().remove(0);
+        let mut names: Vec<String> = schema
+            .request_envs()
+            .filter(|e| inv.covers.covers(e))
+            .map(|e| {
+                format!(
+                    "{} {} {}",
+                    e.principal().basename(),
+                    e.action().id().unescaped(),
+                    e.resource().basename()
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn covers_take_full_and_bare_names_alike() {
+        let full = covered("      principal_types: [Portal::Contact]\n      actions: ['Portal::Action::\"Login\"']\n");
+        let bare = covered("      principal_types: [Contact]\n      actions: [Login]\n");
+        assert_eq!(full, ["Contact Login Account"]);
+        assert_eq!(full, bare);
+    }
+
+    #[test]
+    fn except_actions_leave_those_actions_out() {
+        assert_eq!(
+            covered("      principal_types: [Contact]\n      except_actions: [Login]\n"),
+            ["Contact ReceiveEmail EmailMessage"]
+        );
+    }
+
+    #[test]
+    fn no_covers_means_every_environment_of_the_schema() {
+        let schema = schema();
+        let inv = parse(
+            "t.yaml",
+            "invariants:\n  - name: t\n    property: never_errors\n",
+            None,
+            &schema,
+        )
+        .unwrap()
+        .remove(0);
+        assert!(schema.request_envs().all(|e| inv.covers.covers(&e)));
+        assert_eq!(schema.request_envs().count(), 25);
+    }
+
+    #[test]
+    fn the_shipped_invariants_load() {
+        let all = embedded(&schema()).unwrap();
+        assert_eq!(all.len(), 6);
+        assert!(all
+            .iter()
+            .filter(|i| i.property != PropertyKind::NeverErrors
+                && i.property != PropertyKind::AlwaysDenies)
+            .all(|i| i.reference.is_some()));
+    }
+}

@@ -151,16 +151,6 @@ impl Outcome {
     pub fn all_hold(&self) -> bool {
         self.invariants.iter().all(|i| i.holds)
     }
-
-    /// True when some check could not be decided (and none was violated, the
-    /// violations being the stronger news).
-    pub fn any_undecided(&self) -> bool {
-        self.invariants.iter().any(|i| !i.undecided.is_empty())
-            || self
-                .review
-                .as_ref()
-                .is_some_and(|r| !r.undecided.is_empty())
-    }
 }
 
 /// Runs symcc queries on one solver process, and compiles each policy set once per
