@@ -23,8 +23,10 @@ pub fn text(outcome: &Outcome) -> String {
         let mark = if inv.holds { "ok  " } else { "FAIL" };
         let _ = writeln!(
             out,
-            "{mark} {} ({}, {} request environments)",
-            inv.name, inv.property, inv.environments_checked
+            "{mark} {} ({}, {})",
+            inv.name,
+            inv.property,
+            environments(inv.environments_checked)
         );
         if inv.holds {
             continue;
@@ -46,8 +48,9 @@ pub fn text(outcome: &Outcome) -> String {
     if let Some(review) = &outcome.review {
         let _ = writeln!(
             out,
-            "\nchange review against {} ({} request environments):",
-            review.against, review.environments_checked
+            "\nchange review against {} ({}):",
+            review.against,
+            environments(review.environments_checked)
         );
         if review.changes.is_empty() && review.undecided.is_empty() {
             let _ = writeln!(out, "  no request is decided differently");
@@ -111,6 +114,14 @@ fn counterexample(out: &mut String, cex: &Counterexample, replay: &Replay, other
     }
     if let Some(p) = &replay.problem {
         let _ = writeln!(out, "       replay problem: {p}");
+    }
+}
+
+fn environments(n: usize) -> String {
+    if n == 1 {
+        "1 request environment".to_string()
+    } else {
+        format!("{n} request environments")
     }
 }
 
