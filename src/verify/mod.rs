@@ -34,8 +34,8 @@ pub use invariants::{Invariant, PropertyKind};
 /// a run (cvc5's `--tlimit` would bound the whole process).
 pub const SOLVER_QUERY_LIMIT_MS: u64 = 60_000;
 
-/// A failure that stops verification before any answer: the solver cannot start, or
-/// symcc cannot compile the policies.
+/// A failure that stops verification before any answer: the solver cannot start or
+/// does not answer a trivial query.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error(
