@@ -31,10 +31,26 @@ fn in_process(c: &mut Criterion) {
     let app = build_app(&ServeArgs::default()).unwrap();
     let snapshot = app.policies.load_full();
     let cases = [
-        ("allow: bookkeeper pays invoice", raw("User::\"bea\"", "PayInvoice", "Invoice::\"inv-1001\"")),
-        ("deny: webmaster pays invoice", raw("User::\"walt\"", "PayInvoice", "Invoice::\"inv-1001\"")),
-        ("deny: cross-account", raw("User::\"bea\"", "ViewInvoice", "Invoice::\"inv-9001\"")),
-        ("allow: contact email", raw("Contact::\"carl\"", "ReceiveEmail", "EmailMessage::\"msg-acme-invoice\"")),
+        (
+            "allow: bookkeeper pays invoice",
+            raw("User::\"bea\"", "PayInvoice", "Invoice::\"inv-1001\""),
+        ),
+        (
+            "deny: webmaster pays invoice",
+            raw("User::\"walt\"", "PayInvoice", "Invoice::\"inv-1001\""),
+        ),
+        (
+            "deny: cross-account",
+            raw("User::\"bea\"", "ViewInvoice", "Invoice::\"inv-9001\""),
+        ),
+        (
+            "allow: contact email",
+            raw(
+                "Contact::\"carl\"",
+                "ReceiveEmail",
+                "EmailMessage::\"msg-acme-invoice\"",
+            ),
+        ),
     ];
     let mut group = c.benchmark_group("decision");
     for (name, req) in &cases {
@@ -51,9 +67,16 @@ fn in_process(c: &mut Criterion) {
 fn over_http(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let app = Arc::new(build_app(&ServeArgs::default()).unwrap());
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let addr = listener.local_addr().unwrap();
-    rt.spawn(portcullis::http::serve(listener, app, std::future::pending(), Duration::from_secs(1)));
+    rt.spawn(portcullis::http::serve(
+        listener,
+        app,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let body = Bytes::from_static(
         br#"{"principal":"Portal::User::\"bea\"","action":"Portal::Action::\"PayInvoice\"","resource":"Portal::Invoice::\"inv-1001\""}"#,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::{AuthorizeArgs, FmtArgs, ModelArgs, ServeArgs, TestArgs};
+use crate::config::{AuthorizeArgs, FmtArgs, ModelArgs, ServeArgs, TestArgs, VerifyArgs};
 use crate::decision::{self, RawRequest};
 use crate::server;
 
@@ -215,4 +215,16 @@ pub fn fmt(args: &FmtArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+/// `portcullis verify`: exit status 0 when every invariant holds, 1 when one is
+/// violated (or could not be decided), 2 on a bad model, invariant file or solver.
+pub async fn verify(args: &VerifyArgs) -> ExitCode {
+    match crate::verify::cli::run(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
 }

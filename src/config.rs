@@ -28,6 +28,9 @@ pub enum Command {
     Test(TestArgs),
     /// Format `.cedar` files as the cedar CLI does.
     Fmt(FmtArgs),
+    /// Prove the invariants (policies/invariants/*.yaml) with the SMT solver cvc5, and
+    /// with `--against`, list what a policy change newly allows and denies.
+    Verify(VerifyArgs),
 }
 
 /// Where the schema, policies and template links come from. Each one left out is the
@@ -237,4 +240,22 @@ impl FromStr for DecisionLog {
             },
         }
     }
+}
+
+/// `portcullis verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Directory of invariant files (`*.yaml`). Default: `invariants/` beside the
+    /// `--policies` directory when there is one, else the shipped portal invariants.
+    #[arg(long, value_name = "DIR")]
+    pub invariants: Option<PathBuf>,
+    /// Review a change: the old policies (a `.cedar` file or directory, same schema),
+    /// compared per request environment with the ones under check.
+    #[arg(long, value_name = "OLD_POLICY_DIR")]
+    pub against: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
 }

@@ -14,6 +14,8 @@
 //! - [`policytest`]: `portcullis test`, the policy test runner (YAML and cedar CLI
 //!   suites, coverage, JUnit).
 //! - [`fmt`]: `portcullis fmt`, the cedar CLI's policy formatter.
+//! - [`verify`]: `portcullis verify`: proves invariants with cedar-policy-symcc and
+//!   reviews policy changes (CLI and CI only; the server never uses it).
 
 pub mod authzen;
 pub mod cli;
@@ -26,3 +28,4 @@ pub mod metrics;
 pub mod policy;
 pub mod policytest;
 pub mod server;
+pub mod verify;

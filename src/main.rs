@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Authorize(args) => Ok(runtime.block_on(portcullis::cli::authorize(&args))),
         Command::Test(args) => Ok(portcullis::cli::test(&args)),
         Command::Fmt(args) => Ok(portcullis::cli::fmt(&args)),
+        Command::Verify(args) => Ok(runtime.block_on(portcullis::cli::verify(&args))),
     };
     match result {
         Ok(code) => code,
