@@ -296,8 +296,8 @@ fn mutations() -> Vec<Mutation> {
                 edit(
                     dir,
                     "members.cedar",
-                    "resource is Portal::Invoice\n)\nwhen {\n  principal in resource.account &&\n",
-                    "resource is Portal::Invoice\n)\nwhen {\n",
+                    "resource is Portal::Invoice\n)\nwhen\n{\n  principal in resource.account &&\n",
+                    "resource is Portal::Invoice\n)\nwhen\n{\n",
                 );
             },
             wrong: Wrong::Allowed,
