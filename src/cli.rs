@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{AuthorizeArgs, ModelArgs, ServeArgs};
 use crate::decision::{self, RawRequest};
+use crate::reload::{self, ReloadOptions};
 use crate::server;
 
 /// `portcullis serve`.
@@ -31,13 +32,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, entity_source = app.entities.kind(), "portcullis serving");
-    crate::http::serve(
-        listener,
-        Arc::new(app),
-        shutdown_signal(),
-        args.shutdown_grace(),
-    )
-    .await?;
+    let app = Arc::new(app);
+    // The reload task lives exactly as long as the listener: it stops after the drain.
+    let reloader = reload::spawn(app.clone(), ReloadOptions::from(&args));
+    let served = crate::http::serve(listener, app, shutdown_signal(), args.shutdown_grace()).await;
+    reloader.shutdown().await;
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

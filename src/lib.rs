@@ -8,6 +8,7 @@
 //! - [`decision`]: request checking and Cedar evaluation. No I/O.
 //! - [`http`]: listener, routing, wire types, error responses.
 //! - [`metrics`]: Prometheus registry.
+//! - [`reload`]: hot reload of the model: file watching, SIGHUP, atomic swap.
 //! - [`server`]: start-up: builds the application state from configuration.
 //! - [`cli`]: the subcommands `main` dispatches to.
 
@@ -18,4 +19,5 @@ pub mod entities;
 pub mod http;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod server;

@@ -10,6 +10,7 @@ use crate::config::{DecisionLog, EntityArgs, ModelArgs, ServeArgs};
 use crate::entities::{EntitySource, FileSource};
 use crate::metrics::Metrics;
 use crate::policy::{self, embedded, LoadErrors, PolicySnapshot, PolicySources, SourceFile};
+use crate::reload::ReloadState;
 
 /// Options of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -38,6 +39,11 @@ pub struct App {
     pub entities: Arc<dyn EntitySource>,
     pub metrics: Arc<Metrics>,
     pub options: HttpOptions,
+    /// Where the model comes from: a reload reads these paths again. The default is
+    /// the shipped model.
+    pub model: ModelArgs,
+    /// Outcome of the last reload and the reload metrics, for `/v1/policies`.
+    pub reload: Arc<ReloadState>,
     /// Decisions seen, for deterministic sampling of the decision log.
     decisions_seen: AtomicU64,
 }
@@ -52,11 +58,14 @@ impl App {
         metrics
             .policies_loaded
             .set(i64::try_from(snapshot.active_policy_count()).unwrap_or(i64::MAX));
+        let reload = Arc::new(ReloadState::new(&metrics));
         Self {
             policies: Arc::new(ArcSwap::from_pointee(snapshot)),
             entities,
             metrics,
             options,
+            model: ModelArgs::default(),
+            reload,
             decisions_seen: AtomicU64::new(0),
         }
     }
@@ -86,6 +95,9 @@ pub fn model_sources(args: &ModelArgs) -> Result<PolicySources, LoadErrors> {
             .iter()
             .map(|p| SourceFile::read(p))
             .collect::<Result<_, _>>()?;
+        // The shipped links name the shipped templates; other policies bring their own
+        // links file or none.
+        sources.links = None;
     }
     if let Some(path) = &args.template_links {
         sources.links = Some(SourceFile::read(path)?);
@@ -117,10 +129,7 @@ pub fn build_app(args: &ServeArgs) -> anyhow::Result<App> {
     let snapshot = load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
     let entities = open_entities(&args.entity, &snapshot)?;
     let metrics = Arc::new(Metrics::new()?);
-    Ok(App::new(
-        snapshot,
-        entities,
-        metrics,
-        HttpOptions::from(args),
-    ))
+    let mut app = App::new(snapshot, entities, metrics, HttpOptions::from(args));
+    app.model = args.model.clone();
+    Ok(app)
 }
