@@ -31,10 +31,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let listener = TcpListener::bind(args.listen).await?;
-    tracing::info!(listen = %listener.local_addr()?, entity_source = app.entities.kind(), "portcullis serving");
     let app = Arc::new(app);
     // The reload task lives exactly as long as the listener: it stops after the drain.
+    // It starts before the start-up line, so a SIGHUP sent after that line reloads.
     let reloader = reload::spawn(app.clone(), ReloadOptions::from(&args));
+    tracing::info!(listen = %listener.local_addr()?, entity_source = app.entities.kind(), "portcullis serving");
     let served = crate::http::serve(listener, app, shutdown_signal(), args.shutdown_grace()).await;
     reloader.shutdown().await;
     served?;

@@ -278,6 +278,20 @@ async fn apply(app: &App, snapshot: PolicySnapshot) -> ReloadOutcome {
     if snapshot.hash == current.hash {
         return ReloadOutcome::Unchanged;
     }
+    if snapshot.active_policy_count() == 0 && current.active_policy_count() > 0 {
+        // An empty policy set denies everything. From files that is almost always a
+        // mistake (an empty mount, a truncated file), never an intended edit.
+        return ReloadOutcome::Rejected(LoadErrors(vec![Problem {
+            file: app
+                .model
+                .policies
+                .as_ref()
+                .map_or_else(|| "policies".to_string(), |p| p.display().to_string()),
+            line: None,
+            column: None,
+            message: "the new policy set has no policies; it would deny every request".to_string(),
+        }]));
+    }
     if snapshot.schema_hash != current.schema_hash {
         // A schema edit that is valid on its own but that the entity data does not
         // conform to would make every decision deny: reject it like any bad edit.
@@ -579,6 +593,30 @@ mod tests {
         ];
         for (kind, expected) in cases {
             assert_eq!(is_change(&kind), expected, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn watch_flags_choose_or_leave_it_to_the_sources() {
+        use crate::config::{Cli, Command};
+        use clap::Parser;
+        let cases: [(&[&str], Option<bool>); 5] = [
+            (&[], None),
+            (&["--watch"], Some(true)),
+            (&["--watch=false"], Some(false)),
+            (&["--no-watch"], Some(false)),
+            (&["--watch", "--no-watch"], Some(false)),
+        ];
+        for (flags, expected) in cases {
+            let argv = ["portcullis", "serve"].iter().chain(flags.iter());
+            let parsed = Cli::try_parse_from(argv).map_err(|e| e.to_string());
+            let watch = match parsed {
+                Ok(Cli {
+                    command: Command::Serve(args),
+                }) => args.reload.watch(),
+                other => panic!("{flags:?}: {other:?}"),
+            };
+            assert_eq!(watch, expected, "{flags:?}");
         }
     }
 
