@@ -689,32 +689,18 @@ mod tests {
     }
 
     #[test]
-    fn embedded_model_is_the_policies_directory() {
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab", 99), (1, 3));
+    }
+
+    #[test]
+    fn the_embedded_links_are_the_links_file() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let on_disk = PolicySources::read(
-            &root.join("schema/portal.cedarschema"),
-            &root.join("policies"),
-            Some(&root.join("policies/links.json")),
-        )
-        .unwrap();
-        let embedded = PolicySources::embedded();
-        let texts = |s: &PolicySources| -> Vec<String> {
-            s.files().iter().map(|f| f.text.clone()).collect()
-        };
-        assert_eq!(texts(&embedded), texts(&on_disk));
-        let names: Vec<String> = embedded.files().iter().map(|f| f.name.clone()).collect();
-        let disk_names: Vec<String> = on_disk
-            .files()
-            .iter()
-            .map(|f| {
-                f.path
-                    .as_deref()
-                    .and_then(|p| p.strip_prefix(root).ok())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            })
-            .collect();
-        assert_eq!(names, disk_names);
+        let disk = std::fs::read_to_string(root.join(embedded::LINKS.0)).unwrap();
+        assert_eq!(embedded::LINKS.1, disk);
+        assert_eq!(embedded::LINKS.0, "policies/links.json");
     }
 
     /// Compiles the shipped model with another links file.
@@ -777,12 +763,5 @@ mod tests {
         let info = snap.info.iter().find(|p| p.id == "g").unwrap();
         assert_eq!(info.kind, PolicyKind::Link);
         assert_eq!(info.line, Some(4));
-    }
-
-    #[test]
-    fn line_col_counts_from_one() {
-        assert_eq!(line_col("ab\ncd", 0), (1, 1));
-        assert_eq!(line_col("ab\ncd", 4), (2, 2));
-        assert_eq!(line_col("ab", 99), (1, 3));
     }
 }
