@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{AuthorizeArgs, FmtArgs, ModelArgs, ServeArgs, TestArgs, VerifyArgs};
 use crate::decision::{self, RawRequest};
+use crate::reload::{self, ReloadOptions};
 use crate::server;
 
 /// `portcullis serve`.
@@ -38,14 +39,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let listener = TcpListener::bind(args.listen).await?;
+    let app = Arc::new(app);
+    // The reload task lives exactly as long as the listener: it stops after the drain.
+    // It starts before the start-up line, so a SIGHUP sent after that line reloads.
+    let reloader = reload::spawn(app.clone(), ReloadOptions::from(&args));
     tracing::info!(listen = %listener.local_addr()?, entity_source = app.entities.kind(), "portcullis serving");
-    crate::http::serve(
-        listener,
-        Arc::new(app),
-        shutdown_signal(),
-        args.shutdown_grace(),
-    )
-    .await?;
+    let served = crate::http::serve(listener, app, shutdown_signal(), args.shutdown_grace()).await;
+    reloader.shutdown().await;
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -66,6 +66,8 @@ pub struct ServeArgs {
     pub authzen: AuthzenArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
     /// Address to listen on.
     #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8180")]
     pub listen: SocketAddr,
@@ -102,6 +104,7 @@ impl Default for ServeArgs {
             entity: EntityArgs::default(),
             authzen: AuthzenArgs::default(),
             tls: TlsArgs::default(),
+            reload: ReloadArgs::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8180)),
             max_body_bytes: 1_048_576,
             batch_limit: 100,
@@ -153,6 +156,56 @@ pub struct TlsArgs {
         requires = "tls_cert"
     )]
     pub tls_client_ca: Option<PathBuf>,
+}
+
+/// When the served model is reloaded. SIGHUP always reloads.
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
+    /// Reload when a file of the schema, policies or links changes (default: on when
+    /// any of them is read from a file, off for the shipped model). `--watch=false`
+    /// turns it off too.
+    #[arg(
+        long,
+        env = "PORTCULLIS_WATCH",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL",
+        overrides_with = "no_watch"
+    )]
+    pub watch: Option<bool>,
+    /// Do not watch the model's files (SIGHUP still reloads).
+    #[arg(long, overrides_with = "watch")]
+    pub no_watch: bool,
+    /// Milliseconds without further file changes before a reload starts, so that a
+    /// burst of writes (an editor, a `git checkout`, a ConfigMap swap) loads once.
+    #[arg(long, env = "PORTCULLIS_RELOAD_DEBOUNCE_MS", default_value_t = 150)]
+    pub reload_debounce_ms: u64,
+}
+
+impl ReloadArgs {
+    /// `Some(choice)` when the flags decide; `None` leaves it to the sources.
+    pub fn watch(&self) -> Option<bool> {
+        if self.no_watch {
+            Some(false)
+        } else {
+            self.watch
+        }
+    }
+
+    pub fn debounce(&self) -> Duration {
+        Duration::from_millis(self.reload_debounce_ms)
+    }
+}
+
+impl Default for ReloadArgs {
+    fn default() -> Self {
+        Self {
+            watch: None,
+            no_watch: false,
+            reload_debounce_ms: 150,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,6 +9,7 @@
 //! - [`http`]: listener (plain or TLS), routing, wire types, error responses.
 //! - [`authzen`]: the AuthZEN Authorization API 1.0 endpoints and their mapping to Cedar.
 //! - [`metrics`]: Prometheus registry.
+//! - [`reload`]: hot reload of the model: file watching, SIGHUP, atomic swap.
 //! - [`server`]: start-up: builds the application state from configuration.
 //! - [`cli`]: the subcommands `main` dispatches to.
 //! - [`policytest`]: `portcullis test`, the policy test runner (YAML and cedar CLI
@@ -27,5 +28,6 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod policytest;
+pub mod reload;
 pub mod server;
 pub mod verify;

@@ -10,6 +10,7 @@ use crate::config::{AuthzenArgs, DecisionLog, EntityArgs, ModelArgs, ServeArgs, 
 use crate::entities::{EntitySource, FileSource};
 use crate::metrics::Metrics;
 use crate::policy::{self, embedded, LoadErrors, PolicySnapshot, PolicySources, SourceFile};
+use crate::reload::ReloadState;
 
 /// Options of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -43,6 +44,11 @@ pub struct App {
     pub authzen: Option<Arc<crate::authzen::Authzen>>,
     /// HTTPS for the listener; `None` serves plain HTTP.
     pub tls: Option<crate::http::tls::Tls>,
+    /// Where the model comes from: a reload reads these paths again. The default is
+    /// the shipped model.
+    pub model: ModelArgs,
+    /// Outcome of the last reload and the reload metrics, for `/v1/policies`.
+    pub reload: Arc<ReloadState>,
     /// Decisions seen, for deterministic sampling of the decision log.
     decisions_seen: AtomicU64,
 }
@@ -57,6 +63,7 @@ impl App {
         metrics
             .policies_loaded
             .set(i64::try_from(snapshot.active_policy_count()).unwrap_or(i64::MAX));
+        let reload = Arc::new(ReloadState::new(&metrics));
         Self {
             policies: Arc::new(ArcSwap::from_pointee(snapshot)),
             entities,
@@ -64,6 +71,8 @@ impl App {
             options,
             authzen: crate::authzen::Authzen::embedded().ok().map(Arc::new),
             tls: None,
+            model: ModelArgs::default(),
+            reload,
             decisions_seen: AtomicU64::new(0),
         }
     }
@@ -93,6 +102,9 @@ pub fn model_sources(args: &ModelArgs) -> Result<PolicySources, LoadErrors> {
             .iter()
             .map(|p| SourceFile::read(p))
             .collect::<Result<_, _>>()?;
+        // The shipped links name the shipped templates; other policies bring their own
+        // links file or none.
+        sources.links = None;
     }
     if let Some(path) = &args.template_links {
         sources.links = Some(SourceFile::read(path)?);
@@ -130,6 +142,7 @@ pub fn build_app(args: &ServeArgs) -> anyhow::Result<App> {
     let mut app = App::new(snapshot, entities, metrics, HttpOptions::from(args));
     app.authzen = Some(Arc::new(authzen));
     app.tls = tls;
+    app.model = args.model.clone();
     Ok(app)
 }
 

@@ -2,6 +2,7 @@
 //! knows JSON bodies and status codes.
 
 pub mod error;
+pub mod policies;
 pub mod tls;
 pub mod wire;
 
@@ -171,11 +172,17 @@ async fn route(
         ("/readyz", &Method::GET) => ("readyz", Ok(readyz(ctx).await)),
         ("/metrics", &Method::GET) => ("metrics", Ok(metrics(ctx))),
         ("/v1/is_authorized", &Method::POST) => ("is_authorized", is_authorized(ctx, req).await),
+        ("/v1/policies", &Method::GET) => ("policies", Ok(list_policies(ctx))),
         ("/v1/batch_is_authorized", &Method::POST) => {
             ("batch_is_authorized", batch_is_authorized(ctx, req).await)
         }
         (
-            "/healthz" | "/readyz" | "/metrics" | "/v1/is_authorized" | "/v1/batch_is_authorized",
+            "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/v1/is_authorized"
+            | "/v1/batch_is_authorized"
+            | "/v1/policies",
             _,
         ) => ("other", Err(ApiError::method_not_allowed(&method, &path))),
         (p, _) if crate::authzen::handlers::owns(p) => {
@@ -210,6 +217,15 @@ fn metrics(ctx: &Ctx) -> Response<Body> {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
+}
+
+fn list_policies(ctx: &Ctx) -> Response<Body> {
+    let snapshot = ctx.app.policies.load();
+    let body = policies::PoliciesResponse::new(&snapshot, &ctx.app.reload.status());
+    json_response(
+        StatusCode::OK,
+        serde_json::to_string(&body).unwrap_or_default(),
+    )
 }
 
 /// Reads a JSON body: checks the content type and the size limit, then decodes.
