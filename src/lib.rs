@@ -6,6 +6,8 @@
 //!   build immutable snapshots.
 //! - [`entities`]: entity sources (file now; Redis slots in behind the same trait).
 //! - [`decision`]: request checking and Cedar evaluation. No I/O.
+//! - [`gateway`]: forward-auth for nginx, Traefik and Envoy: route table, identity,
+//!   proxy dialects.
 //! - [`http`]: listener, routing, wire types, error responses.
 //! - [`metrics`]: Prometheus registry.
 //! - [`server`]: start-up: builds the application state from configuration.
@@ -15,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod entities;
+pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod policy;

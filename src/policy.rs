@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{EntityUid, PolicyId, PolicySet, Schema, SlotId, ValidationMode, Validator};
@@ -42,6 +43,11 @@ pub mod embedded {
             include_str!("../policies/owner.cedar"),
         ),
     ];
+    /// Display name and text of the shipped gateway route table.
+    pub const ROUTES: (&str, &str) = (
+        "policies/routes.yaml",
+        include_str!("../policies/routes.yaml"),
+    );
     /// Display name and text of the demo entity data.
     pub const ENTITIES: (&str, &str) = (
         "examples/portal/entities.json",
@@ -82,6 +88,9 @@ pub struct PolicySources {
     pub schema: SourceFile,
     pub policies: Vec<SourceFile>,
     pub links: Option<SourceFile>,
+    /// The gateway route table; compiled against the same schema, so schema, policies
+    /// and routes always change together.
+    pub routes: Option<SourceFile>,
 }
 
 impl PolicySources {
@@ -94,6 +103,7 @@ impl PolicySources {
                 .map(|(name, text)| SourceFile::new(*name, *text))
                 .collect(),
             links: None,
+            routes: Some(SourceFile::new(embedded::ROUTES.0, embedded::ROUTES.1)),
         }
     }
 
@@ -110,6 +120,7 @@ impl PolicySources {
             schema,
             policies,
             links,
+            routes: None,
         })
     }
 }
@@ -183,6 +194,9 @@ pub struct PolicySnapshot {
     /// stays valid while this does not change.
     pub schema_hash: String,
     pub loaded_at: SystemTime,
+    /// The gateway route table, validated against `schema`; `None` when none is
+    /// configured (the gateway endpoints then deny every request).
+    pub routes: Option<Arc<crate::gateway::RouteTable>>,
 }
 
 impl PolicySnapshot {
@@ -470,6 +484,16 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
             return Err(LoadErrors(problems));
         }
     };
+    let routes = match &sources.routes {
+        None => None,
+        Some(file) => match crate::gateway::routes::compile(file, &schema) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                problems.extend(e.0);
+                None
+            }
+        },
+    };
     if !problems.is_empty() {
         return Err(LoadErrors(problems));
     }
@@ -516,6 +540,10 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
         all.push(&l.name);
         all.push(&l.text);
     }
+    if let Some(r) = &sources.routes {
+        all.push(&r.name);
+        all.push(&r.text);
+    }
     Ok(PolicySnapshot {
         schema,
         policies: set,
@@ -523,6 +551,7 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
         hash: sha256_hex(&all),
         schema_hash: sha256_hex(&[&sources.schema.text]),
         loaded_at: SystemTime::now(),
+        routes,
     })
 }
 

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{DecisionLog, EntityArgs, ModelArgs, ServeArgs};
 use crate::entities::{EntitySource, FileSource};
+use crate::gateway::{Gateway, GatewaySettings};
 use crate::metrics::Metrics;
 use crate::policy::{self, embedded, LoadErrors, PolicySnapshot, PolicySources, SourceFile};
 
@@ -38,6 +39,8 @@ pub struct App {
     pub entities: Arc<dyn EntitySource>,
     pub metrics: Arc<Metrics>,
     pub options: HttpOptions,
+    /// The gateway endpoints' identity source, proxy settings and metrics.
+    pub gateway: Gateway,
     /// Decisions seen, for deterministic sampling of the decision log.
     decisions_seen: AtomicU64,
 }
@@ -52,11 +55,13 @@ impl App {
         metrics
             .policies_loaded
             .set(i64::try_from(snapshot.active_policy_count()).unwrap_or(i64::MAX));
+        let gateway = Gateway::new(GatewaySettings::unconfigured(), &metrics.registry);
         Self {
             policies: Arc::new(ArcSwap::from_pointee(snapshot)),
             entities,
             metrics,
             options,
+            gateway,
             decisions_seen: AtomicU64::new(0),
         }
     }
@@ -80,6 +85,8 @@ pub fn model_sources(args: &ModelArgs) -> Result<PolicySources, LoadErrors> {
     let mut sources = PolicySources::embedded();
     if let Some(path) = &args.schema {
         sources.schema = SourceFile::read(path)?;
+        // The shipped route table belongs to the shipped schema.
+        sources.routes = None;
     }
     if let Some(path) = &args.policies {
         sources.policies = policy::policy_files(path)?
@@ -89,6 +96,9 @@ pub fn model_sources(args: &ModelArgs) -> Result<PolicySources, LoadErrors> {
     }
     if let Some(path) = &args.template_links {
         sources.links = Some(SourceFile::read(path)?);
+    }
+    if let Some(path) = &args.routes {
+        sources.routes = Some(SourceFile::read(path)?);
     }
     Ok(sources)
 }
@@ -116,11 +126,9 @@ pub fn open_entities(
 pub fn build_app(args: &ServeArgs) -> anyhow::Result<App> {
     let snapshot = load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
     let entities = open_entities(&args.entity, &snapshot)?;
+    let gateway = GatewaySettings::from_args(&args.gateway).map_err(|e| anyhow::anyhow!("{e}"))?;
     let metrics = Arc::new(Metrics::new()?);
-    Ok(App::new(
-        snapshot,
-        entities,
-        metrics,
-        HttpOptions::from(args),
-    ))
+    let mut app = App::new(snapshot, entities, metrics, HttpOptions::from(args));
+    app.gateway.settings = gateway;
+    Ok(app)
 }
