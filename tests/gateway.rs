@@ -1,6 +1,12 @@
 //! The gateway endpoints through the real server: each proxy's dialect, the statuses
 //! a proxy understands, the headers it may pass upstream, and the metrics.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Case tables are tuples, read like the tables in the domain document.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 mod common;
 

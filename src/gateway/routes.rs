@@ -389,11 +389,16 @@ pub fn compile(file: &SourceFile, schema: &Schema) -> Result<RouteTable, LoadErr
         let (line, column) = e
             .location()
             .map_or((None, None), |l| (Some(l.line()), Some(l.column())));
+        // The place goes in front as `file:line:col`; drop serde's own copy of it.
+        let mut message = e.to_string();
+        if let (Some(l), Some(c)) = (line, column) {
+            message = message.replace(&format!(" at line {l} column {c}"), "");
+        }
         LoadErrors(vec![Problem {
             file: file.name.clone(),
             line,
             column,
-            message: format!("invalid route table: {e}"),
+            message: format!("invalid route table: {message}"),
         }])
     })?;
     let mut problems = Vec::new();

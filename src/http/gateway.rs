@@ -177,16 +177,19 @@ pub async fn check(
         ));
     }
     gateway.count(protocol, route, "allow");
+    // Cedar reports the determining policies as a set; sort them so the header is
+    // stable for caches and log searches.
+    let mut reasons = decision.reasons.clone();
+    reasons.sort();
     let mut r = json_response(
         StatusCode::OK,
-        serde_json::json!({"decision": "Allow", "route": route, "policies": decision.reasons})
-            .to_string(),
+        serde_json::json!({"decision": "Allow", "route": route, "policies": reasons}).to_string(),
     );
     let h = r.headers_mut();
     if let Some(v) = header_value(&identity.principal.to_string()) {
         h.insert(PRINCIPAL_HEADER, v);
     }
-    if let Some(v) = header_value(&decision.reasons.join(",")) {
+    if let Some(v) = header_value(&reasons.join(",")) {
         h.insert(POLICY_HEADER, v);
     }
     if let Some(v) = header_value(route) {
