@@ -74,7 +74,20 @@ impl Drop for Nginx {
 impl Nginx {
     /// Starts nginx with `auth_request` to Portcullis at `portcullis` in front of an
     /// upstream (a second server block) that echoes what it was given.
+    /// Starts nginx, on fresh ports again if another process took the free ports it
+    /// was given before nginx bound them.
     fn start(portcullis: SocketAddr) -> Self {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(portcullis) {
+                Ok(n) => return n,
+                Err(e) => last = e,
+            }
+        }
+        panic!("nginx did not start: {last}");
+    }
+
+    fn try_start(portcullis: SocketAddr) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         // Workers may run as an unprivileged user when the test runs as root; they
         // must be able to reach the prefix.
@@ -160,29 +173,30 @@ http {{
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir,
         };
-        nginx.wait_until_listening();
-        nginx
+        nginx.wait_until_listening()?;
+        Ok(nginx)
     }
 
     fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
 
-    fn wait_until_listening(&mut self) {
+    fn wait_until_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if TcpStream::connect(self.addr).is_ok() {
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("nginx exited with {status}:\n{}", self.error_log());
+                return Err(format!("nginx exited with {status}:\n{}", self.error_log()));
             }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen on {} in time:\n{}",
-                self.addr,
-                self.error_log()
-            );
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "nginx did not listen on {} in time:\n{}",
+                    self.addr,
+                    self.error_log()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
