@@ -487,3 +487,78 @@ fn a_route_table_that_does_not_fit_the_schema_stops_the_start() {
     );
     assert!(err.contains("ViewInvoices"), "{err}");
 }
+
+#[tokio::test]
+async fn the_client_address_reaches_the_policies_only_from_the_trusted_header() {
+    // The shipped policies plus one that blocks a documentation network.
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    for (name, text) in portcullis::policy::embedded::POLICIES {
+        let file = std::path::Path::new(name).file_name().unwrap();
+        std::fs::write(policies.join(file), text).unwrap();
+    }
+    std::fs::write(
+        policies.join("blocklist.cedar"),
+        "@id(\"blocked-network\")\nforbid (principal, action, resource)\nwhen { context has clientIp && context.clientIp.isInRange(ip(\"203.0.113.0/24\")) };\n",
+    )
+    .unwrap();
+    let server = TestServer::start(ServeArgs {
+        model: portcullis::config::ModelArgs {
+            policies: Some(policies),
+            ..Default::default()
+        },
+        gateway: GatewayArgs {
+            trusted_principal_header: Some("X-Auth-User".into()),
+            client_ip_from: "x-forwarded-for".into(),
+            ..GatewayArgs::default()
+        },
+        ..ServeArgs::default()
+    })
+    .await;
+    // (story, X-Forwarded-For, status)
+    let cases = [
+        (
+            "the bookkeeper from an ordinary address",
+            "198.51.100.7",
+            StatusCode::OK,
+        ),
+        (
+            "the bookkeeper from the blocked network",
+            "203.0.113.9",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "a client-written entry before the proxy's is ignored",
+            "203.0.113.9, 198.51.100.7",
+            StatusCode::OK,
+        ),
+        (
+            "the proxy's entry counts even after a client-written one",
+            "198.51.100.7, 203.0.113.9",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "an unreadable address is left out of the context",
+            "not-an-address",
+            StatusCode::OK,
+        ),
+    ];
+    for (story, xff, status) in cases {
+        let r = server
+            .send(
+                Method::GET,
+                "/forward-auth/nginx",
+                &[
+                    ("x-original-method", "GET"),
+                    ("x-original-uri", "/accounts/acme/invoices/inv-1001"),
+                    ("x-auth-user", "bea"),
+                    ("x-forwarded-for", xff),
+                ],
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(r.status, status, "{story}: {}", r.text);
+    }
+    server.stop().await;
+}

@@ -1,6 +1,11 @@
 //! The decision log of gateway checks names the route template and the protocol.
 //! A test binary of its own, because it installs the process-wide log subscriber.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
