@@ -37,7 +37,8 @@ impl GatewaySettings {
                 args.ext_authz_prefix
             ));
         }
-        if prefix == "/forward-auth" || prefix.starts_with("/v1") {
+        let taken = ["/forward-auth", "/v1", "/healthz", "/readyz", "/metrics"];
+        if taken.iter().any(|t| prefix.starts_with(t)) {
             return Err(format!(
                 "`--ext-authz-prefix` `{prefix}` collides with another endpoint"
             ));
@@ -112,6 +113,27 @@ impl Gateway {
     pub fn count(&self, protocol: Protocol, route: &str, outcome: &str) {
         if let Some(m) = &self.metrics {
             m.count(protocol, route, outcome);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envoy_prefix_must_not_shadow_other_endpoints() {
+        let with = |prefix: &str| {
+            GatewaySettings::from_args(&GatewayArgs {
+                ext_authz_prefix: prefix.to_string(),
+                ..GatewayArgs::default()
+            })
+            .map(|s| s.ext_authz_prefix)
+        };
+        assert_eq!(with("/ext-authz/"), Ok("/ext-authz".to_string()));
+        assert_eq!(with("/authz"), Ok("/authz".to_string()));
+        for bad in ["", "/", "ext-authz", "/v1/check", "/forward-auth/nginx", "/metrics"] {
+            assert!(with(bad).is_err(), "`{bad}` was accepted");
         }
     }
 }

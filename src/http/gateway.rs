@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::{json_response, Ctx};
 use crate::decision::{self, Decision};
 use crate::gateway::routes::RouteMatch;
-use crate::gateway::{protocol, ContextSource, IdentityError, Protocol, Unmatched};
+use crate::gateway::{protocol, Authenticator, ContextSource, IdentityError, Protocol, Unmatched};
 
 pub const PRINCIPAL_HEADER: &str = "x-portcullis-principal";
 pub const POLICY_HEADER: &str = "x-portcullis-policy";
@@ -106,8 +106,10 @@ pub async fn check(
                 ));
             }
             let mut r = answer(StatusCode::UNAUTHORIZED, e.code(), e.to_string());
-            r.headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            if let Authenticator::Jwt(_) = settings.authenticator {
+                r.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
             return Ok(r);
         }
     };
