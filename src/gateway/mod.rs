@@ -132,7 +132,14 @@ mod tests {
         };
         assert_eq!(with("/ext-authz/"), Ok("/ext-authz".to_string()));
         assert_eq!(with("/authz"), Ok("/authz".to_string()));
-        for bad in ["", "/", "ext-authz", "/v1/check", "/forward-auth/nginx", "/metrics"] {
+        for bad in [
+            "",
+            "/",
+            "ext-authz",
+            "/v1/check",
+            "/forward-auth/nginx",
+            "/metrics",
+        ] {
             assert!(with(bad).is_err(), "`{bad}` was accepted");
         }
     }
