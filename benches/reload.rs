@@ -29,6 +29,7 @@ fn model_in(dir: &Path) -> ModelArgs {
         schema: Some(dir.join("portal.cedarschema")),
         template_links: Some(policies.join("links.json")),
         policies: Some(policies),
+        routes: None,
     }
 }
 

@@ -36,6 +36,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map_or("none", |a| a.mapping.source.as_str()),
         );
+        println!(
+            "gateway: {} routes, identity `{}`",
+            snap.routes.as_ref().map_or(0, |t| t.routes().len()),
+            app.gateway.settings.authenticator.kind()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let listener = TcpListener::bind(args.listen).await?;
@@ -87,6 +92,13 @@ pub fn validate(args: &ModelArgs) -> ExitCode {
                     .filter(|p| p.kind == crate::policy::PolicyKind::Link)
                     .count(),
             );
+            if let Some(routes) = &snap.routes {
+                println!(
+                    "ok: {} gateway routes in `{}`",
+                    routes.routes().len(),
+                    routes.file
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

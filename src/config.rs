@@ -16,6 +16,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve decisions over HTTP.
@@ -46,6 +48,10 @@ pub struct ModelArgs {
     /// Template links, in the JSON format of the cedar CLI's `--template-linked`.
     #[arg(long, env = "PORTCULLIS_TEMPLATE_LINKS", value_name = "FILE")]
     pub template_links: Option<PathBuf>,
+    /// Gateway route table (YAML) mapping HTTP requests to actions and resources
+    /// (default: the shipped portal routes, unless `--schema` names another schema).
+    #[arg(long, env = "PORTCULLIS_ROUTES", value_name = "FILE")]
+    pub routes: Option<PathBuf>,
 }
 
 /// Where entity data comes from.
@@ -68,6 +74,8 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub reload: ReloadArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
     /// Address to listen on.
     #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8180")]
     pub listen: SocketAddr,
@@ -105,6 +113,7 @@ impl Default for ServeArgs {
             authzen: AuthzenArgs::default(),
             tls: TlsArgs::default(),
             reload: ReloadArgs::default(),
+            gateway: GatewayArgs::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8180)),
             max_body_bytes: 1_048_576,
             batch_limit: 100,
@@ -204,6 +213,103 @@ impl Default for ReloadArgs {
             watch: None,
             no_watch: false,
             reload_debounce_ms: 150,
+        }
+    }
+}
+
+/// The gateway endpoints (`/forward-auth/...`, `/ext-authz/...`): how a caller is
+/// identified and how the proxy's request is read. Identity comes from a verified JWT
+/// or from a trusted header, never both; see docs/gateway.md.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// PEM public key that signs the JWTs: RSA (RS256), P-256 (ES256) or Ed25519 (EdDSA).
+    #[arg(long, env = "PORTCULLIS_JWT_KEY_FILE", value_name = "FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+    /// JWKS file with the signing keys (RS256, ES256, EdDSA); tokens must name a `kid`.
+    #[arg(long, env = "PORTCULLIS_JWT_JWKS_FILE", value_name = "FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// File holding an HS256 shared secret; HS256 is accepted only with this flag.
+    #[arg(long, env = "PORTCULLIS_JWT_HS256_SECRET_FILE", value_name = "FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// Required `iss` of tokens.
+    #[arg(long, env = "PORTCULLIS_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of tokens.
+    #[arg(long, env = "PORTCULLIS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "PORTCULLIS_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+    /// The principal uid a token stands for, with a claim name in braces.
+    #[arg(
+        long,
+        env = "PORTCULLIS_JWT_PRINCIPAL",
+        default_value = "Portal::User::\"{sub}\""
+    )]
+    pub jwt_principal: String,
+    /// `amr` values that mean the session used a second factor (comma-separated).
+    #[arg(
+        long,
+        env = "PORTCULLIS_JWT_SECOND_FACTOR_AMR",
+        value_delimiter = ',',
+        default_value = "mfa,otp"
+    )]
+    pub jwt_second_factor_amr: Vec<String>,
+    /// `acr` values that mean the session used a second factor (comma-separated).
+    #[arg(long, env = "PORTCULLIS_JWT_SECOND_FACTOR_ACR", value_delimiter = ',')]
+    pub jwt_second_factor_acr: Vec<String>,
+    /// Trust this header, set by an upstream authenticator, as the principal's id.
+    /// Only for a proxy that strips the header from client requests.
+    #[arg(
+        long,
+        env = "PORTCULLIS_TRUSTED_PRINCIPAL_HEADER",
+        value_name = "HEADER"
+    )]
+    pub trusted_principal_header: Option<String>,
+    /// Entity type of the principal named by the trusted header.
+    #[arg(
+        long,
+        env = "PORTCULLIS_TRUSTED_PRINCIPAL_TYPE",
+        default_value = "Portal::User"
+    )]
+    pub trusted_principal_type: String,
+    /// Trusted header whose value `true` says the session used a second factor.
+    #[arg(
+        long,
+        env = "PORTCULLIS_TRUSTED_SECOND_FACTOR_HEADER",
+        value_name = "HEADER"
+    )]
+    pub trusted_second_factor_header: Option<String>,
+    /// Where the client's address comes from: `none`, `x-real-ip`, or `x-forwarded-for`
+    /// (its last entry, the one the proxy in front of Portcullis appended).
+    #[arg(long, env = "PORTCULLIS_CLIENT_IP_FROM", default_value = "none", value_parser = ["none", "x-real-ip", "x-forwarded-for"])]
+    pub client_ip_from: String,
+    /// Path prefix of Envoy's ext_authz check requests; the original path follows it.
+    #[arg(
+        long,
+        env = "PORTCULLIS_EXT_AUTHZ_PREFIX",
+        default_value = "/ext-authz"
+    )]
+    pub ext_authz_prefix: String,
+}
+
+impl Default for GatewayArgs {
+    fn default() -> Self {
+        Self {
+            jwt_key_file: None,
+            jwt_jwks_file: None,
+            jwt_hs256_secret_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_secs: 30,
+            jwt_principal: "Portal::User::\"{sub}\"".to_string(),
+            jwt_second_factor_amr: vec!["mfa".to_string(), "otp".to_string()],
+            jwt_second_factor_acr: Vec::new(),
+            trusted_principal_header: None,
+            trusted_principal_type: "Portal::User".to_string(),
+            trusted_second_factor_header: None,
+            client_ip_from: "none".to_string(),
+            ext_authz_prefix: "/ext-authz".to_string(),
         }
     }
 }

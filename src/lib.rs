@@ -6,6 +6,8 @@
 //!   build immutable snapshots.
 //! - [`entities`]: entity sources (file now; Redis slots in behind the same trait).
 //! - [`decision`]: request checking and Cedar evaluation. No I/O.
+//! - [`gateway`]: forward-auth for nginx, Traefik and Envoy: route table, identity,
+//!   proxy dialects.
 //! - [`http`]: listener (plain or TLS), routing, wire types, error responses.
 //! - [`authzen`]: the AuthZEN Authorization API 1.0 endpoints and their mapping to Cedar.
 //! - [`metrics`]: Prometheus registry.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod decision;
 pub mod entities;
 pub mod fmt;
+pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod policy;

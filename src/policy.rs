@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{
@@ -52,6 +53,11 @@ pub mod embedded {
     pub const LINKS: (&str, &str) = (
         "policies/links.json",
         include_str!("../policies/links.json"),
+    );
+    /// Display name and text of the shipped gateway route table.
+    pub const ROUTES: (&str, &str) = (
+        "policies/routes.yaml",
+        include_str!("../policies/routes.yaml"),
     );
     /// Display name and text of the demo entity data.
     pub const ENTITIES: (&str, &str) = (
@@ -100,6 +106,9 @@ pub struct PolicySources {
     pub schema: SourceFile,
     pub policies: Vec<SourceFile>,
     pub links: Option<SourceFile>,
+    /// The gateway route table; compiled against the same schema, so schema, policies
+    /// and routes always change together.
+    pub routes: Option<SourceFile>,
 }
 
 impl PolicySources {
@@ -112,6 +121,7 @@ impl PolicySources {
                 .map(|(name, text)| SourceFile::new(*name, *text))
                 .collect(),
             links: Some(SourceFile::new(embedded::LINKS.0, embedded::LINKS.1)),
+            routes: Some(SourceFile::new(embedded::ROUTES.0, embedded::ROUTES.1)),
         }
     }
 
@@ -123,10 +133,12 @@ impl PolicySources {
             schema,
             policies,
             links,
+            routes,
         } = self;
         std::iter::once(schema)
             .chain(policies.iter())
             .chain(links.iter())
+            .chain(routes.iter())
             .collect()
     }
 
@@ -143,6 +155,7 @@ impl PolicySources {
             schema,
             policies,
             links,
+            routes: None,
         })
     }
 }
@@ -219,6 +232,9 @@ pub struct PolicySnapshot {
     /// stays valid while this does not change.
     pub schema_hash: String,
     pub loaded_at: SystemTime,
+    /// The gateway route table, validated against `schema`; `None` when none is
+    /// configured (the gateway endpoints then deny every request).
+    pub routes: Option<Arc<crate::gateway::RouteTable>>,
 }
 
 impl PolicySnapshot {
@@ -507,6 +523,16 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
             return Err(LoadErrors(problems));
         }
     };
+    let routes = match &sources.routes {
+        None => None,
+        Some(file) => match crate::gateway::routes::compile(file, &schema) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                problems.extend(e.0);
+                None
+            }
+        },
+    };
     // Validate what did parse even when other files did not, so that one round of
     // fixes can address every problem.
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
@@ -576,6 +602,10 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
         all.push(&l.name);
         all.push(&l.text);
     }
+    if let Some(r) = &sources.routes {
+        all.push(&r.name);
+        all.push(&r.text);
+    }
     Ok(PolicySnapshot {
         schema,
         schema_source: sources.schema.clone(),
@@ -584,6 +614,7 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
         hash: sha256_hex(&all),
         schema_hash: sha256_hex(&[&sources.schema.text]),
         loaded_at: SystemTime::now(),
+        routes,
     })
 }
 

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{AuthzenArgs, DecisionLog, EntityArgs, ModelArgs, ServeArgs, TlsArgs};
 use crate::entities::{EntitySource, FileSource};
+use crate::gateway::{Gateway, GatewaySettings};
 use crate::metrics::Metrics;
 use crate::policy::{self, embedded, LoadErrors, PolicySnapshot, PolicySources, SourceFile};
 use crate::reload::ReloadState;
@@ -49,6 +50,8 @@ pub struct App {
     pub model: ModelArgs,
     /// Outcome of the last reload and the reload metrics, for `/v1/policies`.
     pub reload: Arc<ReloadState>,
+    /// The gateway endpoints' identity source, proxy settings and metrics.
+    pub gateway: Gateway,
     /// Decisions seen, for deterministic sampling of the decision log.
     decisions_seen: AtomicU64,
 }
@@ -64,6 +67,7 @@ impl App {
             .policies_loaded
             .set(i64::try_from(snapshot.active_policy_count()).unwrap_or(i64::MAX));
         let reload = Arc::new(ReloadState::new(&metrics));
+        let gateway = Gateway::new(GatewaySettings::unconfigured(), &metrics.registry);
         Self {
             policies: Arc::new(ArcSwap::from_pointee(snapshot)),
             entities,
@@ -73,6 +77,7 @@ impl App {
             tls: None,
             model: ModelArgs::default(),
             reload,
+            gateway,
             decisions_seen: AtomicU64::new(0),
         }
     }
@@ -96,6 +101,8 @@ pub fn model_sources(args: &ModelArgs) -> Result<PolicySources, LoadErrors> {
     let mut sources = PolicySources::embedded();
     if let Some(path) = &args.schema {
         sources.schema = SourceFile::read(path)?;
+        // The shipped route table belongs to the shipped schema.
+        sources.routes = None;
     }
     if let Some(path) = &args.policies {
         sources.policies = policy::policy_files(path)?
@@ -108,6 +115,9 @@ pub fn model_sources(args: &ModelArgs) -> Result<PolicySources, LoadErrors> {
     }
     if let Some(path) = &args.template_links {
         sources.links = Some(SourceFile::read(path)?);
+    }
+    if let Some(path) = &args.routes {
+        sources.routes = Some(SourceFile::read(path)?);
     }
     Ok(sources)
 }
@@ -135,6 +145,7 @@ pub fn open_entities(
 pub fn build_app(args: &ServeArgs) -> anyhow::Result<App> {
     let snapshot = load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
     let entities = open_entities(&args.entity, &snapshot)?;
+    let gateway = GatewaySettings::from_args(&args.gateway).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut authzen = open_authzen(&args.authzen, &snapshot)?;
     let tls = open_tls(&args.tls)?;
     let metrics = Arc::new(Metrics::new()?);
@@ -143,6 +154,7 @@ pub fn build_app(args: &ServeArgs) -> anyhow::Result<App> {
     app.authzen = Some(Arc::new(authzen));
     app.tls = tls;
     app.model = args.model.clone();
+    app.gateway.settings = gateway;
     Ok(app)
 }
 

@@ -53,6 +53,7 @@ fn static_policies() -> usize {
         schema: Some(repo().join("schema/portal.cedarschema")),
         policies: Some(repo().join("policies")),
         template_links: None,
+        routes: None,
     };
     let snapshot = portcullis::server::load_model(&model).unwrap();
     snapshot

@@ -93,6 +93,7 @@ fn copy_model(dir: &Path) -> ModelArgs {
         schema: Some(schema),
         template_links: Some(policies.join("links.json")),
         policies: Some(policies),
+        routes: None,
     }
 }
 
@@ -635,6 +636,7 @@ async fn a_configmap_symlink_swap_applies() {
             schema: Some(mount.join("portal.cedarschema")),
             policies: Some(mount.clone()),
             template_links: Some(mount.join("links.json")),
+            routes: None,
         },
     )
     .await;

@@ -2,6 +2,7 @@
 //! knows JSON bodies and status codes.
 
 pub mod error;
+pub mod gateway;
 pub mod policies;
 pub mod tls;
 pub mod wire;
@@ -188,6 +189,20 @@ async fn route(
         (p, _) if crate::authzen::handlers::owns(p) => {
             crate::authzen::handlers::route(ctx, req).await
         }
+        // The gateway endpoints take any method: the proxy may forward the original
+        // one (Envoy always does).
+        ("/forward-auth/nginx", _) => (
+            "forward_auth_nginx",
+            gateway::check(ctx, req, crate::gateway::Protocol::Nginx).await,
+        ),
+        ("/forward-auth/traefik", _) => (
+            "forward_auth_traefik",
+            gateway::check(ctx, req, crate::gateway::Protocol::Traefik).await,
+        ),
+        (p, _) if gateway::is_ext_authz(ctx, p) => (
+            "ext_authz",
+            gateway::check(ctx, req, crate::gateway::Protocol::Envoy).await,
+        ),
         _ => ("other", Err(ApiError::not_found(&path))),
     }
 }

@@ -343,6 +343,10 @@ pub fn model_args(args: &ModelArgs, dir: &Path) -> ModelArgs {
             .template_links
             .clone()
             .or_else(|| embedded.links.as_ref().and_then(|l| on_disk(&l.name))),
+        routes: args
+            .routes
+            .clone()
+            .or_else(|| embedded.routes.as_ref().and_then(|r| on_disk(&r.name))),
     }
 }
 

@@ -80,6 +80,7 @@ fn load_old(model: &ModelArgs, dir: &Path) -> Result<PolicySnapshot, String> {
         schema,
         policies,
         links: None,
+        routes: None,
     })
     .map_err(|e| format!("the old policies (`--against {}`):\n{e}", dir.display()))?;
     Ok(old)
