@@ -44,6 +44,8 @@ pub enum VerifyError {
          (see docs/verify.md)"
     )]
     SolverUnavailable { program: String, message: String },
+    #[error("cannot turn template link `{link}` into a static policy for the solver: {message}")]
+    Link { link: String, message: String },
 }
 
 /// A request environment, as shown in reports.
@@ -157,11 +159,83 @@ impl Outcome {
 /// request environment.
 pub struct Verifier<'a> {
     snapshot: &'a PolicySnapshot,
+    /// The snapshot's policies with every template link written out as the static
+    /// policy it stands for: symcc compiles static policies only.
+    policies: PolicySet,
     envs: Vec<RequestEnv>,
     compiler: CedarSymCompiler<LocalSolver>,
     /// The policies under check, compiled per environment (index into `envs`), reused
     /// by every invariant.
     compiled: HashMap<usize, CompiledPolicySet>,
+}
+
+/// The static policy set equivalent to `set`: static policies as they are, and each
+/// template-linked policy as its template with the slots filled in, under the link's
+/// id. Templates themselves decide nothing and are left out.
+pub fn static_policies(set: &PolicySet) -> Result<PolicySet, VerifyError> {
+    let mut out = PolicySet::new();
+    for p in set.policies() {
+        let link_error = |message: String| VerifyError::Link {
+            link: p.id().to_string(),
+            message,
+        };
+        let policy = match (p.template_id(), p.template_links()) {
+            (Some(template_id), Some(values)) => {
+                let template = set
+                    .template(template_id)
+                    .ok_or_else(|| link_error(format!("no template `{template_id}`")))?;
+                let mut json = template.to_json().map_err(|e| link_error(e.to_string()))?;
+                let values: HashMap<String, serde_json::Value> = values
+                    .iter()
+                    .map(|(slot, uid)| {
+                        (
+                            slot.to_string(),
+                            serde_json::json!({
+                                "type": uid.type_name().to_string(),
+                                "id": uid.id().unescaped(),
+                            }),
+                        )
+                    })
+                    .collect();
+                fill_slots(&mut json, &values);
+                Policy::from_json(Some(p.id().clone()), json)
+                    .map_err(|e| link_error(e.to_string()))?
+            }
+            _ => p.clone(),
+        };
+        out.add(policy).map_err(|e| VerifyError::Link {
+            link: p.id().to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(out)
+}
+
+/// Replaces `{"slot": "?principal"}`-style scope constraints of a template's JSON with
+/// `{"entity": {...}}` for the linked uid.
+fn fill_slots(v: &mut serde_json::Value, values: &HashMap<String, serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let filled = map
+                .get("slot")
+                .and_then(|s| s.as_str())
+                .and_then(|s| values.get(s))
+                .cloned();
+            if let Some(entity) = filled {
+                map.remove("slot");
+                map.insert("entity".to_string(), entity);
+            }
+            for x in map.values_mut() {
+                fill_slots(x, values);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for x in items {
+                fill_slots(x, values);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The solver command line: `CVC5` or `cvc5` on PATH, as symcc looks it up.
@@ -182,9 +256,11 @@ fn spawn_solver() -> Result<CedarSymCompiler<LocalSolver>, VerifyError> {
 impl<'a> Verifier<'a> {
     /// Starts the solver. Fails when it cannot be spawned.
     pub fn new(snapshot: &'a PolicySnapshot) -> Result<Self, VerifyError> {
+        let policies = static_policies(&snapshot.policies)?;
         let compiler = spawn_solver()?;
         Ok(Self {
             snapshot,
+            policies,
             envs: snapshot.schema.request_envs().collect(),
             compiler,
             compiled: HashMap::new(),
@@ -227,7 +303,7 @@ impl<'a> Verifier<'a> {
             return Ok(c.clone());
         }
         let env = self.env(index)?;
-        let c = CompiledPolicySet::compile(&self.snapshot.policies, &env, &self.snapshot.schema)
+        let c = CompiledPolicySet::compile(&self.policies, &env, &self.snapshot.schema)
             .map_err(|e| symcc_message(&e))?;
         self.compiled.insert(index, c.clone());
         Ok(c)
@@ -351,7 +427,7 @@ impl<'a> Verifier<'a> {
         violations: &mut Vec<Violation>,
         undecided: &mut Vec<Undecided>,
     ) {
-        let policies: Vec<Policy> = self.snapshot.policies.policies().cloned().collect();
+        let policies: Vec<Policy> = self.policies.policies().cloned().collect();
         for policy in policies {
             let id = policy.id().to_string();
             let answer = match CompiledPolicy::compile(&policy, env, &self.snapshot.schema) {
@@ -537,4 +613,34 @@ fn symcc_message(e: &cedar_policy_symcc::err::Error) -> String {
         cur = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+    use crate::policy::{compile, PolicySources};
+
+    #[test]
+    fn a_template_link_becomes_the_static_policy_it_stands_for() {
+        let snapshot = compile(&PolicySources::embedded()).unwrap();
+        let set = static_policies(&snapshot.policies).unwrap();
+        assert_eq!(set.templates().count(), 0);
+        let id = cedar_policy::PolicyId::new("bea-views-quote-q-4001");
+        let link = set.policy(&id).unwrap();
+        assert!(link.template_id().is_none(), "the link is static now");
+        let text = link.to_string();
+        assert!(
+            text.contains(r#"principal == Portal::User::"bea""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"resource == Portal::Quote::"q-4001""#),
+            "{text}"
+        );
+        assert_eq!(
+            set.policies().count(),
+            snapshot.active_policy_count(),
+            "every static policy and link is kept"
+        );
+    }
 }

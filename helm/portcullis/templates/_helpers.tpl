@@ -100,7 +100,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "portcullis.templateLinksKey" -}}
-{{- if ne .Values.policies.source "existingConfigMap" }}{{ if .Values.policies.inline.templateLinks }}template-links.json{{ end }}{{ else }}{{ .Values.policies.templateLinksKey }}{{ end }}
+{{- if eq .Values.policies.source "existingConfigMap" }}{{ .Values.policies.templateLinksKey }}
+{{- else if .Values.policies.inline.templateLinks }}template-links.json
+{{- else if and (eq .Values.policies.source "chart") (.Files.Get "files/policies/links.json") }}links.json
+{{- end }}
 {{- end }}
 
 {{- define "portcullis.routesKey" -}}
