@@ -10,7 +10,7 @@ done
 # Tools the deps scripts installed under .tools/bin (helm, cvc5, ...).
 export PATH="$PWD/.tools/bin:$PATH"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast
 else
-  cargo test --workspace --all-targets --no-fail-fast
+  cargo test --workspace --no-fail-fast
 fi

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::{AuthorizeArgs, ModelArgs, ServeArgs};
+use crate::config::{AuthorizeArgs, FmtArgs, ModelArgs, ServeArgs, TestArgs, VerifyArgs};
 use crate::decision::{self, RawRequest};
+use crate::reload::{self, ReloadOptions};
 use crate::server;
 
 /// `portcullis serve`.
@@ -21,23 +22,36 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.check_config {
         let snap = app.policies.load();
         println!(
-            "configuration ok: {} policies ({} active), entity source `{}`, listen {}",
+            "configuration ok: {} policies ({} active), entity source `{}`, listen {} ({}), authzen mapping `{}`",
             snap.info.len(),
             snap.active_policy_count(),
             app.entities.kind(),
-            args.listen
+            args.listen,
+            match &app.tls {
+                None => "http",
+                Some(t) if t.client_auth => "https, client certificates required",
+                Some(_) => "https",
+            },
+            app.authzen
+                .as_ref()
+                .map_or("none", |a| a.mapping.source.as_str()),
+        );
+        println!(
+            "gateway: {} routes, identity `{}`",
+            snap.routes.as_ref().map_or(0, |t| t.routes().len()),
+            app.gateway.settings.authenticator.kind()
         );
         return Ok(ExitCode::SUCCESS);
     }
     let listener = TcpListener::bind(args.listen).await?;
+    let app = Arc::new(app);
+    // The reload task lives exactly as long as the listener: it stops after the drain.
+    // It starts before the start-up line, so a SIGHUP sent after that line reloads.
+    let reloader = reload::spawn(app.clone(), ReloadOptions::from(&args));
     tracing::info!(listen = %listener.local_addr()?, entity_source = app.entities.kind(), "portcullis serving");
-    crate::http::serve(
-        listener,
-        Arc::new(app),
-        shutdown_signal(),
-        args.shutdown_grace(),
-    )
-    .await?;
+    let served = crate::http::serve(listener, app, shutdown_signal(), args.shutdown_grace()).await;
+    reloader.shutdown().await;
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -78,6 +92,13 @@ pub fn validate(args: &ModelArgs) -> ExitCode {
                     .filter(|p| p.kind == crate::policy::PolicyKind::Link)
                     .count(),
             );
+            if let Some(routes) = &snap.routes {
+                println!(
+                    "ok: {} gateway routes in `{}`",
+                    routes.routes().len(),
+                    routes.file
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -151,5 +172,72 @@ pub async fn authorize(args: &AuthorizeArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// `portcullis test`: runs policy test suites. Exit status 0 when every case passes
+/// (and coverage meets `--min-coverage`), 1 otherwise, 2 when the model does not load
+/// or there is nothing to run.
+pub fn test(args: &TestArgs) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    ExitCode::from(crate::policytest::run(args, &mut out))
+}
+
+/// `portcullis fmt`: formats `.cedar` files in place, or with `--check` lists the ones
+/// that are not formatted. Exit status 1 when `--check` finds any, 2 on a file that
+/// cannot be read or parsed.
+pub fn fmt(args: &FmtArgs) -> ExitCode {
+    use crate::fmt::{cedar_files, format_file, FileOutcome};
+    let files = match cedar_files(&args.paths) {
+        Ok(f) if f.is_empty() => {
+            eprintln!("no `.cedar` files found");
+            return ExitCode::from(2);
+        }
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (mut changed, mut broken) = (0usize, 0usize);
+    for file in &files {
+        match format_file(file, args.check) {
+            Ok(FileOutcome::Unchanged) => {}
+            Ok(FileOutcome::Changed) => {
+                changed += 1;
+                if args.check {
+                    println!("not formatted: {}", file.display());
+                } else {
+                    println!("formatted: {}", file.display());
+                }
+            }
+            Err(e) => {
+                broken += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if broken > 0 {
+        return ExitCode::from(2);
+    }
+    if args.check && changed > 0 {
+        eprintln!(
+            "{changed} of {} file(s) not formatted; run `portcullis fmt` to fix",
+            files.len()
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `portcullis verify`: exit status 0 when every invariant holds, 1 when one is
+/// violated (or could not be decided), 2 on a bad model, invariant file or solver.
+pub async fn verify(args: &VerifyArgs) -> ExitCode {
+    match crate::verify::cli::run(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
     }
 }

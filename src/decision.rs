@@ -189,6 +189,9 @@ fn request_error(e: &RequestValidationError) -> RequestError {
             field: Field::Resource,
             message,
         },
+        RequestValidationError::InvalidContext(_) | RequestValidationError::TypeOfContext(_) => {
+            RequestError::InvalidContext(message)
+        }
         _ => RequestError::NotInSchema {
             field: Field::Context,
             message,

@@ -38,6 +38,9 @@ fn main() -> ExitCode {
         Command::Validate(args) => Ok(portcullis::cli::validate(&args)),
         Command::Authorize(args) => Ok(runtime.block_on(portcullis::cli::authorize(&args))),
         Command::Entities(args) => runtime.block_on(portcullis::entities::redis::cli::run(args)),
+        Command::Test(args) => Ok(portcullis::cli::test(&args)),
+        Command::Fmt(args) => Ok(portcullis::cli::fmt(&args)),
+        Command::Verify(args) => Ok(runtime.block_on(portcullis::cli::verify(&args))),
     };
     match result {
         Ok(code) => code,

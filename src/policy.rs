@@ -9,9 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use cedar_policy::{EntityUid, PolicyId, PolicySet, Schema, SlotId, ValidationMode, Validator};
+use cedar_policy::{
+    EntityUid, PolicyId, PolicySet, Schema, SlotId, ValidationMode, ValidationWarning, Validator,
+};
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -30,6 +33,10 @@ pub mod embedded {
             include_str!("../policies/email.cedar"),
         ),
         (
+            "policies/grants.cedar",
+            include_str!("../policies/grants.cedar"),
+        ),
+        (
             "policies/guards.cedar",
             include_str!("../policies/guards.cedar"),
         ),
@@ -42,6 +49,16 @@ pub mod embedded {
             include_str!("../policies/owner.cedar"),
         ),
     ];
+    /// Display name and text of the shipped template links.
+    pub const LINKS: (&str, &str) = (
+        "policies/links.json",
+        include_str!("../policies/links.json"),
+    );
+    /// Display name and text of the shipped gateway route table.
+    pub const ROUTES: (&str, &str) = (
+        "policies/routes.yaml",
+        include_str!("../policies/routes.yaml"),
+    );
     /// Display name and text of the demo entity data.
     pub const ENTITIES: (&str, &str) = (
         "examples/portal/entities.json",
@@ -54,6 +71,9 @@ pub mod embedded {
 pub struct SourceFile {
     pub name: String,
     pub text: String,
+    /// The path it was read from; `None` for text compiled into the binary. The
+    /// reload watcher watches the directories of these paths.
+    pub path: Option<PathBuf>,
 }
 
 impl SourceFile {
@@ -61,6 +81,7 @@ impl SourceFile {
         Self {
             name: name.into(),
             text: text.into(),
+            path: None,
         }
     }
 
@@ -72,7 +93,10 @@ impl SourceFile {
                 format!("cannot read: {e}"),
             ))
         })?;
-        Ok(Self::new(path.display().to_string(), text))
+        Ok(Self {
+            path: Some(path.to_path_buf()),
+            ..Self::new(path.display().to_string(), text)
+        })
     }
 }
 
@@ -82,6 +106,9 @@ pub struct PolicySources {
     pub schema: SourceFile,
     pub policies: Vec<SourceFile>,
     pub links: Option<SourceFile>,
+    /// The gateway route table; compiled against the same schema, so schema, policies
+    /// and routes always change together.
+    pub routes: Option<SourceFile>,
 }
 
 impl PolicySources {
@@ -93,8 +120,26 @@ impl PolicySources {
                 .iter()
                 .map(|(name, text)| SourceFile::new(*name, *text))
                 .collect(),
-            links: None,
+            links: Some(SourceFile::new(embedded::LINKS.0, embedded::LINKS.1)),
+            routes: Some(SourceFile::new(embedded::ROUTES.0, embedded::ROUTES.1)),
         }
+    }
+
+    /// Every source file. A new kind of source must be listed here: this is how the
+    /// reload watcher learns which directories to watch. The destructuring has no
+    /// `..` so that adding a field without listing it fails to compile.
+    pub fn files(&self) -> Vec<&SourceFile> {
+        let Self {
+            schema,
+            policies,
+            links,
+            routes,
+        } = self;
+        std::iter::once(schema)
+            .chain(policies.iter())
+            .chain(links.iter())
+            .chain(routes.iter())
+            .collect()
     }
 
     /// Reads sources from disk. `policies` is a `.cedar` file or a directory whose
@@ -110,6 +155,7 @@ impl PolicySources {
             schema,
             policies,
             links,
+            routes: None,
         })
     }
 }
@@ -174,6 +220,9 @@ pub struct PolicyInfo {
 #[derive(Debug)]
 pub struct PolicySnapshot {
     pub schema: Schema,
+    /// The schema's source, for readers that need more than `Schema` exposes (the
+    /// AuthZEN mapping reads attribute types from it).
+    pub schema_source: SourceFile,
     pub policies: PolicySet,
     /// Policies, templates and links in load order.
     pub info: Vec<PolicyInfo>,
@@ -183,6 +232,9 @@ pub struct PolicySnapshot {
     /// stays valid while this does not change.
     pub schema_hash: String,
     pub loaded_at: SystemTime,
+    /// The gateway route table, validated against `schema`; `None` when none is
+    /// configured (the gateway endpoints then deny every request).
+    pub routes: Option<Arc<crate::gateway::RouteTable>>,
 }
 
 impl PolicySnapshot {
@@ -452,7 +504,8 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
                         id: link.link_id.clone(),
                         kind: PolicyKind::Link,
                         file: links_file.name.clone(),
-                        line: None,
+                        line: link_offset(links_file, &link.link_id)
+                            .map(|o| line_col(&links_file.text, o).0),
                         hash: sha256_hex(&[
                             &link.template_id,
                             &serde_json::to_string(&link.args).unwrap_or_default(),
@@ -470,10 +523,18 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
             return Err(LoadErrors(problems));
         }
     };
-    if !problems.is_empty() {
-        return Err(LoadErrors(problems));
-    }
-
+    let routes = match &sources.routes {
+        None => None,
+        Some(file) => match crate::gateway::routes::compile(file, &schema) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                problems.extend(e.0);
+                None
+            }
+        },
+    };
+    // Validate what did parse even when other files did not, so that one round of
+    // fixes can address every problem.
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     for err in result.validation_errors() {
         let id = err.policy_id().to_string();
@@ -489,19 +550,44 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
             })
             .unwrap_or(&sources.schema);
         let (message, offset) = describe(err);
-        let offset = if info
-            .iter()
-            .any(|p| p.id == id && p.kind == PolicyKind::Link)
-        {
-            None
-        } else {
-            offset
+        let offset = match sources.links.as_ref() {
+            Some(links)
+                if info
+                    .iter()
+                    .any(|p| p.id == id && p.kind == PolicyKind::Link) =>
+            {
+                link_offset(links, &id)
+            }
+            _ => offset,
         };
-        problems.push(Problem::at(
-            file,
-            offset,
-            format!("policy `{id}`: {message}"),
-        ));
+        // Cedar's validation messages already name the policy.
+        let message = if message.contains(&format!("`{id}`")) {
+            message
+        } else {
+            format!("policy `{id}`: {message}")
+        };
+        problems.push(Problem::at(file, offset, message));
+    }
+    // A link whose entities can never meet its template's actions (a contact linked
+    // into a grant only users can use, an account where an invoice belongs) is only a
+    // warning to the validator. A link is written to grant something, so here it is
+    // an error.
+    for warning in result.validation_warnings() {
+        let id = warning.policy_id().to_string();
+        let is_link = info
+            .iter()
+            .any(|p| p.id == id && p.kind == PolicyKind::Link);
+        let never_applies = matches!(
+            warning,
+            ValidationWarning::InvalidActionApplication(_) | ValidationWarning::ImpossiblePolicy(_)
+        );
+        if let (true, true, Some(file)) = (is_link, never_applies, sources.links.as_ref()) {
+            problems.push(Problem::at(
+                file,
+                link_offset(file, &id),
+                format!("link `{id}` can never apply: {warning}"),
+            ));
+        }
     }
     if !problems.is_empty() {
         return Err(LoadErrors(problems));
@@ -516,13 +602,19 @@ pub fn compile(sources: &PolicySources) -> Result<PolicySnapshot, LoadErrors> {
         all.push(&l.name);
         all.push(&l.text);
     }
+    if let Some(r) = &sources.routes {
+        all.push(&r.name);
+        all.push(&r.text);
+    }
     Ok(PolicySnapshot {
         schema,
+        schema_source: sources.schema.clone(),
         policies: set,
         info,
         hash: sha256_hex(&all),
         schema_hash: sha256_hex(&[&sources.schema.text]),
         loaded_at: SystemTime::now(),
+        routes,
     })
 }
 
@@ -565,8 +657,9 @@ fn add_link(set: &mut PolicySet, link: &TemplateLink, file: &SourceFile) -> Resu
             "?principal" => SlotId::principal(),
             "?resource" => SlotId::resource(),
             other => {
-                return Err(Problem::file(
-                    file.name.clone(),
+                return Err(Problem::at(
+                    file,
+                    link_offset(file, &link.link_id),
                     format!(
                         "link `{}`: unknown slot `{other}` (expected `?principal` or `?resource`)",
                         link.link_id
@@ -575,8 +668,9 @@ fn add_link(set: &mut PolicySet, link: &TemplateLink, file: &SourceFile) -> Resu
             }
         };
         let uid = EntityUid::from_str(uid).map_err(|e| {
-            Problem::file(
-                file.name.clone(),
+            Problem::at(
+                file,
+                link_offset(file, &link.link_id),
                 format!(
                     "link `{}`: invalid entity uid `{uid}` for `{slot}`: {e}",
                     link.link_id
@@ -590,7 +684,29 @@ fn add_link(set: &mut PolicySet, link: &TemplateLink, file: &SourceFile) -> Resu
         PolicyId::new(&link.link_id),
         vals,
     )
-    .map_err(|e| Problem::file(file.name.clone(), format!("link `{}`: {e}", link.link_id)))
+    .map_err(|e| {
+        // The linking error names only the failure; its cause names the template or
+        // slot at fault.
+        let mut message = format!("link `{}`: {e}", link.link_id);
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            message.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        Problem::at(file, link_offset(file, &link.link_id), message)
+    })
+}
+
+/// Where a link's `"link_id": "<id>"` value stands in its links file, to place
+/// problems of that link.
+fn link_offset(file: &SourceFile, link_id: &str) -> Option<usize> {
+    let quoted = serde_json::to_string(link_id).ok()?;
+    file.text.match_indices(&quoted).map(|(i, _)| i).find(|&i| {
+        file.text
+            .get(..i)
+            .and_then(|before| before.trim_end().strip_suffix(':'))
+            .is_some_and(|key| key.trim_end().ends_with("\"link_id\""))
+    })
 }
 
 #[cfg(test)]
@@ -608,9 +724,99 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_policies_are_exactly_the_policies_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let on_disk: Vec<String> = policy_files(&dir)
+            .unwrap()
+            .iter()
+            .map(|p| format!("policies/{}", p.file_name().unwrap().to_string_lossy()))
+            .collect();
+        let embedded: Vec<String> = embedded::POLICIES
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(embedded, on_disk, "update `policy::embedded::POLICIES`");
+        for (name, text) in embedded::POLICIES {
+            let disk =
+                std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(name)).unwrap();
+            assert_eq!(*text, disk);
+        }
+    }
+
+    #[test]
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
         assert_eq!(line_col("ab", 99), (1, 3));
+    }
+
+    #[test]
+    fn the_embedded_links_are_the_links_file() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let disk = std::fs::read_to_string(root.join(embedded::LINKS.0)).unwrap();
+        assert_eq!(embedded::LINKS.1, disk);
+        assert_eq!(embedded::LINKS.0, "policies/links.json");
+    }
+
+    /// Compiles the shipped model with another links file.
+    fn with_links(links: &str) -> Result<PolicySnapshot, LoadErrors> {
+        let mut sources = PolicySources::embedded();
+        sources.links = Some(SourceFile::new("links.json", links));
+        compile(&sources)
+    }
+
+    fn link(principal: &str, resource: &str) -> String {
+        serde_json::json!([{
+            "template_id": "resource-grant-view",
+            "link_id": "grant",
+            "args": {"?principal": principal, "?resource": resource},
+        }])
+        .to_string()
+    }
+
+    #[test]
+    fn links_that_can_never_apply_are_rejected_with_their_place() {
+        let cases = [
+            // A grant meant for users given to a contact.
+            (
+                r#"Portal::Contact::"carl""#,
+                r#"Portal::Quote::"q-4001""#,
+                "can never apply",
+            ),
+            // A view grant on the account itself, which no view action applies to.
+            (
+                r#"Portal::User::"walt""#,
+                r#"Portal::Account::"acme""#,
+                "can never apply",
+            ),
+            // An entity type the schema does not know.
+            (
+                r#"Portal::Robot::"r2""#,
+                r#"Portal::Quote::"q-4001""#,
+                "Robot",
+            ),
+        ];
+        for (principal, resource, expected) in cases {
+            let err = with_links(&link(principal, resource)).err().unwrap();
+            let text = err.to_string();
+            assert!(text.contains(expected), "{principal} {resource}: {text}");
+            assert!(text.starts_with("links.json:1:"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_link_to_a_missing_template_names_the_template() {
+        let links = r#"[{"template_id": "nope", "link_id": "l", "args": {}}]"#;
+        let text = with_links(links).err().unwrap().to_string();
+        assert!(text.contains("`nope`"), "{text}");
+    }
+
+    #[test]
+    fn a_good_link_is_listed_with_its_line() {
+        let links = "[\n  {\n    \"template_id\": \"resource-grant-view\",\n    \"link_id\": \"g\",\n    \"args\": {\"?principal\": \"Portal::User::\\\"walt\\\"\", \"?resource\": \"Portal::Ticket::\\\"t-2001\\\"\"}\n  }\n]";
+        let snap = with_links(links).unwrap();
+        let info = snap.info.iter().find(|p| p.id == "g").unwrap();
+        assert_eq!(info.kind, PolicyKind::Link);
+        assert_eq!(info.line, Some(4));
     }
 }

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{DecisionLog, EntityArgs, ModelArgs, ServeArgs};
+use crate::config::{AuthzenArgs, DecisionLog, EntityArgs, ModelArgs, ServeArgs, TlsArgs};
 use crate::entities::{EntitySource, FileSource, RedisSource};
+use crate::gateway::{Gateway, GatewaySettings};
 use crate::metrics::Metrics;
 use crate::policy::{self, embedded, LoadErrors, PolicySnapshot, PolicySources, SourceFile};
+use crate::reload::ReloadState;
 
 /// Options of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -38,6 +40,18 @@ pub struct App {
     pub entities: Arc<dyn EntitySource>,
     pub metrics: Arc<Metrics>,
     pub options: HttpOptions,
+    /// The AuthZEN API; `None` only if the embedded mapping failed to load, which its
+    /// unit test rules out (the endpoints then answer 404).
+    pub authzen: Option<Arc<crate::authzen::Authzen>>,
+    /// HTTPS for the listener; `None` serves plain HTTP.
+    pub tls: Option<crate::http::tls::Tls>,
+    /// Where the model comes from: a reload reads these paths again. The default is
+    /// the shipped model.
+    pub model: ModelArgs,
+    /// Outcome of the last reload and the reload metrics, for `/v1/policies`.
+    pub reload: Arc<ReloadState>,
+    /// The gateway endpoints' identity source, proxy settings and metrics.
+    pub gateway: Gateway,
     /// Decisions seen, for deterministic sampling of the decision log.
     decisions_seen: AtomicU64,
 }
@@ -52,11 +66,18 @@ impl App {
         metrics
             .policies_loaded
             .set(i64::try_from(snapshot.active_policy_count()).unwrap_or(i64::MAX));
+        let reload = Arc::new(ReloadState::new(&metrics));
+        let gateway = Gateway::new(GatewaySettings::unconfigured(), &metrics.registry);
         Self {
             policies: Arc::new(ArcSwap::from_pointee(snapshot)),
             entities,
             metrics,
             options,
+            authzen: crate::authzen::Authzen::embedded().ok().map(Arc::new),
+            tls: None,
+            model: ModelArgs::default(),
+            reload,
+            gateway,
             decisions_seen: AtomicU64::new(0),
         }
     }
@@ -80,15 +101,23 @@ pub fn model_sources(args: &ModelArgs) -> Result<PolicySources, LoadErrors> {
     let mut sources = PolicySources::embedded();
     if let Some(path) = &args.schema {
         sources.schema = SourceFile::read(path)?;
+        // The shipped route table belongs to the shipped schema.
+        sources.routes = None;
     }
     if let Some(path) = &args.policies {
         sources.policies = policy::policy_files(path)?
             .iter()
             .map(|p| SourceFile::read(p))
             .collect::<Result<_, _>>()?;
+        // The shipped links name the shipped templates; other policies bring their own
+        // links file or none.
+        sources.links = None;
     }
     if let Some(path) = &args.template_links {
         sources.links = Some(SourceFile::read(path)?);
+    }
+    if let Some(path) = &args.routes {
+        sources.routes = Some(SourceFile::read(path)?);
     }
     Ok(sources)
 }
@@ -130,12 +159,55 @@ pub fn open_entities_with(
 /// Builds the whole application state from `serve` flags.
 pub fn build_app(args: &ServeArgs) -> anyhow::Result<App> {
     let snapshot = load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gateway = GatewaySettings::from_args(&args.gateway).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut authzen = open_authzen(&args.authzen, &snapshot)?;
+    let tls = open_tls(&args.tls)?;
     let metrics = Arc::new(Metrics::new()?);
     let entities = open_entities_with(&args.entity, &snapshot, Some(&metrics))?;
-    Ok(App::new(
-        snapshot,
-        entities,
-        metrics,
-        HttpOptions::from(args),
-    ))
+    authzen.register_metrics(&metrics.registry)?;
+    let mut app = App::new(snapshot, entities, metrics, HttpOptions::from(args));
+    app.authzen = Some(Arc::new(authzen));
+    app.tls = tls;
+    app.model = args.model.clone();
+    app.gateway.settings = gateway;
+    Ok(app)
+}
+
+/// The AuthZEN mapping the flags name, checked against the schema: an explicit file
+/// must name only declared types and actions.
+pub fn open_authzen(
+    args: &AuthzenArgs,
+    snapshot: &PolicySnapshot,
+) -> anyhow::Result<crate::authzen::Authzen> {
+    use crate::authzen::{mapping::Mapping, Authzen};
+    if let Some(url) = &args.public_base_url {
+        crate::authzen::check_public_base_url(url).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let mapping = match &args.authzen_mapping {
+        None => Mapping::embedded()?,
+        Some(path) => {
+            let mapping = Mapping::read(path)?;
+            let problems = mapping.problems(&snapshot.schema);
+            if !problems.is_empty() {
+                anyhow::bail!("{}: {}", path.display(), problems.join("; "));
+            }
+            mapping
+        }
+    };
+    Ok(Authzen::new(mapping, args.public_base_url.clone()))
+}
+
+/// The TLS acceptor the flags ask for, if any.
+pub fn open_tls(args: &TlsArgs) -> anyhow::Result<Option<crate::http::tls::Tls>> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::http::tls::Tls::load(
+            cert,
+            key,
+            args.tls_client_ca.as_deref(),
+        )?)),
+        (None, None) if args.tls_client_ca.is_none() => Ok(None),
+        _ => anyhow::bail!(
+            "`--tls-cert` and `--tls-key` go together (and `--tls-client-ca` needs both)"
+        ),
+    }
 }

@@ -2,6 +2,9 @@
 //! knows JSON bodies and status codes.
 
 pub mod error;
+pub mod gateway;
+pub mod policies;
+pub mod tls;
 pub mod wire;
 
 use std::convert::Infallible;
@@ -17,7 +20,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 
 use crate::decision::{self, CheckedRequest, Decision, RawRequest};
@@ -53,14 +56,22 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let service = service_fn(move |req| handle(app.clone(), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection closed with error");
+                let watcher = graceful.watcher();
+                match app.tls.clone() {
+                    None => spawn_connection(&builder, watcher, stream, app),
+                    Some(tls) => {
+                        let builder = builder.clone();
+                        // The handshake runs in its own task so that a slow or silent
+                        // client cannot hold up the accept loop; it gets a bounded time.
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => spawn_connection(&builder, watcher, stream, app),
+                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        });
                     }
-                });
+                }
             }
             () = &mut shutdown => break,
         }
@@ -75,6 +86,30 @@ pub async fn serve(
         () = tokio::time::sleep(grace) => tracing::warn!("drain timed out; closing remaining connections"),
     }
     Ok(())
+}
+
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted connection (plain or TLS) in its own task, watched by the
+/// graceful shutdown.
+fn spawn_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    io: I,
+    app: Arc<App>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(app.clone(), req));
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    tokio::spawn(async move {
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(error = %e, "connection closed with error");
+        }
+    });
 }
 
 type Body = Full<Bytes>;
@@ -138,13 +173,36 @@ async fn route(
         ("/readyz", &Method::GET) => ("readyz", Ok(readyz(ctx).await)),
         ("/metrics", &Method::GET) => ("metrics", Ok(metrics(ctx))),
         ("/v1/is_authorized", &Method::POST) => ("is_authorized", is_authorized(ctx, req).await),
+        ("/v1/policies", &Method::GET) => ("policies", Ok(list_policies(ctx))),
         ("/v1/batch_is_authorized", &Method::POST) => {
             ("batch_is_authorized", batch_is_authorized(ctx, req).await)
         }
         (
-            "/healthz" | "/readyz" | "/metrics" | "/v1/is_authorized" | "/v1/batch_is_authorized",
+            "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/v1/is_authorized"
+            | "/v1/batch_is_authorized"
+            | "/v1/policies",
             _,
         ) => ("other", Err(ApiError::method_not_allowed(&method, &path))),
+        (p, _) if crate::authzen::handlers::owns(p) => {
+            crate::authzen::handlers::route(ctx, req).await
+        }
+        // The gateway endpoints take any method: the proxy may forward the original
+        // one (Envoy always does).
+        ("/forward-auth/nginx", _) => (
+            "forward_auth_nginx",
+            gateway::check(ctx, req, crate::gateway::Protocol::Nginx).await,
+        ),
+        ("/forward-auth/traefik", _) => (
+            "forward_auth_traefik",
+            gateway::check(ctx, req, crate::gateway::Protocol::Traefik).await,
+        ),
+        (p, _) if gateway::is_ext_authz(ctx, p) => (
+            "ext_authz",
+            gateway::check(ctx, req, crate::gateway::Protocol::Envoy).await,
+        ),
         _ => ("other", Err(ApiError::not_found(&path))),
     }
 }
@@ -174,6 +232,15 @@ fn metrics(ctx: &Ctx) -> Response<Body> {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
+}
+
+fn list_policies(ctx: &Ctx) -> Response<Body> {
+    let snapshot = ctx.app.policies.load();
+    let body = policies::PoliciesResponse::new(&snapshot, &ctx.app.reload.status());
+    json_response(
+        StatusCode::OK,
+        serde_json::to_string(&body).unwrap_or_default(),
+    )
 }
 
 /// Reads a JSON body: checks the content type and the size limit, then decodes.
@@ -235,6 +302,12 @@ pub async fn decide_logged(
     snapshot: &crate::policy::PolicySnapshot,
 ) -> Decision {
     let decision = decision::decide_with(snapshot, &ctx.app.entities, checked).await;
+    record_decision(ctx, checked, &decision);
+    decision
+}
+
+/// Counts and logs a decision made by any endpoint.
+pub fn record_decision(ctx: &Ctx, checked: &CheckedRequest, decision: &Decision) {
     let action = checked.action.id().unescaped();
     ctx.app.metrics.decision(decision.allowed, action);
     if !decision.errors.is_empty() {
@@ -258,7 +331,6 @@ pub async fn decide_logged(
             "decision"
         );
     }
-    decision
 }
 
 async fn is_authorized(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {

@@ -1,6 +1,7 @@
 //! Shared test harness: a real server on `127.0.0.1:0` and a small HTTP client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod jwt;
 pub mod redis;
 
 use std::net::SocketAddr;

@@ -1,0 +1,291 @@
+//! The mapping from AuthZEN names to Cedar names: entity types, actions, where action
+//! properties go, and how request properties meet stored entities. Read from a YAML
+//! or JSON file; the portal's mapping is embedded as the default.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::{EntityId, EntityTypeName, EntityUid, Schema};
+use serde::Deserialize;
+
+/// The shipped portal mapping, compiled in so that the default service speaks AuthZEN
+/// without a file.
+pub const EMBEDDED: (&str, &str) = (
+    "examples/portal/authzen.yaml",
+    include_str!("../../examples/portal/authzen.yaml"),
+);
+
+/// Which side wins when a request carries properties for an entity the entity store
+/// also holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precedence {
+    /// The stored entity is used as stored and the request's properties for it are
+    /// ignored, so a caller cannot raise its own privileges by claiming attributes.
+    #[default]
+    Store,
+    /// Each declared property replaces the stored attribute of the same name; the
+    /// stored parents and tags stay. For deployments whose PEP is the authority on
+    /// attributes.
+    Request,
+    /// Properties are never used, not even for entities the store does not hold: only
+    /// stored data reaches policies.
+    Ignore,
+}
+
+/// Limits of the search endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Results per page when the request gives no `page.limit` (or 0).
+    pub default_page_size: usize,
+    /// Largest `page.limit` honoured; larger ones are cut to it.
+    pub max_page_size: usize,
+    /// Most candidates one search call evaluates. A call that reaches it returns what
+    /// it found so far with a `next_token`, so one request never scans a whole store.
+    pub max_candidates: usize,
+    /// How many candidate uids are fetched from the entity source at a time.
+    pub fetch_size: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            default_page_size: 50,
+            max_page_size: 1000,
+            max_candidates: 1000,
+            fetch_size: 100,
+        }
+    }
+}
+
+/// How AuthZEN action names become Cedar actions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsFile {
+    /// Namespace of the Cedar actions (`Portal` gives `Portal::Action::"<name>"`);
+    /// absent for actions outside any namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// AuthZEN action names that differ from the Cedar action id: name -> id.
+    #[serde(default)]
+    pub names: BTreeMap<String, String>,
+}
+
+/// The mapping file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingFile {
+    /// AuthZEN `type` -> Cedar entity type name.
+    #[serde(default)]
+    pub entity_types: BTreeMap<String, String>,
+    #[serde(default)]
+    pub actions: ActionsFile,
+    #[serde(default)]
+    pub properties_precedence: Precedence,
+    /// The context attribute that receives the action's properties (when the
+    /// action's context type declares it).
+    #[serde(default = "default_action_properties_key")]
+    pub action_properties_key: String,
+    #[serde(default)]
+    pub search: SearchConfig,
+}
+
+fn default_action_properties_key() -> String {
+    "actionProperties".to_string()
+}
+
+/// A problem with a mapping file, named by file and entry.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct MappingError {
+    pub file: String,
+    pub message: String,
+}
+
+/// A checked mapping.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub source: String,
+    types: BTreeMap<String, EntityTypeName>,
+    action_type: EntityTypeName,
+    action_names: BTreeMap<String, String>,
+    pub precedence: Precedence,
+    pub action_properties_key: String,
+    pub search: SearchConfig,
+}
+
+impl Mapping {
+    /// The shipped portal mapping.
+    pub fn embedded() -> Result<Self, MappingError> {
+        Self::parse(EMBEDDED.0, EMBEDDED.1)
+    }
+
+    pub fn read(path: &Path) -> Result<Self, MappingError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| MappingError {
+            file: name.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&name, &text)
+    }
+
+    /// Parses a mapping: JSON when the name ends in `.json`, YAML otherwise.
+    pub fn parse(name: &str, text: &str) -> Result<Self, MappingError> {
+        let err = |message: String| MappingError {
+            file: name.to_string(),
+            message,
+        };
+        let file: MappingFile = if name.ends_with(".json") {
+            serde_json::from_str(text).map_err(|e| err(format!("invalid mapping: {e}")))?
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| err(format!("invalid mapping: {e}")))?
+        };
+        let mut types = BTreeMap::new();
+        for (authzen, cedar) in &file.entity_types {
+            let ty = EntityTypeName::from_str(cedar).map_err(|e| {
+                err(format!(
+                    "`entity_types.{authzen}`: `{cedar}` is not a Cedar entity type name: {e}"
+                ))
+            })?;
+            types.insert(authzen.clone(), ty);
+        }
+        let action_type = match &file.actions.namespace {
+            Some(ns) if !ns.is_empty() => format!("{ns}::Action"),
+            _ => "Action".to_string(),
+        };
+        let action_type = EntityTypeName::from_str(&action_type)
+            .map_err(|e| err(format!("`actions.namespace`: not a Cedar namespace: {e}")))?;
+        let s = &file.search;
+        if s.max_page_size == 0 || s.max_candidates == 0 || s.fetch_size == 0 {
+            return Err(err(
+                "`search`: `max_page_size`, `max_candidates` and `fetch_size` must be at least 1"
+                    .to_string(),
+            ));
+        }
+        Ok(Self {
+            source: name.to_string(),
+            types,
+            action_type,
+            action_names: file.actions.names,
+            precedence: file.properties_precedence,
+            action_properties_key: file.action_properties_key,
+            search: file.search,
+        })
+    }
+
+    /// Entries that name types or actions the schema does not declare. A mapping given
+    /// explicitly must have none; the embedded default is tolerated on other schemas.
+    pub fn problems(&self, schema: &Schema) -> Vec<String> {
+        let mut out = Vec::new();
+        for (authzen, ty) in &self.types {
+            if !schema.entity_types().any(|t| t == ty) {
+                out.push(format!(
+                    "`entity_types.{authzen}`: entity type `{ty}` is not declared in the schema"
+                ));
+            }
+        }
+        for (name, id) in &self.action_names {
+            let uid = EntityUid::from_type_name_and_id(self.action_type.clone(), EntityId::new(id));
+            if !schema.actions().any(|a| a == &uid) {
+                out.push(format!(
+                    "`actions.names.{name}`: action `{uid}` is not declared in the schema"
+                ));
+            }
+        }
+        out
+    }
+
+    /// The Cedar entity type of an AuthZEN type: the mapped one, or the type itself
+    /// when it already names a Cedar type the schema declares (the generic fallback
+    /// that lets any schema work without entries).
+    pub fn cedar_type(&self, authzen: &str, schema: &Schema) -> Option<EntityTypeName> {
+        if let Some(t) = self.types.get(authzen) {
+            return Some(t.clone());
+        }
+        let t = EntityTypeName::from_str(authzen).ok()?;
+        schema.entity_types().any(|d| d == &t).then_some(t)
+    }
+
+    /// The Cedar action of an AuthZEN action name: an alias from `actions.names`, the
+    /// name as an action id in the configured namespace, or a full action uid.
+    pub fn cedar_action(&self, name: &str, schema: &Schema) -> Option<EntityUid> {
+        let id = self.action_names.get(name).map_or(name, String::as_str);
+        let uid = EntityUid::from_type_name_and_id(self.action_type.clone(), EntityId::new(id));
+        if schema.actions().any(|a| a == &uid) {
+            return Some(uid);
+        }
+        let full = EntityUid::from_str(name).ok()?;
+        schema.actions().any(|a| a == &full).then_some(full)
+    }
+
+    /// The AuthZEN name of a Cedar action, for action search: its alias when one is
+    /// configured, its id when it is in the configured namespace, else its full uid.
+    pub fn authzen_action(&self, action: &EntityUid) -> String {
+        let id = action.id().unescaped();
+        if action.type_name() == &self.action_type {
+            if let Some((alias, _)) = self.action_names.iter().find(|(_, v)| v.as_str() == id) {
+                return alias.clone();
+            }
+            return id.to_string();
+        }
+        action.to_string()
+    }
+
+    /// Maps an entity reference's type written by a caller (an AuthZEN type or a Cedar
+    /// type name) to the Cedar type name, as a string for Cedar's JSON format.
+    pub fn reference_type(&self, written: &str) -> String {
+        self.types
+            .get(written)
+            .map_or_else(|| written.to_string(), ToString::to_string)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_portal_mapping_matches_the_portal_schema() {
+        let mapping = Mapping::embedded();
+        assert!(mapping.is_ok(), "{:?}", mapping.err());
+        let snap = crate::policy::compile(&crate::policy::PolicySources::embedded());
+        let (Ok(mapping), Ok(snap)) = (mapping, snap) else {
+            return;
+        };
+        assert_eq!(mapping.problems(&snap.schema), Vec::<String>::new());
+        assert_eq!(
+            mapping
+                .cedar_type("invoice", &snap.schema)
+                .map(|t| t.to_string()),
+            Some("Portal::Invoice".to_string())
+        );
+        assert_eq!(
+            mapping
+                .cedar_action("PayInvoice", &snap.schema)
+                .map(|a| a.to_string()),
+            Some(r#"Portal::Action::"PayInvoice""#.to_string())
+        );
+    }
+
+    #[test]
+    fn a_json_mapping_reads_like_yaml() {
+        let m = Mapping::parse(
+            "m.json",
+            r#"{"entity_types": {"doc": "App::Doc"}, "properties_precedence": "request", "search": {"max_candidates": 5}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.precedence, Precedence::Request);
+        assert_eq!(m.search.max_candidates, 5);
+        assert_eq!(m.search.default_page_size, 50);
+        assert_eq!(m.reference_type("doc"), "App::Doc");
+        assert!(Mapping::parse("m.yaml", "search: {fetch_size: 0}\n").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_in_a_mapping_file_are_errors() {
+        let e = Mapping::parse("m.yaml", "entity_typez: {}\n");
+        assert!(e.is_err());
+    }
+}

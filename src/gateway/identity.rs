@@ -1,0 +1,441 @@
+//! Who is asking: a verified JWT, or a header set by a trusted upstream authenticator.
+//!
+//! Exactly one source is configured; configuring both is a start-up error, because a
+//! service that silently preferred one would let a client choose its identity by
+//! sending the other. Tokens are verified against keys the operator names: the
+//! algorithm comes from the key, never from the token, so `none` and algorithm
+//! confusion (an RSA public key used as an HMAC secret) are refused.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::{EntityId, EntityTypeName, EntityUid};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::routes::UidTemplate;
+use crate::config::GatewayArgs;
+
+/// A caller whose identity was established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub principal: EntityUid,
+    /// Whether the session used a second factor; `None` when the source cannot say.
+    pub second_factor: Option<bool>,
+}
+
+/// Why a caller has no identity: answered with 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// No credentials at all.
+    #[error("{0}")]
+    Missing(String),
+    /// Credentials that do not verify.
+    #[error("{0}")]
+    Invalid(String),
+    /// The service has no identity source; answered with 503, as a configuration
+    /// problem rather than the caller's.
+    #[error(
+        "the gateway has no identity source: configure `--jwt-*` or `--trusted-principal-header`"
+    )]
+    NotConfigured,
+}
+
+impl IdentityError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            IdentityError::Missing(_) => "missing_credentials",
+            IdentityError::Invalid(_) => "invalid_credentials",
+            IdentityError::NotConfigured => "gateway_not_configured",
+        }
+    }
+}
+
+/// The configured identity source.
+#[derive(Default)]
+pub enum Authenticator {
+    #[default]
+    NotConfigured,
+    Jwt(Box<JwtVerifier>),
+    TrustedHeader(TrustedHeader),
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+impl Authenticator {
+    /// Builds the source the flags name. Both a JWT source and a trusted header, or
+    /// more than one key source, is an error.
+    pub fn from_args(args: &GatewayArgs) -> Result<Self, String> {
+        let key_sources = [
+            args.jwt_key_file.is_some(),
+            args.jwt_jwks_file.is_some(),
+            args.jwt_hs256_secret_file.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        let jwt_named = key_sources > 0 || args.jwt_issuer.is_some() || args.jwt_audience.is_some();
+        match (&args.trusted_principal_header, jwt_named) {
+            (Some(_), true) => Err(
+                "both a JWT source (`--jwt-*`) and `--trusted-principal-header` are configured: choose one"
+                    .to_string(),
+            ),
+            (Some(h), false) => Ok(Self::TrustedHeader(TrustedHeader::new(
+                h,
+                &args.trusted_principal_type,
+                args.trusted_second_factor_header.as_deref(),
+            )?)),
+            (None, true) => {
+                if key_sources != 1 {
+                    return Err(
+                        "name exactly one of `--jwt-key-file`, `--jwt-jwks-file`, `--jwt-hs256-secret-file`"
+                            .to_string(),
+                    );
+                }
+                Ok(Self::Jwt(Box::new(JwtVerifier::from_args(args)?)))
+            }
+            (None, false) => Ok(Self::NotConfigured),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Authenticator::NotConfigured => "none",
+            Authenticator::Jwt(_) => "jwt",
+            Authenticator::TrustedHeader(_) => "trusted-header",
+        }
+    }
+
+    pub fn identify(&self, headers: &HeaderMap) -> Result<Identity, IdentityError> {
+        match self {
+            Authenticator::NotConfigured => Err(IdentityError::NotConfigured),
+            Authenticator::Jwt(v) => v.identify(headers),
+            Authenticator::TrustedHeader(t) => t.identify(headers),
+        }
+    }
+}
+
+/// A principal named by a header that an upstream authenticator sets (and the proxy
+/// strips from client requests).
+#[derive(Debug)]
+pub struct TrustedHeader {
+    header: HeaderName,
+    principal_type: EntityTypeName,
+    second_factor: Option<HeaderName>,
+}
+
+impl TrustedHeader {
+    fn new(
+        header: &str,
+        principal_type: &str,
+        second_factor: Option<&str>,
+    ) -> Result<Self, String> {
+        let name =
+            |h: &str| HeaderName::from_str(h).map_err(|_| format!("invalid header name `{h}`"));
+        Ok(Self {
+            header: name(header)?,
+            principal_type: EntityTypeName::from_str(principal_type)
+                .map_err(|e| format!("invalid principal type `{principal_type}`: {e}"))?,
+            second_factor: second_factor.map(name).transpose()?,
+        })
+    }
+
+    fn identify(&self, headers: &HeaderMap) -> Result<Identity, IdentityError> {
+        let mut values = headers.get_all(&self.header).iter();
+        let value = match (values.next(), values.next()) {
+            (Some(v), None) => v,
+            (None, _) => {
+                return Err(IdentityError::Missing(format!(
+                    "header `{}` is missing",
+                    self.header
+                )))
+            }
+            (Some(_), Some(_)) => {
+                return Err(IdentityError::Invalid(format!(
+                    "header `{}` appears more than once",
+                    self.header
+                )))
+            }
+        };
+        let id = value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                IdentityError::Invalid(format!("header `{}` is empty or not text", self.header))
+            })?;
+        let second_factor = self.second_factor.as_ref().map(|h| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        });
+        Ok(Identity {
+            principal: EntityUid::from_type_name_and_id(
+                self.principal_type.clone(),
+                EntityId::new(id),
+            ),
+            second_factor,
+        })
+    }
+}
+
+/// One key a token may be signed with.
+struct VerifyKey {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// Verifies bearer tokens and turns their claims into an identity.
+pub struct JwtVerifier {
+    keys: Vec<VerifyKey>,
+    /// Whether tokens must name their key (`kid`): true for a JWKS.
+    by_kid: bool,
+    issuer: String,
+    audience: String,
+    leeway: u64,
+    principal: UidTemplate,
+    amr: Vec<String>,
+    acr: Vec<String>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+}
+
+/// A PEM public key and the one algorithm it verifies.
+fn pem_key(pem: &[u8]) -> Result<(Algorithm, DecodingKey), String> {
+    if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+        return Ok((Algorithm::RS256, k));
+    }
+    if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+        return Ok((Algorithm::ES256, k));
+    }
+    if let Ok(k) = DecodingKey::from_ed_pem(pem) {
+        return Ok((Algorithm::EdDSA, k));
+    }
+    Err("not a PEM public key of type RSA, EC P-256 or Ed25519".to_string())
+}
+
+/// The keys of a JWKS that can verify signatures with an accepted algorithm. A key
+/// of another algorithm is skipped with a warning (identity providers publish
+/// encryption keys in the same set); a set with no usable key is an error.
+fn jwks_keys(text: &[u8]) -> Result<Vec<VerifyKey>, String> {
+    let set: JwkSet = serde_json::from_slice(text).map_err(|e| format!("invalid JWKS: {e}"))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let kid = jwk.common.key_id.clone();
+        let name = kid.clone().unwrap_or_else(|| "(no kid)".to_string());
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            continue;
+        }
+        let Some(kid) = kid else {
+            tracing::warn!("JWKS key without `kid` skipped: tokens choose keys by `kid`");
+            continue;
+        };
+        let inferred = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+            AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                Some(Algorithm::ES256)
+            }
+            AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+                Some(Algorithm::EdDSA)
+            }
+            _ => None,
+        };
+        let declared = jwk
+            .common
+            .key_algorithm
+            .and_then(|a| Algorithm::from_str(&a.to_string()).ok());
+        let alg = match (declared, inferred) {
+            (Some(d), Some(i)) if d == i => d,
+            (None, Some(i)) => i,
+            _ => {
+                tracing::warn!(kid = %name, "JWKS key skipped: only RS256, ES256 (P-256) and EdDSA (Ed25519) are accepted");
+                continue;
+            }
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("JWKS key `{name}`: {e}"))?;
+        keys.push(VerifyKey {
+            kid: Some(kid),
+            alg,
+            key,
+        });
+    }
+    if keys.is_empty() {
+        return Err("the JWKS holds no RS256, ES256 or EdDSA signing key with a `kid`".to_string());
+    }
+    Ok(keys)
+}
+
+impl JwtVerifier {
+    fn from_args(args: &GatewayArgs) -> Result<Self, String> {
+        let (keys, by_kid) = if let Some(path) = &args.jwt_key_file {
+            let (alg, key) =
+                pem_key(&read(path)?).map_err(|e| format!("`{}`: {e}", path.display()))?;
+            (
+                vec![VerifyKey {
+                    kid: None,
+                    alg,
+                    key,
+                }],
+                false,
+            )
+        } else if let Some(path) = &args.jwt_jwks_file {
+            (
+                jwks_keys(&read(path)?).map_err(|e| format!("`{}`: {e}", path.display()))?,
+                true,
+            )
+        } else if let Some(path) = &args.jwt_hs256_secret_file {
+            let secret = read(path)?;
+            let secret = secret.trim_ascii();
+            // RFC 7518 asks for a key at least as long as the hash output.
+            if secret.len() < 32 {
+                return Err(format!(
+                    "`{}`: an HS256 secret must be at least 32 bytes",
+                    path.display()
+                ));
+            }
+            (
+                vec![VerifyKey {
+                    kid: None,
+                    alg: Algorithm::HS256,
+                    key: DecodingKey::from_secret(secret),
+                }],
+                false,
+            )
+        } else {
+            return Err("no JWT key configured".to_string());
+        };
+        let issuer = args
+            .jwt_issuer
+            .clone()
+            .ok_or("`--jwt-issuer` is required with a JWT key")?;
+        let audience = args
+            .jwt_audience
+            .clone()
+            .ok_or("`--jwt-audience` is required with a JWT key")?;
+        let principal = UidTemplate::parse(&args.jwt_principal)
+            .map_err(|e| format!("`--jwt-principal`: {e}"))?;
+        if principal.vars().next().is_none() {
+            return Err(
+                "`--jwt-principal` must name a claim, e.g. `Portal::User::\"{sub}\"`".to_string(),
+            );
+        }
+        Ok(Self {
+            keys,
+            by_kid,
+            issuer,
+            audience,
+            leeway: args.jwt_leeway_secs,
+            principal,
+            amr: args.jwt_second_factor_amr.clone(),
+            acr: args.jwt_second_factor_acr.clone(),
+        })
+    }
+
+    fn identify(&self, headers: &HeaderMap) -> Result<Identity, IdentityError> {
+        let value = headers.get(AUTHORIZATION).ok_or_else(|| {
+            IdentityError::Missing("`Authorization: Bearer <token>` is missing".to_string())
+        })?;
+        let value = value
+            .to_str()
+            .map_err(|_| IdentityError::Invalid("`Authorization` is not text".to_string()))?;
+        let token = value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                IdentityError::Invalid("`Authorization` is not a `Bearer` token".to_string())
+            })?;
+        self.verify(token)
+    }
+
+    /// Verifies a compact JWT and maps its claims to an identity.
+    pub fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
+        let invalid = |m: String| IdentityError::Invalid(m);
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| invalid(format!("malformed token: {e}")))?;
+        let key = if self.by_kid {
+            let kid = header
+                .kid
+                .as_deref()
+                .ok_or_else(|| invalid("token names no key (`kid`)".to_string()))?;
+            self.keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .ok_or_else(|| invalid(format!("unknown key id `{kid}`")))?
+        } else {
+            self.keys
+                .first()
+                .ok_or_else(|| invalid("no key configured".to_string()))?
+        };
+        if header.alg != key.alg {
+            return Err(invalid(format!(
+                "algorithm `{:?}` is not accepted for this key (expected `{:?}`)",
+                header.alg, key.alg
+            )));
+        }
+        let mut validation = Validation::new(key.alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| {
+                invalid(match e.kind() {
+                    ErrorKind::ExpiredSignature => "token has expired".to_string(),
+                    ErrorKind::ImmatureSignature => "token is not valid yet (`nbf`)".to_string(),
+                    ErrorKind::InvalidAudience => "token is for another audience".to_string(),
+                    ErrorKind::InvalidIssuer => "token is from another issuer".to_string(),
+                    ErrorKind::InvalidSignature => "token signature does not verify".to_string(),
+                    ErrorKind::MissingRequiredClaim(c) => format!("token lacks the `{c}` claim"),
+                    _ => format!("invalid token: {e}"),
+                })
+            })?;
+        let claims = data.claims;
+        let principal = self
+            .principal
+            .render(|name| {
+                claims
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+            })
+            .ok_or_else(|| {
+                invalid(format!(
+                    "token lacks a non-empty string claim for `{}`",
+                    self.principal.vars().collect::<Vec<_>>().join("`, `")
+                ))
+            })?;
+        let amr = claims
+            .get("amr")
+            .and_then(Value::as_array)
+            .is_some_and(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .any(|m| self.amr.iter().any(|x| x == m))
+            });
+        let acr = claims
+            .get("acr")
+            .and_then(Value::as_str)
+            .is_some_and(|a| self.acr.iter().any(|x| x == a));
+        Ok(Identity {
+            principal,
+            second_factor: Some(amr || acr),
+        })
+    }
+}

@@ -1,0 +1,984 @@
+//! The AuthZEN Authorization API 1.0 through real HTTP: the portal personas, batch
+//! semantics, search with pagination, discovery, spec error handling, a non-portal
+//! schema served with configuration only, and HTTPS with and without client
+//! certificates.
+// Test helpers outside `#[test]` functions unwrap and index like the tests do.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use common::TestServer;
+use http::Method;
+use portcullis::config::ServeArgs;
+use serde_json::{json, Value};
+
+const EVALUATION: &str = "/access/v1/evaluation";
+const EVALUATIONS: &str = "/access/v1/evaluations";
+
+fn user(id: &str) -> Value {
+    json!({"type": "user", "id": id})
+}
+
+fn invoice(id: &str) -> Value {
+    json!({"type": "invoice", "id": id})
+}
+
+fn action(name: &str) -> Value {
+    json!({"name": name})
+}
+
+fn eval(subject: Value, name: &str, resource: Value) -> Value {
+    json!({"subject": subject, "action": action(name), "resource": resource})
+}
+
+fn decisions(reply: &Value) -> Vec<bool> {
+    reply["evaluations"]
+        .as_array()
+        .expect("an evaluations array")
+        .iter()
+        .map(|d| d["decision"].as_bool().expect("a boolean decision"))
+        .collect()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[tokio::test]
+async fn the_portal_personas_decide_through_authzen() {
+    let server = TestServer::portal().await;
+    // (who, action, resource, expected)
+    let cases = [
+        ("bea", "PayInvoice", invoice("inv-1001"), true),
+        ("walt", "PayInvoice", invoice("inv-1001"), false),
+        ("olivia", "ViewInvoice", invoice("inv-1001"), true),
+        ("walt", "ViewInvoice", invoice("inv-1001"), false),
+        ("bea", "ViewInvoice", invoice("inv-9001"), false),
+        (
+            "walt",
+            "OpenTicket",
+            json!({"type": "account", "id": "acme"}),
+            true,
+        ),
+        (
+            "dev",
+            "ManageDomain",
+            json!({"type": "domain", "id": "globex.example"}),
+            true,
+        ),
+        (
+            "dev",
+            "ManageDomain",
+            json!({"type": "domain", "id": "acme.example"}),
+            false,
+        ),
+        ("dora", "ViewInvoice", invoice("inv-1001"), false),
+    ];
+    for (who, name, resource, expected) in cases {
+        let reply = server
+            .post(EVALUATION, &eval(user(who), name, resource.clone()))
+            .await;
+        assert_eq!(reply.status, 200, "{who} {name}: {}", reply.text);
+        assert_eq!(
+            reply.json,
+            json!({"decision": expected}),
+            "{who} {name} {resource}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn explain_puts_the_determining_policies_in_the_decision_context() {
+    let server = TestServer::portal().await;
+    let mut body = eval(user("bea"), "PayInvoice", invoice("inv-1001"));
+    body["context"] = json!({"portcullis": {"explain": true}});
+    let reply = server.post(EVALUATION, &body).await;
+    assert_eq!(
+        reply.json,
+        json!({"decision": true, "context": {"policies": ["member-invoices"]}})
+    );
+
+    // The header asks for the same on every decision of the request.
+    let body = eval(user("dora"), "ViewInvoice", invoice("inv-1001"));
+    let reply = server
+        .send(
+            Method::POST,
+            EVALUATION,
+            &[
+                ("content-type", "application/json"),
+                ("x-portcullis-explain", "true"),
+            ],
+            body.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(reply.json["decision"], false);
+    assert_eq!(
+        reply.json["context"]["policies"],
+        json!(["disabled-user-denied"])
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn context_values_are_converted_by_the_schema() {
+    let server = TestServer::portal().await;
+    // The owner may change the payment method only after a second factor; the
+    // context's string "true" and IP string are converted to Bool and ipaddr.
+    let mut body = eval(
+        user("olivia"),
+        "UpdatePaymentMethod",
+        json!({"type": "account", "id": "acme"}),
+    );
+    let cases = [
+        (json!({}), true, false),
+        (
+            json!({"secondFactor": "true", "clientIp": "10.1.2.3"}),
+            true,
+            true,
+        ),
+        (
+            json!({"secondFactor": true, "unknownToTheSchema": {"x": 1}}),
+            true,
+            true,
+        ),
+        (json!({"secondFactor": "yes"}), false, false),
+        (json!({"clientIp": "not-an-ip"}), false, false),
+    ];
+    for (context, ok, expected) in cases {
+        body["context"] = context.clone();
+        let reply = server.post(EVALUATION, &body).await;
+        if ok {
+            assert_eq!(reply.status, 200, "{context}: {}", reply.text);
+            assert_eq!(reply.json["decision"], expected, "{context}");
+        } else {
+            assert_eq!(reply.status, 400, "{context}: {}", reply.text);
+            assert!(
+                reply.json["message"].as_str().unwrap().contains("context"),
+                "{}",
+                reply.text
+            );
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_caller_cannot_raise_its_privileges_with_properties_by_default() {
+    let server = TestServer::portal().await;
+    // dora is disabled in the store; claiming otherwise changes nothing.
+    let mut body = eval(user("dora"), "ViewInvoice", invoice("inv-1001"));
+    body["subject"]["properties"] = json!({"disabled": false});
+    let reply = server.post(EVALUATION, &body).await;
+    assert_eq!(reply.json, json!({"decision": false}), "{}", reply.text);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn evaluations_merge_top_level_defaults_and_keep_order() {
+    let server = TestServer::portal().await;
+    let body = json!({
+        "subject": user("bea"),
+        "action": action("ViewInvoice"),
+        "context": {"secondFactor": false},
+        "evaluations": [
+            {"resource": invoice("inv-1001")},
+            {"resource": invoice("inv-9001")},
+            {"action": action("PayInvoice"), "resource": invoice("inv-1001")},
+            {"subject": user("walt"), "resource": invoice("inv-1001")},
+        ]
+    });
+    let reply = server.post(EVALUATIONS, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(decisions(&reply.json), vec![true, false, true, false]);
+    assert!(reply.json.get("decision").is_none());
+
+    // Without an `evaluations` array the request is a single evaluation.
+    let single = server
+        .post(
+            EVALUATIONS,
+            &eval(user("bea"), "PayInvoice", invoice("inv-1001")),
+        )
+        .await;
+    assert_eq!(single.json, json!({"decision": true}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_three_evaluation_semantics() {
+    let server = TestServer::portal().await;
+    let batch = |semantic: Option<&str>| {
+        let mut body = json!({
+            "subject": user("bea"),
+            "action": action("ViewInvoice"),
+            "evaluations": [
+                {"resource": invoice("inv-1001")},
+                {"resource": invoice("inv-9001")},
+                {"resource": invoice("inv-1001")},
+            ]
+        });
+        if let Some(s) = semantic {
+            body["options"] = json!({"evaluations_semantic": s, "another_option": "ignored"});
+        }
+        body
+    };
+    // (semantic, expected decisions)
+    let cases = [
+        (None, vec![true, false, true]),
+        (Some("execute_all"), vec![true, false, true]),
+        (Some("deny_on_first_deny"), vec![true, false]),
+        (Some("permit_on_first_permit"), vec![true]),
+    ];
+    for (semantic, expected) in cases {
+        let reply = server.post(EVALUATIONS, &batch(semantic)).await;
+        assert_eq!(reply.status, 200, "{semantic:?}: {}", reply.text);
+        assert_eq!(decisions(&reply.json), expected, "{semantic:?}");
+    }
+    let denied = server
+        .post(EVALUATIONS, &batch(Some("deny_on_first_deny")))
+        .await;
+    assert_eq!(
+        denied.json["evaluations"][1]["context"]["reason"],
+        "deny_on_first_deny"
+    );
+
+    // Permit on first permit goes on through denies until a permit.
+    let mut body = batch(Some("permit_on_first_permit"));
+    body["evaluations"] = json!([
+        {"resource": invoice("inv-9001")},
+        {"resource": invoice("inv-5001")},
+        {"resource": invoice("inv-1001")},
+        {"resource": invoice("inv-9001")},
+    ]);
+    let reply = server.post(EVALUATIONS, &body).await;
+    assert_eq!(decisions(&reply.json), vec![false, false, true]);
+
+    let bad = server.post(EVALUATIONS, &batch(Some("first_wins"))).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text.contains("evaluations_semantic"), "{}", bad.text);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_over_the_limit_is_refused_whole() {
+    let server = TestServer::start(ServeArgs {
+        batch_limit: 2,
+        ..ServeArgs::default()
+    })
+    .await;
+    let item = json!({"resource": invoice("inv-1001")});
+    let body = json!({
+        "subject": user("bea"),
+        "action": action("ViewInvoice"),
+        "evaluations": [item, item, item],
+    });
+    let reply = server.post(EVALUATIONS, &body).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json["error"], "batch_too_large");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_evaluation_in_error_does_not_fail_the_batch() {
+    let server = TestServer::portal().await;
+    let body = json!({
+        "subject": user("bea"),
+        "evaluations": [
+            {"action": action("PayInvoice"), "resource": invoice("inv-1001")},
+            {"action": action("PayInvoice"), "resource": {"type": "spaceship", "id": "x"}},
+            {"action": action("FlyToTheMoon"), "resource": invoice("inv-1001")},
+            {"action": action("PayInvoice")},
+            {"action": action("ViewInvoice"), "resource": invoice("inv-1001")},
+        ]
+    });
+    let reply = server.post(EVALUATIONS, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        decisions(&reply.json),
+        vec![true, false, false, false, true]
+    );
+    for (i, needle) in [
+        (1, "spaceship"),
+        (2, "FlyToTheMoon"),
+        (3, "evaluations[3].resource"),
+    ] {
+        let error = &reply.json["evaluations"][i]["context"]["error"];
+        assert_eq!(error["status"], 400, "{i}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(needle),
+            "{i}: {error}"
+        );
+    }
+    server.stop().await;
+}
+
+/// Every result of a subject or resource search, page by page.
+async fn search_all(server: &TestServer, path: &str, mut body: Value) -> (Vec<String>, usize) {
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    loop {
+        let reply = server.post(path, &body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        pages += 1;
+        let results = reply.json["results"].as_array().unwrap();
+        assert_eq!(reply.json["page"]["count"], results.len());
+        if let Some(limit) = body["page"]["limit"].as_u64() {
+            assert!(results.len() as u64 <= limit);
+        }
+        for r in results {
+            ids.push(r["id"].as_str().or(r["name"].as_str()).unwrap().to_string());
+        }
+        let next = reply.json["page"]["next_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if next.is_empty() {
+            return (ids, pages);
+        }
+        assert!(pages < 50, "pagination does not end");
+        body["page"]["token"] = json!(next);
+    }
+}
+
+#[tokio::test]
+async fn subject_search_finds_who_may_view_acmes_invoice_across_pages() {
+    let server = TestServer::portal().await;
+    let query = json!({
+        "subject": {"type": "user"},
+        "action": action("ViewInvoice"),
+        "resource": invoice("inv-1001"),
+    });
+    let whole = server.post("/access/v1/search/subject", &query).await;
+    assert_eq!(whole.status, 200, "{}", whole.text);
+    assert_eq!(
+        whole.json,
+        json!({
+            "page": {"next_token": "", "count": 2},
+            "results": [{"type": "user", "id": "bea"}, {"type": "user", "id": "olivia"}]
+        })
+    );
+
+    let mut paged = query.clone();
+    paged["page"] = json!({"limit": 1});
+    let (ids, pages) = search_all(&server, "/access/v1/search/subject", paged).await;
+    assert_eq!(ids, vec!["bea", "olivia"]);
+    assert!(pages >= 2, "{pages} pages");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resource_search_lists_the_invoices_a_user_may_view() {
+    let server = TestServer::portal().await;
+    let query = |who: &str| {
+        json!({
+            "subject": user(who),
+            "action": action("ViewInvoice"),
+            "resource": {"type": "invoice", "id": "ignored"},
+            "page": {"limit": 1},
+        })
+    };
+    let cases = [
+        ("bea", vec!["inv-1001"]),
+        ("olivia", vec!["inv-1001", "inv-5001"]),
+        ("gina", vec!["inv-9001"]),
+        ("walt", vec![]),
+    ];
+    for (who, expected) in cases {
+        let (ids, _) = search_all(&server, "/access/v1/search/resource", query(who)).await;
+        assert_eq!(ids, expected, "{who}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn action_search_lists_exactly_the_bookkeepers_actions_on_the_invoice() {
+    let server = TestServer::portal().await;
+    let query = |who: &str| {
+        json!({
+            "subject": user(who),
+            "resource": invoice("inv-1001"),
+            "context": {"secondFactor": true},
+        })
+    };
+    let reply = server.post("/access/v1/search/action", &query("bea")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let names: BTreeSet<&str> = reply.json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["PayInvoice", "ViewInvoice"]));
+    assert_eq!(reply.json["page"]["next_token"], "");
+
+    let walt = server
+        .post("/access/v1/search/action", &query("walt"))
+        .await;
+    assert_eq!(walt.json["results"], json!([]));
+
+    // Paged one at a time, the same two names.
+    let mut paged = query("bea");
+    paged["page"] = json!({"limit": 1});
+    let (ids, pages) = search_all(&server, "/access/v1/search/action", paged).await;
+    assert_eq!(ids.len(), 2);
+    assert_eq!(pages, 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn search_work_per_call_is_bounded_and_tokens_are_bound_to_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = dir.path().join("authzen.yaml");
+    let shipped = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/portal/authzen.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        &mapping,
+        shipped
+            .replace("max_candidates: 1000", "max_candidates: 2")
+            .replace("fetch_size: 100", "fetch_size: 3"),
+    )
+    .unwrap();
+    let mut args = ServeArgs::default();
+    args.authzen.authzen_mapping = Some(mapping);
+    let server = TestServer::start(args).await;
+
+    let query = json!({
+        "subject": {"type": "user"},
+        "action": action("ViewInvoice"),
+        "resource": invoice("inv-1001"),
+    });
+    // Seven users, two examined per call: at least four calls, same answer.
+    let (ids, pages) = search_all(&server, "/access/v1/search/subject", query.clone()).await;
+    assert_eq!(ids, vec!["bea", "olivia"]);
+    assert!(pages >= 4, "{pages} pages");
+    // Every user was evaluated exactly once across those calls.
+    let metrics = server.get("/metrics").await.text;
+    assert!(
+        metrics.contains(r#"portcullis_authzen_search_candidates_total{search="subject"} 7"#),
+        "{metrics}"
+    );
+
+    let first = server.post("/access/v1/search/subject", &query).await;
+    let token = first.json["page"]["next_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!token.is_empty());
+    let mut changed = query.clone();
+    changed["action"] = action("PayInvoice");
+    changed["page"] = json!({"token": token});
+    let refused = server.post("/access/v1/search/subject", &changed).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert_eq!(refused.json["error"], "invalid_page_token");
+
+    // As in the spec's example, a follow-up may carry only the token: the first
+    // request's limit holds. A different limit is refused.
+    let mut limited = query.clone();
+    limited["page"] = json!({"limit": 1});
+    let first = server.post("/access/v1/search/subject", &limited).await;
+    let token = first.json["page"]["next_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut follow_up = query.clone();
+    follow_up["page"] = json!({"token": token});
+    let second = server.post("/access/v1/search/subject", &follow_up).await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert!(second.json["results"].as_array().unwrap().len() <= 1);
+    follow_up["page"]["limit"] = json!(5);
+    let refused = server.post("/access/v1/search/subject", &follow_up).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+
+    let mut forged = query.clone();
+    forged["page"] = json!({"token": "not-a-token"});
+    let refused = server.post("/access/v1/search/subject", &forged).await;
+    assert_eq!(refused.status, 400);
+
+    // Every candidate of the paged search was evaluated once, plus two by the first
+    // call above: the metric counts exactly that.
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn discovery_advertises_every_endpoint_under_the_public_base_url() {
+    let mut args = ServeArgs::default();
+    args.authzen.public_base_url = Some("https://pdp.example.com/".to_string());
+    let server = TestServer::start(args).await;
+    let reply = server.get("/.well-known/authzen-configuration").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(
+        reply.json,
+        json!({
+            "policy_decision_point": "https://pdp.example.com",
+            "access_evaluation_endpoint": "https://pdp.example.com/access/v1/evaluation",
+            "access_evaluations_endpoint": "https://pdp.example.com/access/v1/evaluations",
+            "search_subject_endpoint": "https://pdp.example.com/access/v1/search/subject",
+            "search_resource_endpoint": "https://pdp.example.com/access/v1/search/resource",
+            "search_action_endpoint": "https://pdp.example.com/access/v1/search/action",
+        })
+    );
+    server.stop().await;
+
+    // Without one, the address the request came to.
+    let server = TestServer::portal().await;
+    let reply = server.get("/.well-known/authzen-configuration").await;
+    assert_eq!(
+        reply.json["access_evaluation_endpoint"],
+        format!("http://{}/access/v1/evaluation", server.addr)
+    );
+    server.stop().await;
+}
+
+/// A body, its headers, the expected error code and text the message must contain.
+type BadRequestCase<'a> = (Vec<u8>, &'a [(&'a str, &'a str)], &'a str, &'a str);
+
+#[tokio::test]
+async fn malformed_requests_get_400_with_a_message_naming_the_field() {
+    let server = TestServer::portal().await;
+    let good = eval(user("bea"), "PayInvoice", invoice("inv-1001"));
+    let json_ct = [("content-type", "application/json")];
+    // (body, headers, expected code, text in the message)
+    let cases: Vec<BadRequestCase> = vec![
+        (b"{not json".to_vec(), &json_ct, "malformed_json", "JSON"),
+        (good.to_string().into_bytes(), &[("content-type", "text/plain")], "unsupported_media_type", "Content-Type"),
+        (b"[1, 2]".to_vec(), &json_ct, "invalid_field", "request body"),
+        (json!({"action": action("PayInvoice"), "resource": invoice("inv-1001")}).to_string().into_bytes(), &json_ct, "missing_field", "`subject`"),
+        (json!({"subject": {"type": 7, "id": "bea"}, "action": action("PayInvoice"), "resource": invoice("inv-1001")}).to_string().into_bytes(), &json_ct, "invalid_field", "`subject.type`"),
+        (json!({"subject": {"type": "user"}, "action": action("PayInvoice"), "resource": invoice("inv-1001")}).to_string().into_bytes(), &json_ct, "missing_field", "`subject.id`"),
+        (json!({"subject": user("bea"), "action": {}, "resource": invoice("inv-1001")}).to_string().into_bytes(), &json_ct, "missing_field", "`action.name`"),
+        (json!({"subject": user("bea"), "action": action("PayInvoice"), "resource": invoice("inv-1001"), "context": "now"}).to_string().into_bytes(), &json_ct, "invalid_field", "`context`"),
+        (eval(user("bea"), "FlyToTheMoon", invoice("inv-1001")).to_string().into_bytes(), &json_ct, "unknown_action", "FlyToTheMoon"),
+        (eval(json!({"type": "robot", "id": "r2"}), "PayInvoice", invoice("inv-1001")).to_string().into_bytes(), &json_ct, "unknown_entity_type", "`subject.type`"),
+        (eval(user("bea"), "PayInvoice", json!({"type": "account", "id": "acme"})).to_string().into_bytes(), &json_ct, "request_not_in_schema", "resource"),
+    ];
+    for (body, headers, code, needle) in cases {
+        let reply = server
+            .send(Method::POST, EVALUATION, headers, body.clone())
+            .await;
+        let shown = String::from_utf8_lossy(&body).to_string();
+        assert_eq!(reply.status, 400, "{shown}: {}", reply.text);
+        assert_eq!(reply.json["error"], code, "{shown}: {}", reply.text);
+        assert!(
+            reply.json["message"].as_str().unwrap().contains(needle),
+            "{shown}: {}",
+            reply.text
+        );
+    }
+
+    // Unknown fields are ignored, as the spec requires.
+    let mut extra = good.clone();
+    extra["future"] = json!({"anything": true});
+    extra["subject"]["nickname"] = json!("b");
+    assert_eq!(
+        server.post(EVALUATION, &extra).await.json,
+        json!({"decision": true})
+    );
+
+    let wrong_method = server.get(EVALUATION).await;
+    assert_eq!(wrong_method.status, 405);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_id_is_echoed() {
+    let server = TestServer::portal().await;
+    let rid = "bfe9eb29-ab87-4ca3-be83-a1d5d8305716";
+    for body in [
+        eval(user("bea"), "PayInvoice", invoice("inv-1001")).to_string(),
+        "{broken".to_string(),
+    ] {
+        let reply = server
+            .send(
+                Method::POST,
+                EVALUATION,
+                &[("content-type", "application/json"), ("x-request-id", rid)],
+                body.into_bytes(),
+            )
+            .await;
+        assert_eq!(reply.header("x-request-id"), Some(rid));
+    }
+    server.stop().await;
+}
+
+async fn library(precedence: Option<&str>) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mapping = std::fs::read_to_string(fixture("library/authzen.yaml")).unwrap();
+    if let Some(p) = precedence {
+        mapping.push_str(&format!("properties_precedence: {p}\n"));
+    }
+    let mapping_path = dir.path().join("authzen.yaml");
+    std::fs::write(&mapping_path, mapping).unwrap();
+    let mut args = ServeArgs::default();
+    args.model.schema = Some(fixture("library/library.cedarschema"));
+    args.model.policies = Some(fixture("library/policies"));
+    args.entity.entities = Some(fixture("library/entities.json"));
+    args.authzen.authzen_mapping = Some(mapping_path);
+    (TestServer::start(args).await, dir)
+}
+
+fn member(id: &str) -> Value {
+    json!({"type": "Library::Member", "id": id})
+}
+
+fn book(id: &str) -> Value {
+    json!({"type": "book", "id": id})
+}
+
+#[tokio::test]
+async fn a_non_portal_schema_is_served_with_configuration_only() {
+    let (server, _dir) = library(None).await;
+    let two_weeks = json!({"name": "borrow", "properties": {"period": "2W"}});
+    let with_action = |subject: Value, action: Value, resource: Value, context: Value| json!({"subject": subject, "action": action, "resource": resource, "context": context});
+    // (request, expected decision)
+    let cases = [
+        (eval(member("alice"), "can_read", book("b1")), true),
+        (eval(member("bob"), "can_read", book("b1")), false),
+        (eval(member("bob"), "read", book("b2")), true),
+        // Action properties reach the policy as `context.actionProperties`.
+        (
+            with_action(member("alice"), two_weeks.clone(), book("b2"), json!({})),
+            true,
+        ),
+        (
+            with_action(
+                member("alice"),
+                json!({"name": "borrow", "properties": {"period": "1Y"}}),
+                book("b2"),
+                json!({}),
+            ),
+            false,
+        ),
+        (
+            with_action(member("bob"), two_weeks.clone(), book("b2"), json!({})),
+            false,
+        ),
+        // The context's IP string becomes an ipaddr.
+        (
+            with_action(
+                member("alice"),
+                two_weeks.clone(),
+                book("b2"),
+                json!({"ip": "192.168.4.2"}),
+            ),
+            true,
+        ),
+        (
+            with_action(
+                member("alice"),
+                two_weeks.clone(),
+                book("b2"),
+                json!({"ip": "10.0.0.1"}),
+            ),
+            false,
+        ),
+        // A member the store does not hold, described by properties (the level as a
+        // string is converted to Long; the undeclared `nickname` is ignored).
+        (
+            with_action(
+                json!({"type": "Library::Member", "id": "carol", "properties": {"department": "art", "level": "4", "nickname": "c"}}),
+                two_weeks.clone(),
+                book("b2"),
+                json!({}),
+            ),
+            true,
+        ),
+    ];
+    for (request, expected) in cases {
+        let reply = server.post(EVALUATION, &request).await;
+        assert_eq!(reply.status, 200, "{request}: {}", reply.text);
+        assert_eq!(reply.json["decision"], expected, "{request}");
+    }
+
+    // Stored attributes win by default: bob cannot claim a higher level.
+    let mut bob_claims = with_action(member("bob"), two_weeks.clone(), book("b2"), json!({}));
+    bob_claims["subject"]["properties"] = json!({"level": 9});
+    assert_eq!(
+        server.post(EVALUATION, &bob_claims).await.json["decision"],
+        false
+    );
+
+    // Searches work on the same configuration.
+    let (readers, _) = search_all(
+        &server,
+        "/access/v1/search/subject",
+        json!({"subject": {"type": "Library::Member"}, "action": action("read"), "resource": book("b3")}),
+    )
+    .await;
+    assert_eq!(readers, vec!["alice"]);
+    let (books, _) = search_all(
+        &server,
+        "/access/v1/search/resource",
+        json!({"subject": member("bob"), "action": action("can_read"), "resource": {"type": "book"}}),
+    )
+    .await;
+    assert_eq!(books, vec!["b2"]);
+    let actions = server
+        .post(
+            "/access/v1/search/action",
+            &json!({"subject": member("alice"), "resource": book("b1")}),
+        )
+        .await;
+    assert_eq!(actions.json["results"], json!([{"name": "can_read"}]));
+    server.stop().await;
+
+    // With request precedence the PEP's attributes replace the stored ones.
+    let (server, _dir) = library(Some("request")).await;
+    assert_eq!(
+        server.post(EVALUATION, &bob_claims).await.json["decision"],
+        true
+    );
+    server.stop().await;
+
+    // With `ignore`, properties never count, not even for a member the store lacks.
+    let (server, _dir) = library(Some("ignore")).await;
+    let carol = with_action(
+        json!({"type": "Library::Member", "id": "carol", "properties": {"department": "art", "level": 4}}),
+        two_weeks.clone(),
+        book("b2"),
+        json!({}),
+    );
+    assert_eq!(
+        server.post(EVALUATION, &carol).await.json["decision"],
+        false
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_mapping_naming_undeclared_types_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authzen.yaml");
+    std::fs::write(&path, "entity_types:\n  robot: Portal::Robot\n").unwrap();
+    let mut args = ServeArgs::default();
+    args.authzen.authzen_mapping = Some(path);
+    let err = portcullis::server::build_app(&args).err().expect("refused");
+    assert!(err.to_string().contains("Portal::Robot"), "{err}");
+}
+
+mod tls {
+    use super::*;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
+        ClientConfig, RootCertStore,
+    };
+
+    /// A CA, a server certificate for `localhost` and a client certificate, all made
+    /// here, written as PEM files.
+    struct Pki {
+        dir: tempfile::TempDir,
+        ca_pem: String,
+        client_cert_pem: String,
+        client_key_pem: String,
+    }
+
+    fn pki() -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &ca, &ca_key)
+            .unwrap();
+
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(vec!["pep.local".to_string()]).unwrap();
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("server.pem"), server.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+        Pki {
+            dir,
+            ca_pem: ca.pem(),
+            client_cert_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        }
+    }
+
+    fn args(pki: &Pki, mtls: bool) -> ServeArgs {
+        let mut args = ServeArgs::default();
+        args.tls.tls_cert = Some(pki.dir.path().join("server.pem"));
+        args.tls.tls_key = Some(pki.dir.path().join("server.key"));
+        if mtls {
+            args.tls.tls_client_ca = Some(pki.dir.path().join("ca.pem"));
+        }
+        args
+    }
+
+    fn client_config(pki: &Pki, with_cert: bool) -> ClientConfig {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let builder =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots);
+        if with_cert {
+            builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(pki.client_cert_pem.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(pki.client_key_pem.as_bytes()).unwrap(),
+                )
+                .unwrap()
+        } else {
+            builder.with_no_client_auth()
+        }
+    }
+
+    /// POSTs an evaluation over HTTPS; the error as text when the connection or the
+    /// request fails.
+    async fn post_https(
+        server: &TestServer,
+        config: ClientConfig,
+        body: &Value,
+    ) -> Result<(u16, Value), String> {
+        https(server, config, "POST", EVALUATION, body.to_string()).await
+    }
+
+    /// Sends one request over HTTPS; the error as text when the connection or the
+    /// request fails.
+    async fn https(
+        server: &TestServer,
+        config: ClientConfig,
+        method: &str,
+        path: &str,
+        body: String,
+    ) -> Result<(u16, Value), String> {
+        let tcp = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    #[tokio::test]
+    async fn https_serves_authzen_and_discovery_says_https() {
+        let pki = pki();
+        let server = TestServer::start(args(&pki, false)).await;
+        let body = eval(user("bea"), "PayInvoice", invoice("inv-1001"));
+        let reply = post_https(&server, client_config(&pki, false), &body).await;
+        assert_eq!(reply, Ok((200, json!({"decision": true}))));
+        let discovery = https(
+            &server,
+            client_config(&pki, false),
+            "GET",
+            "/.well-known/authzen-configuration",
+            String::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            discovery.1["access_evaluation_endpoint"],
+            "https://localhost/access/v1/evaluation"
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_refuses_a_client_without_a_certificate() {
+        let pki = pki();
+        let server = TestServer::start(args(&pki, true)).await;
+        let body = eval(user("bea"), "PayInvoice", invoice("inv-1001"));
+        let with_cert = post_https(&server, client_config(&pki, true), &body).await;
+        assert_eq!(with_cert, Ok((200, json!({"decision": true}))));
+        let without = post_https(&server, client_config(&pki, false), &body).await;
+        assert!(
+            without.is_err(),
+            "served without a client certificate: {without:?}"
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn plain_http_is_not_answered_on_a_tls_listener() {
+        let pki = pki();
+        let server = TestServer::start(args(&pki, false)).await;
+        let plain = tokio::spawn({
+            let addr = server.addr;
+            async move {
+                let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+                    hyper_util::client::legacy::Client::builder(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .build_http();
+                let req = http::Request::builder()
+                    .uri(format!("http://{addr}/healthz"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                client.request(req).await.map(|r| r.status())
+            }
+        })
+        .await
+        .unwrap();
+        assert!(plain.is_err(), "{plain:?}");
+        server.stop().await;
+    }
+
+    #[test]
+    fn a_key_that_is_not_pem_is_refused_with_the_file_named() {
+        let pki = pki();
+        let bad = pki.dir.path().join("bad.key");
+        std::fs::write(&bad, "not a key").unwrap();
+        let mut a = args(&pki, false);
+        a.tls.tls_key = Some(bad.clone());
+        let err = portcullis::server::open_tls(&a.tls).expect_err("refused");
+        assert!(err.to_string().contains("bad.key"), "{err}");
+    }
+}

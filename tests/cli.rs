@@ -1,0 +1,291 @@
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)] // test code
+//! The command line: `validate`, `authorize`, and `serve` as a process (start-up
+//! errors, the decision log, graceful shutdown on SIGTERM).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A copy of the shipped policies in a temporary directory, with one file replaced.
+fn policies_with(file: &str, content: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(dir.path().join(file), content).unwrap();
+    dir
+}
+
+#[test]
+fn validate_accepts_the_shipped_model() {
+    let out = run(&["validate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let from_disk = run(&[
+        "validate",
+        "--schema",
+        repo("schema/portal.cedarschema").to_str().unwrap(),
+        "--policies",
+        repo("policies").to_str().unwrap(),
+    ]);
+    assert!(from_disk.status.success(), "{}", text(&from_disk));
+}
+
+#[test]
+fn validate_reports_a_broken_policy_at_its_line() {
+    let broken = "// a comment\n@id(\"broken\")\npermit (principal, action, resource)\nwhen { principal.nosuch == 1 && };\n";
+    let dir = policies_with("zz-broken.cedar", broken);
+    let out = run(&["validate", "--policies", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = dir.path().join("zz-broken.cedar").display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:4:")),
+        "syntax error located on line 4: {stderr}"
+    );
+}
+
+#[test]
+fn validate_reports_every_schema_violation_with_its_location() {
+    let bad = "@id(\"typo-attr\")\npermit (principal is Portal::User, action, resource)\nwhen { principal.disabeld };\n\n@id(\"wrong-type\")\npermit (principal is Portal::User, action, resource)\nwhen { principal.email == 3 };\n";
+    let dir = policies_with("zz-bad.cedar", bad);
+    let out = run(&["validate", "--policies", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = dir.path().join("zz-bad.cedar").display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:3:")) && stderr.contains("typo-attr"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:7:")) && stderr.contains("wrong-type"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_rejects_duplicate_policy_ids() {
+    let dup = "@id(\"owner-on-account\")\npermit (principal, action, resource) when { false };\n";
+    let dir = policies_with("zz-dup.cedar", dup);
+    let out = run(&["validate", "--policies", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("duplicate policy id `owner-on-account`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("zz-dup.cedar:1:"), "{stderr}");
+}
+
+#[test]
+fn authorize_prints_the_decision_and_its_determining_policies() {
+    let allow = run(&[
+        "authorize",
+        "--principal",
+        r#"Portal::User::"bea""#,
+        "--action",
+        r#"Portal::Action::"PayInvoice""#,
+        "--resource",
+        r#"Portal::Invoice::"inv-1001""#,
+    ]);
+    assert_eq!(allow.status.code(), Some(0), "{}", text(&allow));
+    let out = String::from_utf8_lossy(&allow.stdout);
+    assert!(out.starts_with("ALLOW"), "{out}");
+    assert!(
+        out.contains("member-invoices (policies/members.cedar:"),
+        "{out}"
+    );
+
+    let deny = run(&[
+        "authorize",
+        "--principal",
+        r#"Portal::User::"bea""#,
+        "--action",
+        r#"Portal::Action::"UpdatePaymentMethod""#,
+        "--resource",
+        r#"Portal::Account::"acme""#,
+        "--context",
+        r#"{"secondFactor": false}"#,
+    ]);
+    assert_eq!(deny.status.code(), Some(1), "{}", text(&deny));
+    let out = String::from_utf8_lossy(&deny.stdout);
+    assert!(
+        out.starts_with("DENY") && out.contains("payment-method-needs-second-factor"),
+        "{out}"
+    );
+
+    let bad = run(&[
+        "authorize",
+        "--principal",
+        "bea",
+        "--action",
+        "x",
+        "--resource",
+        "y",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("`principal`"),
+        "{}",
+        text(&bad)
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_on_an_invalid_policy_set() {
+    let dir = policies_with(
+        "zz-broken.cedar",
+        "permit (principal, action, resource) when { nosuch };\n",
+    );
+    let out = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let file = dir.path().join("zz-broken.cedar").display().to_string();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("{file}:1:")),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn check_config_loads_everything_and_exits() {
+    let out = run(&["serve", "--check-config"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("configuration ok"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Reads JSON log lines until one satisfies `want`, within a deadline.
+fn wait_for_line(
+    lines: &mut impl Iterator<Item = String>,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Some(line) = lines.next() else { break };
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if want(&v) {
+                return v;
+            }
+        }
+    }
+    panic!("no matching log line before the deadline or end of output");
+}
+
+#[test]
+fn serve_logs_decisions_as_json_lines_and_drains_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--decision-log", "on"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let started = wait_for_line(&mut lines, |v| v["message"] == "portcullis serving");
+    let addr = started["listen"].as_str().unwrap().to_string();
+
+    let body = r#"{"principal":"Portal::User::\"bea\"","action":"Portal::Action::\"PayInvoice\"","resource":"Portal::Invoice::\"inv-1001\""}"#;
+    let curl = Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "x-request-id: log-me",
+            "-d",
+            body,
+        ])
+        .arg(format!("http://{addr}/v1/is_authorized"))
+        .output();
+    // curl is on every machine this runs on; without it, talk HTTP by hand.
+    let answered = match curl {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).to_string(),
+        Err(_) => raw_post(&addr, body),
+    };
+    assert!(answered.contains("Allow"), "{answered}");
+
+    let logged = wait_for_line(&mut lines, |v| v["target"] == "portcullis::decision");
+    assert_eq!(logged["request_id"], "log-me");
+    assert_eq!(logged["principal"], r#"Portal::User::"bea""#);
+    assert_eq!(logged["action"], r#"Portal::Action::"PayInvoice""#);
+    assert_eq!(logged["resource"], r#"Portal::Invoice::"inv-1001""#);
+    assert_eq!(logged["decision"], "Allow");
+    assert!(
+        logged["policies"]
+            .as_str()
+            .unwrap()
+            .contains("member-invoices"),
+        "{logged}"
+    );
+    assert!(logged["latency_us"].is_u64(), "{logged}");
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    wait_for_line(&mut lines, |v| v["message"] == "all connections closed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
+
+fn raw_post(addr: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/is_authorized HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Request-Id: log-me\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

@@ -1,0 +1,399 @@
+//! End to end with a real nginx: `auth_request` in front of a small upstream asks
+//! Portcullis about each request, and the portal personas get 200, 403 or 401 as the
+//! domain says. nginx comes from Debian's package (`scripts/deps/nginx.sh`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::jwt::{claims, claims_2fa, TestKey, AUDIENCE, ISSUER};
+use common::TestServer;
+use http::{Method, StatusCode};
+use portcullis::config::{GatewayArgs, ServeArgs};
+use serde_json::json;
+
+fn nginx_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("nginx"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin/nginx")])
+        .find(|p| p.is_file())
+        .expect("nginx is installed (run `bash scripts/deps/nginx.sh`)")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An nginx started by the test, killed when dropped.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    /// Asks the master to stop (SIGTERM makes it stop its workers too; a SIGKILL would
+    /// leave them running), then waits for it, killing it if it does not exit in time.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    /// Starts nginx with `auth_request` to Portcullis at `portcullis` in front of an
+    /// upstream (a second server block) that echoes what it was given.
+    /// Starts nginx, on fresh ports again if another process took the free ports it
+    /// was given before nginx bound them.
+    fn start(portcullis: SocketAddr) -> Self {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(portcullis) {
+                Ok(n) => return n,
+                Err(e) => last = e,
+            }
+        }
+        panic!("nginx did not start: {last}");
+    }
+
+    fn try_start(portcullis: SocketAddr) -> Result<Self, String> {
+        let dir = tempfile::tempdir().unwrap();
+        // Workers may run as an unprivileged user when the test runs as root; they
+        // must be able to reach the prefix.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let port = free_port();
+        let upstream = free_port();
+        let p = dir.path().display().to_string();
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let user = if is_root { "user nobody nogroup;" } else { "" };
+        let conf = format!(
+            r#"
+{user}
+worker_processes 1;
+pid {p}/nginx.pid;
+error_log {p}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+  access_log {p}/access.log;
+  client_body_temp_path {p}/body;
+  proxy_temp_path {p}/proxy;
+  fastcgi_temp_path {p}/fastcgi;
+  uwsgi_temp_path {p}/uwsgi;
+  scgi_temp_path {p}/scgi;
+
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      auth_request /_portcullis;
+      # Pass the decision's facts upstream; replace anything the client sent.
+      auth_request_set $pc_principal $upstream_http_x_portcullis_principal;
+      auth_request_set $pc_policy $upstream_http_x_portcullis_policy;
+      proxy_set_header X-Portcullis-Principal $pc_principal;
+      proxy_set_header X-Portcullis-Policy $pc_policy;
+      proxy_pass http://127.0.0.1:{upstream};
+    }}
+    location = /_portcullis {{
+      internal;
+      proxy_pass http://{portcullis}/forward-auth/nginx;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Real-IP $remote_addr;
+    }}
+  }}
+
+  server {{
+    listen 127.0.0.1:{upstream};
+    location / {{
+      default_type text/plain;
+      return 200 "upstream: $request_method $request_uri as $http_x_portcullis_principal by $http_x_portcullis_policy\n";
+    }}
+  }}
+}}
+"#
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-g")
+            .arg("daemon off;")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        let mut nginx = Nginx {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        };
+        nginx.wait_until_listening()?;
+        Ok(nginx)
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    fn wait_until_listening(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect(self.addr).is_ok() {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("nginx exited with {status}:\n{}", self.error_log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "nginx did not listen on {} in time:\n{}",
+                    self.addr,
+                    self.error_log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[tokio::test]
+async fn portal_personas_through_nginx_get_the_domains_answers() {
+    let key = TestKey::ed25519("login");
+    let keys = tempfile::tempdir().unwrap();
+    let pem = keys.path().join("login.pem");
+    std::fs::write(&pem, &key.public_pem).unwrap();
+    let portcullis = TestServer::start(ServeArgs {
+        gateway: GatewayArgs {
+            jwt_key_file: Some(pem),
+            jwt_issuer: Some(ISSUER.into()),
+            jwt_audience: Some(AUDIENCE.into()),
+            client_ip_from: "x-real-ip".into(),
+            ..GatewayArgs::default()
+        },
+        ..ServeArgs::default()
+    })
+    .await;
+    let nginx = Nginx::start(portcullis.addr);
+
+    let token = |c: serde_json::Value| key.sign(&c);
+    let bea = token(claims("bea"));
+    let bea_2fa = token(claims_2fa("bea"));
+    let walt = token(claims("walt"));
+    let olivia = token(claims("olivia"));
+    let dev = token(claims("dev"));
+    let dora = token(claims("dora"));
+    let mut expired = claims("bea");
+    expired["exp"] = json!(common::jwt::now() - 3600);
+    let expired = token(expired);
+    let stranger = TestKey::ed25519("login").sign(&claims("olivia"));
+
+    // (story, method, path, token, status, principal the upstream sees on 200)
+    type Case<'a> = (
+        &'a str,
+        Method,
+        &'a str,
+        Option<&'a str>,
+        StatusCode,
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        (
+            "the owner views acme's invoice",
+            Method::GET,
+            "/accounts/acme/invoices/inv-1001",
+            Some(&olivia),
+            StatusCode::OK,
+            r#"Portal::User::"olivia" by member-invoices,owner-on-account-objects"#,
+        ),
+        (
+            "the bookkeeper pays acme's invoice",
+            Method::POST,
+            "/accounts/acme/invoices/inv-1001/pay",
+            Some(&bea),
+            StatusCode::OK,
+            r#"Portal::User::"bea" by member-invoices"#,
+        ),
+        (
+            "the bookkeeper may not see globex's invoice",
+            Method::GET,
+            "/accounts/globex/invoices/inv-9001",
+            Some(&bea),
+            StatusCode::FORBIDDEN,
+            "",
+        ),
+        (
+            "the bookkeeper needs a second factor for the payment method",
+            Method::PUT,
+            "/accounts/acme/payment-method",
+            Some(&bea),
+            StatusCode::FORBIDDEN,
+            "",
+        ),
+        (
+            "and with one may change it",
+            Method::PUT,
+            "/accounts/acme/payment-method",
+            Some(&bea_2fa),
+            StatusCode::OK,
+            r#"Portal::User::"bea" by member-payment-method"#,
+        ),
+        (
+            "the webmaster may not see invoices",
+            Method::GET,
+            "/accounts/acme/invoices/inv-1001",
+            Some(&walt),
+            StatusCode::FORBIDDEN,
+            "",
+        ),
+        (
+            "the webmaster replies to acme's ticket",
+            Method::POST,
+            "/accounts/acme/tickets/t-2001/replies",
+            Some(&walt),
+            StatusCode::OK,
+            r#"Portal::User::"walt" by member-tickets"#,
+        ),
+        (
+            "the developer manages globex's domain",
+            Method::PUT,
+            "/accounts/globex/domains/globex.example/whois",
+            Some(&dev),
+            StatusCode::OK,
+            r#"Portal::User::"dev" by member-managedomains"#,
+        ),
+        (
+            "but not acme's",
+            Method::PUT,
+            "/accounts/acme/domains/acme.example/whois",
+            Some(&dev),
+            StatusCode::FORBIDDEN,
+            "",
+        ),
+        (
+            "the developer signs on to acme's service",
+            Method::POST,
+            "/accounts/acme/services/svc-3001/sso",
+            Some(&dev),
+            StatusCode::OK,
+            r#"Portal::User::"dev" by member-productsso"#,
+        ),
+        (
+            "a disabled user can do nothing",
+            Method::GET,
+            "/accounts/acme/profile",
+            Some(&dora),
+            StatusCode::FORBIDDEN,
+            "",
+        ),
+        (
+            "only the owner manages users",
+            Method::POST,
+            "/accounts/acme/users",
+            Some(&bea),
+            StatusCode::FORBIDDEN,
+            "",
+        ),
+        (
+            "a path outside the table is denied",
+            Method::GET,
+            "/admin",
+            Some(&olivia),
+            StatusCode::FORBIDDEN,
+            "",
+        ),
+        (
+            "no token",
+            Method::GET,
+            "/accounts/acme/invoices/inv-1001",
+            None,
+            StatusCode::UNAUTHORIZED,
+            "",
+        ),
+        (
+            "an expired token",
+            Method::GET,
+            "/accounts/acme/invoices/inv-1001",
+            Some(&expired),
+            StatusCode::UNAUTHORIZED,
+            "",
+        ),
+        (
+            "a token signed by a stranger",
+            Method::GET,
+            "/accounts/acme/invoices/inv-1001",
+            Some(&stranger),
+            StatusCode::UNAUTHORIZED,
+            "",
+        ),
+    ];
+    for (story, method, path, token, status, upstream_sees) in cases {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = vec![
+            // A client cannot name its own principal to the upstream.
+            ("x-portcullis-principal", r#"Portal::User::"olivia""#),
+        ];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a));
+        }
+        let r = common::send(nginx.addr, method.clone(), path, &headers, Vec::new()).await;
+        assert_eq!(
+            r.status,
+            *status,
+            "{story}: {method} {path}: {}\n{}",
+            r.text,
+            nginx.error_log()
+        );
+        if *status == StatusCode::OK {
+            let want = format!("upstream: {method} {path} as {upstream_sees}\n");
+            assert_eq!(r.text, want, "{story}");
+        }
+    }
+    drop(nginx);
+    portcullis.stop().await;
+}
