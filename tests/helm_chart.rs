@@ -30,30 +30,6 @@ const KUBERNETES_VERSIONS: &[&str] = &["1.35.0", "1.36.0", "1.37.0"];
 /// asserted by a test of its own instead (`the_service_monitor_scrapes_the_metrics_port`).
 const CUSTOM_RESOURCE_KINDS: &[&str] = &["ServiceMonitor"];
 
-/// Flags the chart renders that other issues add to `portcullis serve`. A rendered flag
-/// must be listed by `serve --help`, or be here until the branch that adds it merges;
-/// once `--help` lists one, its entry here is dead and can go.
-const PENDING_FLAGS: &[(&str, &str)] = &[
-    ("--watch", "hot reload"),
-    ("--redis-prefix", "Redis entity source"),
-    ("PORTCULLIS_REDIS_URL", "Redis entity source"),
-    ("PORTCULLIS_REDIS_CLUSTER", "Redis entity source"),
-    ("--routes", "gateway"),
-    ("--jwt-jwks-file", "gateway"),
-    ("--jwt-key-file", "gateway"),
-    ("--jwt-hs256-secret-file", "gateway"),
-    ("--jwt-issuer", "gateway"),
-    ("--jwt-audience", "gateway"),
-    ("--tls-cert", "TLS"),
-    ("--tls-key", "TLS"),
-    ("--tls-client-ca", "TLS"),
-    ("--public-base-url", "AuthZEN"),
-];
-
-/// Pending flags that are alternatives of a rendered one (another JWT key format), so
-/// no values file needs to render them.
-const ALTERNATIVE_FLAGS: &[&str] = &["--jwt-key-file", "--jwt-hs256-secret-file"];
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -530,7 +506,6 @@ fn the_sidecar_examples_put_a_gateway_beside_portcullis_in_one_pod() {
 #[test]
 fn every_flag_and_variable_the_chart_passes_is_one_serve_accepts() {
     let known = serve_help();
-    let pending: BTreeMap<&str, &str> = PENDING_FLAGS.iter().copied().collect();
     let mut rendered = BTreeSet::new();
     for render in renders() {
         let args = render.args();
@@ -557,16 +532,9 @@ fn every_flag_and_variable_the_chart_passes_is_one_serve_accepts() {
     }
     for flag in &rendered {
         assert!(
-            known.contains(flag) || pending.contains_key(flag.as_str()),
+            known.contains(flag),
             "the chart passes {flag}, which `portcullis serve --help` does not list"
         );
-    }
-    // Every pending flag is rendered by some values file, so it gets checked the moment
-    // its branch lands.
-    for flag in pending.keys() {
-        if !ALTERNATIVE_FLAGS.contains(flag) {
-            assert!(rendered.contains(*flag), "no values file renders {flag}");
-        }
     }
 }
 
