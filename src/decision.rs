@@ -152,7 +152,7 @@ pub fn check_uids(
     let context = match context {
         None | Some(serde_json::Value::Null) => Context::empty(),
         Some(v) => Context::from_json_value(v, Some((schema, &action)))
-            .map_err(|e| RequestError::InvalidContext(flatten(&e)))?,
+            .map_err(|e| RequestError::InvalidContext(crate::error_chain(&e)))?,
     };
     let request = Request::new(
         principal.clone(),
@@ -171,7 +171,7 @@ pub fn check_uids(
 }
 
 fn request_error(e: &RequestValidationError) -> RequestError {
-    let message = flatten(e);
+    let message = crate::error_chain(e);
     match e {
         RequestValidationError::UndeclaredAction(_) | RequestValidationError::ExternalAction(_) => {
             RequestError::NotInSchema {
@@ -199,21 +199,6 @@ fn request_error(e: &RequestValidationError) -> RequestError {
     }
 }
 
-/// An error's message with its causes, on one line.
-fn flatten(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = inner.source();
-    }
-    s
-}
-
 /// Evaluates a checked request. Total: never panics, never errors.
 pub fn decide(
     snapshot: &PolicySnapshot,
@@ -230,7 +215,7 @@ pub fn decide(
     let errors = response
         .diagnostics()
         .errors()
-        .map(|e| flatten(e))
+        .map(|e| crate::error_chain(e))
         .collect();
     Decision {
         allowed,

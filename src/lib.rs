@@ -34,3 +34,19 @@ pub mod policytest;
 pub mod reload;
 pub mod server;
 pub mod verify;
+
+/// An error's message with its causes, on one line (`outer: inner: root`), skipping a
+/// cause whose text the message already contains.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = inner.source();
+    }
+    s
+}

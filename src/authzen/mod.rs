@@ -303,7 +303,10 @@ impl<'a> Scope<'a> {
         Entity::from_json_value(json, Some(&self.snapshot.schema))
             .map(Some)
             .map_err(|e| {
-                ApiError::bad_request("invalid_properties", format!("`{path}`: {}", flatten(&e)))
+                ApiError::bad_request(
+                    "invalid_properties",
+                    format!("`{path}`: {}", crate::error_chain(&e)),
+                )
             })
     }
 
@@ -341,7 +344,10 @@ impl<'a> Scope<'a> {
             Ok(merged) => Ok(Fetched::Entities(Arc::new(merged))),
             Err(e) => Err(ApiError::bad_request(
                 "invalid_properties",
-                format!("properties do not fit the schema: {}", flatten(&e)),
+                format!(
+                    "properties do not fit the schema: {}",
+                    crate::error_chain(&e)
+                ),
             )),
         }
     }
@@ -393,18 +399,4 @@ fn invalid(e: ConvertError) -> ApiError {
 fn authzen_error(e: &RequestError) -> ApiError {
     let message = e.to_string().replacen("`principal`", "`subject`", 1);
     ApiError::bad_request(e.code(), message)
-}
-
-fn flatten(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = inner.source();
-    }
-    s
 }

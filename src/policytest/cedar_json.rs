@@ -21,7 +21,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::entities::{chain, EntityList};
+use super::entities::EntityList;
 use super::{Case, CaseBody, Expectation, ExpectedDecision, ReasonCheck, Suite, SuiteError};
 use crate::decision::RawRequest;
 use crate::policy::PolicySnapshot;
@@ -95,8 +95,8 @@ fn case(index: usize, item: Value, base: &Path, snapshot: &PolicySnapshot) -> Ca
 }
 
 fn body(item: Value, base: &Path, snapshot: &PolicySnapshot) -> Result<CaseBody, String> {
-    let parsed: CedarCase =
-        serde_json::from_value(item).map_err(|e| format!("invalid test case: {}", chain(&e)))?;
+    let parsed: CedarCase = serde_json::from_value(item)
+        .map_err(|e| format!("invalid test case: {}", crate::error_chain(&e)))?;
     let mut list = EntityList::default();
     match parsed.entities {
         Value::String(file) => list.add_file(&base.join(file))?,

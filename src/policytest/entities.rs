@@ -75,23 +75,8 @@ impl EntityList {
         let all = Value::Array(self.entries.iter().map(|(_, e)| e.clone()).collect());
         Entities::from_json_value(all, Some(schema))
             .map(Arc::new)
-            .map_err(|e| format!("invalid entities: {}", chain(&e)))
+            .map_err(|e| format!("invalid entities: {}", crate::error_chain(&e)))
     }
-}
-
-/// An error's message with its causes, on one line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -308,7 +308,8 @@ fn build(
 /// Parses a reference policy set and validates it strictly, as the policies
 /// themselves are: the solver is only sound for well-typed policies.
 pub fn parse_reference(source: &str, text: &str, schema: &Schema) -> Result<PolicySet, String> {
-    let set = PolicySet::from_str(text).map_err(|e| format!("`{source}`: {}", flatten(&e)))?;
+    let set =
+        PolicySet::from_str(text).map_err(|e| format!("`{source}`: {}", crate::error_chain(&e)))?;
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     if !result.validation_passed() {
         let messages: Vec<String> = result.validation_errors().map(|e| e.to_string()).collect();
@@ -318,20 +319,6 @@ pub fn parse_reference(source: &str, text: &str, schema: &Schema) -> Result<Poli
         ));
     }
     Ok(set)
-}
-
-fn flatten(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -304,7 +304,7 @@ impl<'a> Verifier<'a> {
         }
         let env = self.env(index)?;
         let c = CompiledPolicySet::compile(&self.policies, &env, &self.snapshot.schema)
-            .map_err(|e| symcc_message(&e))?;
+            .map_err(|e| crate::error_chain(&e))?;
         self.compiled.insert(index, c.clone());
         Ok(c)
     }
@@ -380,7 +380,7 @@ impl<'a> Verifier<'a> {
         let reference = match &inv.reference {
             Some(r) => Some(
                 CompiledPolicySet::compile(r, &env, &self.snapshot.schema)
-                    .map_err(|e| symcc_message(&e))?,
+                    .map_err(|e| crate::error_chain(&e))?,
             ),
             None => None,
         };
@@ -413,7 +413,7 @@ impl<'a> Verifier<'a> {
             }
         };
         answer.map_err(|e| {
-            let m = symcc_message(&e);
+            let m = crate::error_chain(&e);
             self.after_solver_error();
             m
         })
@@ -436,11 +436,11 @@ impl<'a> Verifier<'a> {
                     .check_never_errors_with_counterexample_opt(&compiled)
                     .await
                     .map_err(|e| {
-                        let m = symcc_message(&e);
+                        let m = crate::error_chain(&e);
                         self.after_solver_error();
                         m
                     }),
-                Err(e) => Err(symcc_message(&e)),
+                Err(e) => Err(crate::error_chain(&e)),
             };
             match answer {
                 Ok(None) => {}
@@ -488,7 +488,7 @@ impl<'a> Verifier<'a> {
             let compiled = self.compiled_policies(index).and_then(|new| {
                 CompiledPolicySet::compile(&old.policies, &env, &self.snapshot.schema)
                     .map(|o| (new, o))
-                    .map_err(|e| symcc_message(&e))
+                    .map_err(|e| crate::error_chain(&e))
             });
             let (new, old_set) = match compiled {
                 Ok(pair) => pair,
@@ -530,7 +530,7 @@ impl<'a> Verifier<'a> {
                     undecided.push(Undecided {
                         environment: name.clone(),
                         policy: None,
-                        message: format!("newly allowed: {}", symcc_message(&e)),
+                        message: format!("newly allowed: {}", crate::error_chain(&e)),
                     });
                     self.after_solver_error();
                 }
@@ -558,7 +558,7 @@ impl<'a> Verifier<'a> {
                     undecided.push(Undecided {
                         environment: name.clone(),
                         policy: None,
-                        message: format!("no longer allowed: {}", symcc_message(&e)),
+                        message: format!("no longer allowed: {}", crate::error_chain(&e)),
                     });
                     self.after_solver_error();
                 }
@@ -598,21 +598,6 @@ pub async fn run(
         review,
         elapsed_ms: started.elapsed().as_millis(),
     })
-}
-
-/// A symcc error with its causes on one line.
-fn symcc_message(e: &cedar_policy_symcc::err::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(inner) = cur {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ impl Writer {
     pub async fn write(&mut self, value: serde_json::Value, name: &str) -> anyhow::Result<String> {
         let schema = &self.snapshot.schema;
         let entities = Entities::from_json_value(value, Some(schema))
-            .map_err(|e| anyhow::anyhow!("{name}: {}", super::flatten(&e)))?;
+            .map_err(|e| anyhow::anyhow!("{name}: {}", crate::error_chain(&e)))?;
         let actions: HashSet<EntityUid> = schema.actions().cloned().collect();
         let mut records: Vec<(EntityUid, String)> = Vec::new();
         for entity in entities.iter() {

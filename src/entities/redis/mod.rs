@@ -405,7 +405,7 @@ impl RedisSource {
         let entities = snapshot
             .schema
             .action_entities()
-            .map_err(|e| EntitySourceError::InvalidData(flatten(&e)))?;
+            .map_err(|e| EntitySourceError::InvalidData(crate::error_chain(&e)))?;
         // Action entities matter to a decision only through their parents (action
         // groups, for `action in Group`); a request's own action needs no entity for
         // `==` or `in [..]`. Without groups, none are added.
@@ -430,7 +430,7 @@ impl RedisSource {
             Entity::from_json_value(json.clone(), Some(&snapshot.schema)).map_err(|e| {
                 format!(
                     "entity `{uid}` in Redis does not conform to the schema: {}",
-                    flatten(&e)
+                    crate::error_chain(&e)
                 )
             })?;
         if &entity.uid() != uid {
@@ -455,21 +455,6 @@ impl RedisSource {
             bytes: bytes.len(),
         })
     }
-}
-
-/// An error's message with its causes, on one line.
-fn flatten(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = inner.source();
-    }
-    s
 }
 
 /// A uid in JSON form: `{"type": .., "id": ..}` or `{"__entity": {...}}`.
@@ -605,7 +590,7 @@ impl EntitySource for RedisSource {
         let actions = self.actions(snapshot)?;
         Entities::from_entities(found.into_iter().chain(actions.1.iter().cloned()), None)
             .map(Arc::new)
-            .map_err(|e| EntitySourceError::InvalidData(flatten(&e)))
+            .map_err(|e| EntitySourceError::InvalidData(crate::error_chain(&e)))
     }
 
     async fn list(
