@@ -477,6 +477,53 @@ impl<'a> Verifier<'a> {
         }
     }
 
+    /// One direction of the change review: a request `allowing` allows and `bound` does
+    /// not, replayed against the new and the old snapshot. A solver error is recorded as
+    /// undecided.
+    async fn review_direction(
+        &mut self,
+        allowing: &CompiledPolicySet,
+        bound: &CompiledPolicySet,
+        old: &PolicySnapshot,
+        name: &EnvName,
+        expectation: Expectation,
+        undecided: &mut Vec<Undecided>,
+    ) -> Option<Witness> {
+        match self
+            .compiler
+            .check_implies_with_counterexample_opt(allowing, bound)
+            .await
+        {
+            Ok(Some(found)) => {
+                let counterexample = Counterexample::from_env(&found);
+                let replay = counterexample::replay_against(
+                    self.snapshot,
+                    old,
+                    &counterexample,
+                    &expectation,
+                );
+                Some(Witness {
+                    counterexample,
+                    replay,
+                })
+            }
+            Ok(None) => None,
+            Err(e) => {
+                let what = match expectation {
+                    Expectation::NewlyAllowed => "newly allowed",
+                    _ => "no longer allowed",
+                };
+                undecided.push(Undecided {
+                    environment: name.clone(),
+                    policy: None,
+                    message: format!("{what}: {}", crate::error_chain(&e)),
+                });
+                self.after_solver_error();
+                None
+            }
+        }
+    }
+
     /// The change review: per environment, whether the policies under check allow a
     /// request the old ones did not, and the reverse.
     pub async fn review(&mut self, old: &PolicySnapshot, against: &str) -> Review {
@@ -506,63 +553,28 @@ impl<'a> Verifier<'a> {
                 newly_allowed: None,
                 no_longer_allowed: None,
             };
-            // Newly allowed: allowed by the new set and not by the old one.
-            match self
-                .compiler
-                .check_implies_with_counterexample_opt(&new, &old_set)
-                .await
-            {
-                Ok(Some(found)) => {
-                    let cex = Counterexample::from_env(&found);
-                    let replay = counterexample::replay_against(
-                        self.snapshot,
-                        old,
-                        &cex,
-                        &Expectation::NewlyAllowed,
-                    );
-                    change.newly_allowed = Some(Witness {
-                        counterexample: cex,
-                        replay,
-                    });
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    undecided.push(Undecided {
-                        environment: name.clone(),
-                        policy: None,
-                        message: format!("newly allowed: {}", crate::error_chain(&e)),
-                    });
-                    self.after_solver_error();
-                }
-            }
-            match self
-                .compiler
-                .check_implies_with_counterexample_opt(&old_set, &new)
-                .await
-            {
-                Ok(Some(found)) => {
-                    let cex = Counterexample::from_env(&found);
-                    let replay = counterexample::replay_against(
-                        self.snapshot,
-                        old,
-                        &cex,
-                        &Expectation::NoLongerAllowed,
-                    );
-                    change.no_longer_allowed = Some(Witness {
-                        counterexample: cex,
-                        replay,
-                    });
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    undecided.push(Undecided {
-                        environment: name.clone(),
-                        policy: None,
-                        message: format!("no longer allowed: {}", crate::error_chain(&e)),
-                    });
-                    self.after_solver_error();
-                }
-            }
+            // Newly allowed: allowed by the new set and not by the old one; and the
+            // reverse.
+            change.newly_allowed = self
+                .review_direction(
+                    &new,
+                    &old_set,
+                    old,
+                    &name,
+                    Expectation::NewlyAllowed,
+                    &mut undecided,
+                )
+                .await;
+            change.no_longer_allowed = self
+                .review_direction(
+                    &old_set,
+                    &new,
+                    old,
+                    &name,
+                    Expectation::NoLongerAllowed,
+                    &mut undecided,
+                )
+                .await;
             if change.newly_allowed.is_some() || change.no_longer_allowed.is_some() {
                 changes.push(change);
             }
