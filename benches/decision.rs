@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use portcullis::config::ServeArgs;
-use portcullis::decision::{self, RawRequest};
-use portcullis::server::build_app;
+use portcullis::decision::{self, Call, RawRequest};
+use portcullis::http::App;
 
 fn raw(principal: &str, action: &str, resource: &str) -> RawRequest {
     RawRequest {
@@ -28,8 +28,8 @@ fn raw(principal: &str, action: &str, resource: &str) -> RawRequest {
 
 fn in_process(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let app = build_app(&ServeArgs::default()).unwrap();
-    let snapshot = app.policies.load_full();
+    let app = App::build(&ServeArgs::default()).unwrap();
+    let snapshot = app.model.load();
     let cases = [
         (
             "allow: bookkeeper pays invoice",
@@ -57,7 +57,16 @@ fn in_process(c: &mut Criterion) {
         group.bench_function(*name, |b| {
             b.to_async(&rt).iter(|| async {
                 let checked = decision::check(&snapshot, black_box(req)).unwrap();
-                black_box(decision::decide_with(&snapshot, &app.entities, &checked).await)
+                black_box(
+                    decision::decide(
+                        &snapshot,
+                        app.entities.as_ref(),
+                        &Call::unrecorded(),
+                        &checked,
+                        &[],
+                    )
+                    .await,
+                )
             });
         });
     }
@@ -66,7 +75,7 @@ fn in_process(c: &mut Criterion) {
 
 fn over_http(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let app = Arc::new(build_app(&ServeArgs::default()).unwrap());
+    let app = Arc::new(App::build(&ServeArgs::default()).unwrap());
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();

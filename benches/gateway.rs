@@ -9,11 +9,11 @@ use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey, EncodeP
 use http::{HeaderMap, HeaderValue, Method};
 use portcullis::config::GatewayArgs;
 use portcullis::gateway::Authenticator;
-use portcullis::policy::{compile, PolicySources};
+use portcullis::model::{compile, Sources};
 
 fn route_matching(c: &mut Criterion) {
-    let snapshot = compile(&PolicySources::embedded()).unwrap();
-    let table = snapshot.routes.clone().unwrap();
+    let snapshot = compile(&Sources::embedded()).unwrap();
+    let table = snapshot.routes.as_ref().unwrap();
     c.bench_function("gateway/route_match_invoice_pay", |b| {
         b.iter(|| {
             table

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use portcullis::config::ModelArgs;
-use portcullis::decision::{self, CheckedRequest, RawRequest};
-use portcullis::entities::redis::cli::{EntitiesArgs, EntitiesCommand, Writer};
-use portcullis::entities::redis::RedisArgs;
+use portcullis::config::{EntitiesArgs, EntitiesCommand, RedisArgs};
+use portcullis::decision::{self, Call, CheckedRequest, Decision, RawRequest};
+use portcullis::entities::redis::cli::Writer;
 use portcullis::entities::{EntitySource, RedisSource};
-use portcullis::policy::PolicySnapshot;
+use portcullis::model::{EntityFile, Snapshot as PolicySnapshot};
 use redis_helper::RedisServer;
 
 /// Ten entities per group: one account, four users (the last owns the account), five
@@ -140,6 +140,17 @@ fn sizes() -> Vec<usize> {
         .collect()
 }
 
+/// One decision through the server's pipeline, unrecorded.
+async fn decide(
+    snapshot: &PolicySnapshot,
+    source: &Arc<dyn EntitySource>,
+    checked: &CheckedRequest,
+) -> Decision {
+    decision::decide(snapshot, source.as_ref(), &Call::unrecorded(), checked, &[])
+        .await
+        .decision()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -172,18 +183,12 @@ async fn revocation_latencies(
     for _ in 0..rounds {
         writer.write(grant.clone(), "grant").await.unwrap();
         // Warm: the grant is cached before the revocation starts.
-        while !decision::decide_with(snapshot, source, &checked)
-            .await
-            .allowed
-        {}
+        while !decide(snapshot, source, &checked).await.allowed {}
         let revoke = revoke.clone();
         let started = Instant::now();
         writer.write(revoke, "revoke").await.unwrap();
         loop {
-            if !decision::decide_with(snapshot, source, &checked)
-                .await
-                .allowed
-            {
+            if !decide(snapshot, source, &checked).await.allowed {
                 break;
             }
         }
@@ -210,12 +215,12 @@ fn main() {
         .unwrap();
     let redis = RedisServer::start();
     let url = redis.url();
-    let snapshot = portcullis::server::load_model(&ModelArgs::default()).unwrap();
+    let snapshot = portcullis::model::load(&ModelArgs::default(), &EntityFile::Shipped).unwrap();
 
     // Baseline: the same kind of decision over the shipped demo data held in memory
     // by the file source (no cache, no Redis), to show what the decision itself costs.
     {
-        let file = portcullis::server::open_entities(&Default::default(), &snapshot).unwrap();
+        let file: Arc<dyn EntitySource> = Arc::new(portcullis::entities::FileSource);
         let demo = decision::check(
             &snapshot,
             &RawRequest {
@@ -230,7 +235,7 @@ fn main() {
         group.bench_function("demo", |b| {
             b.to_async(&rt).iter(|| {
                 let (snapshot, file, demo) = (&snapshot, &file, &demo);
-                async move { decision::decide_with(snapshot, file, demo).await }
+                async move { decide(snapshot, file, demo).await }
             })
         });
         group.finish();
@@ -250,7 +255,7 @@ fn main() {
             .collect();
         rt.block_on(async {
             for r in &requests {
-                assert!(decision::decide_with(&snapshot, &source, r).await.allowed);
+                assert!(decide(&snapshot, &source, r).await.allowed);
             }
         });
 
@@ -261,7 +266,7 @@ fn main() {
                 i = (i + 1) % SAMPLES;
                 let r = &requests[i];
                 let (snapshot, source) = (&snapshot, &source);
-                async move { decision::decide_with(snapshot, source, r).await }
+                async move { decide(snapshot, source, r).await }
             })
         });
         warm.finish();
@@ -276,8 +281,7 @@ fn main() {
                     for k in 0..iters as usize {
                         redis_source.clear_cache();
                         let started = Instant::now();
-                        let d =
-                            decision::decide_with(snapshot, source, &requests[k % SAMPLES]).await;
+                        let d = decide(snapshot, source, &requests[k % SAMPLES]).await;
                         total += started.elapsed();
                         assert!(d.allowed);
                     }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis::config::{ModelArgs, ServeArgs};
-use portcullis::reload::{self, ReloadOutcome, Trigger};
-use portcullis::server::{build_app, load_model};
+use portcullis::entities::SourceGate;
+use portcullis::http::App;
+use portcullis::model::{load, EntityFile, ReloadOutcome, Trigger};
 
 /// The shipped model copied into a temporary directory, as `serve` would read it.
 fn model_in(dir: &Path) -> ModelArgs {
@@ -29,7 +30,7 @@ fn model_in(dir: &Path) -> ModelArgs {
         schema: Some(dir.join("portal.cedarschema")),
         template_links: Some(policies.join("links.json")),
         policies: Some(policies),
-        routes: None,
+        ..ModelArgs::default()
     }
 }
 
@@ -38,7 +39,7 @@ fn bench_reload(c: &mut Criterion) {
     let model = model_in(dir.path());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let app = Arc::new(
-        build_app(&ServeArgs {
+        App::build(&ServeArgs {
             model: model.clone(),
             ..ServeArgs::default()
         })
@@ -47,10 +48,11 @@ fn bench_reload(c: &mut Criterion) {
     let extra = model.policies.clone().unwrap().join("extra.cedar");
 
     c.bench_function("read_and_compile_portal_model", |b| {
-        b.iter(|| load_model(&model).unwrap())
+        b.iter(|| load(&model, &EntityFile::Shipped).unwrap())
     });
 
     // Each iteration edits one policy file, so every reload applies a new snapshot.
+    let gate = SourceGate(app.entities.clone());
     let mut n = 0u64;
     c.bench_function("reload_applies_an_edit", |b| {
         b.iter(|| {
@@ -62,7 +64,7 @@ fn bench_reload(c: &mut Criterion) {
                 ),
             )
             .unwrap();
-            let outcome = runtime.block_on(reload::reload(&app, Trigger::Manual));
+            let outcome = runtime.block_on(app.model.reload(Trigger::Manual, &gate));
             assert!(
                 matches!(outcome, ReloadOutcome::Applied { .. }),
                 "{outcome:?}"

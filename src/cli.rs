@@ -5,24 +5,29 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::{AuthorizeArgs, FmtArgs, ModelArgs, ServeArgs, TestArgs, VerifyArgs};
-use crate::decision::{self, RawRequest};
-use crate::reload::{self, ReloadOptions};
-use crate::server;
+use crate::config::{
+    AuthorizeArgs, EntitiesArgs, FmtArgs, ServeArgs, TestArgs, ValidateArgs, VerifyArgs,
+};
+use crate::decision::{self, Call, RawRequest};
+use crate::entities::SourceGate;
+use crate::http::app::{entity_file, open_entities};
+use crate::http::App;
+use crate::model::{reload, EntityFile, ReloadOptions};
 
 /// `portcullis serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let app = match server::build_app(&args) {
+    let app = match App::build(&args) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
     };
+    let snap = app.model.load();
     if args.check_config {
-        let snap = app.policies.load();
+        let (_, _, links) = snap.counts();
         println!(
-            "configuration ok: {} policies ({} active), entity source `{}`, listen {} ({}), authzen mapping `{}`",
+            "configuration ok: {} policies ({} active, {links} template links), entity source `{}`, listen {} ({}), authzen mapping `{}`",
             snap.info.len(),
             snap.active_policy_count(),
             app.entities.kind(),
@@ -32,9 +37,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Some(t) if t.client_auth => "https, client certificates required",
                 Some(_) => "https",
             },
-            app.authzen
-                .as_ref()
-                .map_or("none", |a| a.mapping.source.as_str()),
+            snap.mapping.source,
         );
         println!(
             "gateway: {} routes, identity `{}`",
@@ -47,8 +50,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let app = Arc::new(app);
     // The reload task lives exactly as long as the listener: it stops after the drain.
     // It starts before the start-up line, so a SIGHUP sent after that line reloads.
-    let reloader = reload::spawn(app.clone(), ReloadOptions::from(&args));
-    tracing::info!(listen = %listener.local_addr()?, entity_source = app.entities.kind(), "portcullis serving");
+    let reloader = reload::spawn(
+        app.model.clone(),
+        Arc::new(SourceGate(app.entities.clone())),
+        ReloadOptions::from(&args.reload),
+    );
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        entity_source = app.entities.kind(),
+        policies = snap.active_policy_count(),
+        model = %App::model_origin(&args.model, &entity_file(&args.entity)),
+        "portcullis serving"
+    );
+    drop(snap);
     let served = crate::http::serve(listener, app, shutdown_signal(), args.shutdown_grace()).await;
     reloader.shutdown().await;
     served?;
@@ -78,19 +92,13 @@ async fn shutdown_signal() {
 }
 
 /// `portcullis validate`: prints every problem as `file:line:col: message`.
-pub fn validate(args: &ModelArgs) -> ExitCode {
-    match server::load_model(args) {
+pub fn validate(args: &ValidateArgs) -> ExitCode {
+    match crate::model::load(&args.model, &EntityFile::External) {
         Ok(snap) => {
+            let (statics, templates, links) = snap.counts();
             println!(
-                "ok: {} policies and templates, {} template links, schema valid",
-                snap.info
-                    .iter()
-                    .filter(|p| p.kind != crate::policy::PolicyKind::Link)
-                    .count(),
-                snap.info
-                    .iter()
-                    .filter(|p| p.kind == crate::policy::PolicyKind::Link)
-                    .count(),
+                "ok: {} policies and templates, {links} template links, schema valid",
+                statics + templates,
             );
             if let Some(routes) = &snap.routes {
                 println!(
@@ -109,17 +117,18 @@ pub fn validate(args: &ModelArgs) -> ExitCode {
     }
 }
 
-/// `portcullis authorize`: one decision, printed with its determining policies. Exit
-/// status 0 on Allow, 1 on Deny, 2 on a bad request or configuration.
+/// `portcullis authorize`: one decision through the same pipeline as the server,
+/// printed with its determining policies. Exit status 0 on Allow, 1 on Deny, 2 on a
+/// bad request or configuration.
 pub async fn authorize(args: &AuthorizeArgs) -> ExitCode {
-    let snapshot = match server::load_model(&args.model) {
+    let snapshot = match crate::model::load(&args.model, &entity_file(&args.entity)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    let source = match server::open_entities(&args.entity, &snapshot) {
+    let source = match open_entities(&args.entity, None) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
@@ -151,7 +160,15 @@ pub async fn authorize(args: &AuthorizeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let d = decision::decide_with(&snapshot, &source, &checked).await;
+    let outcome = decision::decide(
+        &snapshot,
+        source.as_ref(),
+        &Call::unrecorded(),
+        &checked,
+        &[],
+    )
+    .await;
+    let d = outcome.decision();
     println!("{}", if d.allowed { "ALLOW" } else { "DENY" });
     for id in &d.reasons {
         let file = snapshot
@@ -175,12 +192,17 @@ pub async fn authorize(args: &AuthorizeArgs) -> ExitCode {
     }
 }
 
+/// `portcullis entities`.
+pub async fn entities(args: EntitiesArgs) -> anyhow::Result<ExitCode> {
+    crate::entities::redis::cli::run(args).await
+}
+
 /// `portcullis test`: runs policy test suites. Exit status 0 when every case passes
 /// (and coverage meets `--min-coverage`), 1 otherwise, 2 when the model does not load
 /// or there is nothing to run.
-pub fn test(args: &TestArgs) -> ExitCode {
+pub async fn test(args: &TestArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
-    ExitCode::from(crate::policytest::run(args, &mut out))
+    ExitCode::from(crate::policytest::run(args, &mut out).await)
 }
 
 /// `portcullis fmt`: formats `.cedar` files in place, or with `--check` lists the ones

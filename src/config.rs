@@ -1,13 +1,18 @@
-//! Command-line and environment configuration. Every flag of `serve` also reads a
-//! `PORTCULLIS_*` variable; tests build these structs directly, without a process
-//! environment.
+//! Command-line and environment configuration: every flag of every subcommand, its
+//! default and its `PORTCULLIS_*` variable, written once here.
+//!
+//! Defaults live only in the `#[arg]` attributes. The `Default` of each flag group is
+//! derived from them by parsing an empty command line with the environment switched
+//! off ([`defaults`]), so a test that builds `ServeArgs { .., ..Default::default() }`
+//! gets exactly what `portcullis serve` gets, and needs no process environment.
+//! Enumerated flags are enums, so a typo is a parse error, not a runtime branch.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about = "Cedar authorization sidecar", long_about = None)]
@@ -23,11 +28,11 @@ pub enum Command {
     /// Serve decisions over HTTP.
     Serve(ServeArgs),
     /// Validate the schema and policies strictly; the exit status tells.
-    Validate(ModelArgs),
+    Validate(ValidateArgs),
     /// Decide one request from the command line and print the determining policies.
     Authorize(AuthorizeArgs),
     /// Read and write entities in the Redis entity store.
-    Entities(crate::entities::redis::EntitiesArgs),
+    Entities(EntitiesArgs),
     /// Run policy test suites (YAML, or the cedar CLI's `run-tests` JSON).
     Test(TestArgs),
     /// Format `.cedar` files as the cedar CLI does.
@@ -37,9 +42,31 @@ pub enum Command {
     Verify(VerifyArgs),
 }
 
-/// Where the schema, policies and template links come from. Each one left out is the
-/// shipped portal model's.
-#[derive(Debug, Clone, Default, Args)]
+/// A flag group with every default as `--help` shows it, read from an empty command
+/// line with no environment variable consulted.
+///
+/// Only for groups without required arguments, which is every group that implements
+/// `Default` below; `every_default_parses` proves it for each of them.
+fn defaults<T: Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults"))
+        .mut_args(|a| a.env(None::<&'static str>))
+        .no_binary_name(true);
+    let parsed = command
+        .try_get_matches_from(std::iter::empty::<String>())
+        .and_then(|m| T::from_arg_matches(&m));
+    match parsed {
+        Ok(t) => t,
+        // Unreachable for the groups below (a unit test parses each); there is no
+        // sensible value to fall back on, so fail loudly at start-up.
+        #[allow(clippy::panic)]
+        Err(e) => panic!("flag defaults do not parse: {e}"),
+    }
+}
+
+/// Where the model's files come from: schema, policies, template links, the gateway
+/// route table and the AuthZEN mapping. Each one left out is the shipped portal
+/// model's (the route table and the demo data only with the shipped schema).
+#[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Cedar schema file (`.cedarschema`, or `.json` for the JSON schema format).
     #[arg(long, env = "PORTCULLIS_SCHEMA", value_name = "FILE")]
@@ -54,12 +81,42 @@ pub struct ModelArgs {
     /// (default: the shipped portal routes, unless `--schema` names another schema).
     #[arg(long, env = "PORTCULLIS_ROUTES", value_name = "FILE")]
     pub routes: Option<PathBuf>,
+    /// AuthZEN-to-Cedar mapping, YAML (or JSON when it ends in `.json`); default: the
+    /// shipped portal mapping, whose entries that the schema lacks are ignored.
+    #[arg(long, env = "PORTCULLIS_AUTHZEN_MAPPING", value_name = "FILE")]
+    pub authzen_mapping: Option<PathBuf>,
 }
 
-/// Where entity data comes from.
-#[derive(Debug, Clone, Default, Args)]
+impl Default for ModelArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl ModelArgs {
+    /// Whether every part of the model is the shipped one.
+    pub fn is_embedded(&self) -> bool {
+        let Self {
+            schema,
+            policies,
+            template_links,
+            routes,
+            authzen_mapping,
+        } = self;
+        schema.is_none()
+            && policies.is_none()
+            && template_links.is_none()
+            && routes.is_none()
+            && authzen_mapping.is_none()
+    }
+}
+
+/// Where entity data comes from: a file (part of the model, reloaded with it) or the
+/// Redis store.
+#[derive(Debug, Clone, Args)]
 pub struct EntityArgs {
-    /// Entity data in Cedar's JSON entity format (default: the shipped demo data).
+    /// Entity data in Cedar's JSON entity format (default: the shipped demo data, with
+    /// the shipped schema).
     #[arg(
         long,
         env = "PORTCULLIS_ENTITIES",
@@ -69,7 +126,97 @@ pub struct EntityArgs {
     pub entities: Option<PathBuf>,
     /// The Redis entity store (used instead of `--entities` when a Redis is named).
     #[command(flatten)]
-    pub redis: crate::entities::redis::RedisArgs,
+    pub redis: RedisArgs,
+}
+
+impl Default for EntityArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+/// Flags of the Redis entity store (`serve`, `authorize`; the connection flags are
+/// shared with `entities`).
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL: `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    #[arg(
+        long,
+        env = "PORTCULLIS_REDIS_URL",
+        value_name = "URL",
+        conflicts_with = "redis_cluster"
+    )]
+    pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated (`host:port` or URLs).
+    #[arg(
+        long,
+        env = "PORTCULLIS_REDIS_CLUSTER",
+        value_name = "NODES",
+        value_delimiter = ','
+    )]
+    pub redis_cluster: Vec<String>,
+    /// PEM file of the CA that signed the Redis server's certificate, for `rediss://`
+    /// with a private CA (default: the system's trust store).
+    #[arg(long, env = "PORTCULLIS_REDIS_TLS_CA", value_name = "FILE")]
+    pub redis_tls_ca: Option<PathBuf>,
+    /// Prefix of every key Portcullis reads and writes.
+    #[arg(long, env = "PORTCULLIS_REDIS_PREFIX", default_value = "portcullis:")]
+    pub redis_prefix: String,
+    /// Channel writers publish changed uids on.
+    #[arg(
+        long,
+        env = "PORTCULLIS_REDIS_CHANNEL",
+        default_value = "portcullis:invalidate"
+    )]
+    pub redis_channel: String,
+    /// Also evict on Redis keyspace notifications, for writers that cannot publish
+    /// (the server needs `notify-keyspace-events` with `K$g` or wider).
+    #[arg(long, env = "PORTCULLIS_REDIS_KEYSPACE_EVENTS")]
+    pub redis_keyspace_events: bool,
+    /// How many levels of references (parents, entity attributes, tags) a decision
+    /// fetches beyond its principal and resource.
+    #[arg(long, env = "PORTCULLIS_REDIS_FETCH_DEPTH", default_value_t = 3)]
+    pub redis_fetch_depth: usize,
+    /// Connect and response timeout of Redis commands, in milliseconds.
+    #[arg(long, env = "PORTCULLIS_REDIS_TIMEOUT_MS", default_value_t = 500)]
+    pub redis_timeout_ms: u64,
+    /// Upper bound of the entity cache, in bytes of stored JSON.
+    #[arg(long, env = "PORTCULLIS_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub cache_max_bytes: u64,
+    /// Upper bound of the entity cache, in entities.
+    #[arg(
+        long,
+        env = "PORTCULLIS_CACHE_MAX_ENTRIES",
+        default_value_t = 1_000_000
+    )]
+    pub cache_max_entries: u64,
+    /// Time to live of a cached entity: a safety net behind invalidation.
+    #[arg(long, env = "PORTCULLIS_CACHE_TTL_SECS", default_value_t = 300)]
+    pub cache_ttl_secs: u64,
+    /// Time to live of a "not in Redis" entry, in milliseconds.
+    #[arg(long, env = "PORTCULLIS_NEGATIVE_CACHE_TTL_MS", default_value_t = 1000)]
+    pub negative_cache_ttl_ms: u64,
+    /// While Redis or the subscription is down, keep serving cached entities for this
+    /// long. 0 (the default) never serves data that could be stale.
+    #[arg(long, env = "PORTCULLIS_MAX_STALENESS_SECS", default_value_t = 0)]
+    pub max_staleness_secs: u64,
+}
+
+impl Default for RedisArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl RedisArgs {
+    /// Whether a Redis store is named at all.
+    pub fn is_configured(&self) -> bool {
+        self.redis_url.is_some() || !self.redis_cluster.is_empty()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms.max(1))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -99,8 +246,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PORTCULLIS_DECISION_LOG", default_value = "off")]
     pub decision_log: DecisionLog,
     /// Log format of the service's own logs and the decision log.
-    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
-    pub log_format: String,
+    #[arg(
+        long,
+        env = "PORTCULLIS_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Json
+    )]
+    pub log_format: LogFormat,
     /// Seconds to let in-flight requests finish after SIGTERM or SIGINT.
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -109,47 +261,45 @@ pub struct ServeArgs {
     pub check_config: bool,
 }
 
+impl Default for ServeArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
 impl ServeArgs {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 }
 
-impl Default for ServeArgs {
-    fn default() -> Self {
-        Self {
-            model: ModelArgs::default(),
-            entity: EntityArgs::default(),
-            authzen: AuthzenArgs::default(),
-            tls: TlsArgs::default(),
-            reload: ReloadArgs::default(),
-            gateway: GatewayArgs::default(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 8180)),
-            max_body_bytes: 1_048_576,
-            batch_limit: 100,
-            decision_log: DecisionLog::Off,
-            log_format: "json".to_string(),
-            shutdown_grace_secs: 10,
-            check_config: false,
-        }
-    }
+/// The format of the service's logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
-/// The AuthZEN API's mapping and public address (see docs/authzen.md).
-#[derive(Debug, Clone, Default, Args)]
+/// The AuthZEN API's public address (see docs/authzen.md). The mapping is a model
+/// file (`--authzen-mapping`).
+#[derive(Debug, Clone, Args)]
 pub struct AuthzenArgs {
-    /// AuthZEN-to-Cedar mapping, YAML (or JSON when it ends in `.json`); default: the
-    /// shipped portal mapping.
-    #[arg(long, env = "PORTCULLIS_AUTHZEN_MAPPING", value_name = "FILE")]
-    pub authzen_mapping: Option<PathBuf>,
     /// Base URL advertised by `/.well-known/authzen-configuration`, e.g.
     /// `https://pdp.example.com` (default: the scheme and `Host` of the request).
     #[arg(long, env = "PORTCULLIS_PUBLIC_BASE_URL", value_name = "URL")]
     pub public_base_url: Option<String>,
 }
 
+impl Default for AuthzenArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
 /// HTTPS for the listener. Plain HTTP when no certificate is given.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TlsArgs {
     /// Server certificate chain (PEM); with `--tls-key`, serve HTTPS.
     #[arg(
@@ -177,12 +327,17 @@ pub struct TlsArgs {
     pub tls_client_ca: Option<PathBuf>,
 }
 
+impl Default for TlsArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
 /// When the served model is reloaded. SIGHUP always reloads.
 #[derive(Debug, Clone, Args)]
 pub struct ReloadArgs {
-    /// Reload when a file of the schema, policies or links changes (default: on when
-    /// any of them is read from a file, off for the shipped model). `--watch=false`
-    /// turns it off too.
+    /// Reload when a file of the model changes (default: on when any of them is read
+    /// from a file, off for the shipped model). `--watch=false` turns it off too.
     #[arg(
         long,
         env = "PORTCULLIS_WATCH",
@@ -202,6 +357,12 @@ pub struct ReloadArgs {
     pub reload_debounce_ms: u64,
 }
 
+impl Default for ReloadArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
 impl ReloadArgs {
     /// `Some(choice)` when the flags decide; `None` leaves it to the sources.
     pub fn watch(&self) -> Option<bool> {
@@ -217,14 +378,20 @@ impl ReloadArgs {
     }
 }
 
-impl Default for ReloadArgs {
-    fn default() -> Self {
-        Self {
-            watch: None,
-            no_watch: false,
-            reload_debounce_ms: 150,
-        }
-    }
+/// Where a gateway request's client address may be read. Portcullis sees only the
+/// proxy's check request, so the address is whatever the proxy put in a header; trust
+/// one only when the proxy sets it (and, for `X-Forwarded-For`, appends the address it
+/// saw).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ClientIpFrom {
+    /// Never: routes' `client_ip` context stays unset.
+    #[default]
+    None,
+    /// The `X-Real-IP` header.
+    XRealIp,
+    /// The last entry of `X-Forwarded-For`: the one the proxy in front of Portcullis
+    /// appended. Earlier entries come from the client and prove nothing.
+    XForwardedFor,
 }
 
 /// The gateway endpoints (`/forward-auth/...`, `/ext-authz/...`): how a caller is
@@ -290,10 +457,14 @@ pub struct GatewayArgs {
         value_name = "HEADER"
     )]
     pub trusted_second_factor_header: Option<String>,
-    /// Where the client's address comes from: `none`, `x-real-ip`, or `x-forwarded-for`
-    /// (its last entry, the one the proxy in front of Portcullis appended).
-    #[arg(long, env = "PORTCULLIS_CLIENT_IP_FROM", default_value = "none", value_parser = ["none", "x-real-ip", "x-forwarded-for"])]
-    pub client_ip_from: String,
+    /// Where the client's address comes from.
+    #[arg(
+        long,
+        env = "PORTCULLIS_CLIENT_IP_FROM",
+        value_enum,
+        default_value_t = ClientIpFrom::None
+    )]
+    pub client_ip_from: ClientIpFrom,
     /// Path prefix of Envoy's ext_authz check requests; the original path follows it.
     #[arg(
         long,
@@ -305,23 +476,15 @@ pub struct GatewayArgs {
 
 impl Default for GatewayArgs {
     fn default() -> Self {
-        Self {
-            jwt_key_file: None,
-            jwt_jwks_file: None,
-            jwt_hs256_secret_file: None,
-            jwt_issuer: None,
-            jwt_audience: None,
-            jwt_leeway_secs: 30,
-            jwt_principal: "Portal::User::\"{sub}\"".to_string(),
-            jwt_second_factor_amr: vec!["mfa".to_string(), "otp".to_string()],
-            jwt_second_factor_acr: Vec::new(),
-            trusted_principal_header: None,
-            trusted_principal_type: "Portal::User".to_string(),
-            trusted_second_factor_header: None,
-            client_ip_from: "none".to_string(),
-            ext_authz_prefix: "/ext-authz".to_string(),
-        }
+        defaults()
     }
+}
+
+/// `portcullis validate`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -344,10 +507,41 @@ pub struct AuthorizeArgs {
     pub context: Option<String>,
 }
 
+/// `portcullis entities`: the Redis store's connection flags, the model whose schema
+/// every write is checked against, and the command.
+#[derive(Debug, Clone, Args)]
+pub struct EntitiesArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// How long to wait for running services to acknowledge the invalidations.
+    #[arg(long, env = "PORTCULLIS_ACK_TIMEOUT_MS", default_value_t = 2000)]
+    pub ack_timeout_ms: u64,
+    #[command(subcommand)]
+    pub command: EntitiesCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum EntitiesCommand {
+    /// Import a file of entities (Cedar JSON): all of it lands, or none of it.
+    Import { file: PathBuf },
+    /// Write entities given as JSON (one entity or an array), or read from `--file`.
+    Put {
+        json: Option<String>,
+        #[arg(long, conflicts_with = "json")]
+        file: Option<PathBuf>,
+    },
+    /// Delete one entity, e.g. `'Portal::User::"bea"'`.
+    Delete { uid: String },
+    /// Print one entity's stored JSON.
+    Get { uid: String },
+}
+
 /// `portcullis test`. Model flags left out are read from the working directory when the
 /// shipped model's files are there (`policies/`, `schema/portal.cedarschema`, ...), so a
 /// policy repository tests its own edits; otherwise the embedded model is used.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TestArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -368,6 +562,12 @@ pub struct TestArgs {
     pub min_coverage: Option<f64>,
 }
 
+impl Default for TestArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
 fn parse_percent(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
@@ -376,7 +576,7 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 }
 
 /// `portcullis fmt`.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct FmtArgs {
     /// `.cedar` files, or directories searched recursively for them.
     #[arg(value_name = "PATH", default_value = "policies")]
@@ -384,6 +584,12 @@ pub struct FmtArgs {
     /// Write nothing; list the files that are not formatted and exit 1 if there are any.
     #[arg(long)]
     pub check: bool,
+}
+
+impl Default for FmtArgs {
+    fn default() -> Self {
+        defaults()
+    }
 }
 
 /// Whether decisions are logged: never, always, or a fraction of them.
@@ -411,6 +617,13 @@ impl FromStr for DecisionLog {
     }
 }
 
+/// The format of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
 /// `portcullis verify`.
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
@@ -425,6 +638,64 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "OLD_POLICY_DIR")]
     pub against: Option<PathBuf>,
     /// Report format.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+impl Default for VerifyArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_parses_without_the_environment() {
+        let serve = ServeArgs::default();
+        assert_eq!(serve.listen, SocketAddr::from(([127, 0, 0, 1], 8180)));
+        assert_eq!(serve.max_body_bytes, 1_048_576);
+        assert_eq!(serve.log_format, LogFormat::Json);
+        assert_eq!(serve.decision_log, DecisionLog::Off);
+        assert_eq!(serve.gateway.jwt_second_factor_amr, ["mfa", "otp"]);
+        assert_eq!(serve.gateway.client_ip_from, ClientIpFrom::None);
+        assert_eq!(serve.entity.redis.redis_fetch_depth, 3);
+        assert_eq!(serve.reload.reload_debounce_ms, 150);
+        assert!(serve.model.is_embedded());
+        assert_eq!(TestArgs::default().path, PathBuf::from("policies/tests"));
+        assert_eq!(FmtArgs::default().paths, [PathBuf::from("policies")]);
+        assert_eq!(VerifyArgs::default().format, ReportFormat::Text);
+        let _ = (
+            ValidateArgs::default(),
+            AuthzenArgs::default(),
+            TlsArgs::default(),
+        );
+    }
+
+    #[test]
+    fn the_command_line_agrees_with_the_defaults() {
+        let parsed = Cli::try_parse_from(["portcullis", "serve"]).map_err(|e| e.to_string());
+        let Ok(Cli {
+            command: Command::Serve(args),
+        }) = parsed
+        else {
+            unreachable!("`serve` parses: {parsed:?}")
+        };
+        let default = ServeArgs::default();
+        // Compared through Debug: the flag groups hold no floats but the log rate.
+        assert_eq!(format!("{args:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn enumerated_flags_refuse_unknown_values() {
+        for flags in [
+            ["portcullis", "serve", "--log-format", "xml"],
+            ["portcullis", "serve", "--client-ip-from", "x-client"],
+            ["portcullis", "serve", "--decision-log", "sometimes"],
+        ] {
+            assert!(Cli::try_parse_from(flags).is_err(), "{flags:?}");
+        }
+    }
 }

@@ -1,24 +1,18 @@
 //! Portcullis: an authorization sidecar that answers "may this principal do this
 //! action on this resource?" with Cedar policies.
 //!
-//! - [`config`]: command-line flags and `PORTCULLIS_*` variables.
-//! - [`policy`]: the policy store: load schema, policies and links; validate strictly;
-//!   build immutable snapshots.
-//! - [`entities`]: entity sources (file now; Redis slots in behind the same trait).
-//! - [`decision`]: request checking and Cedar evaluation. No I/O.
-//! - [`gateway`]: forward-auth for nginx, Traefik and Envoy: route table, identity,
-//!   proxy dialects.
-//! - [`http`]: listener (plain or TLS), routing, wire types, error responses.
-//! - [`authzen`]: the AuthZEN Authorization API 1.0 endpoints and their mapping to Cedar.
-//! - [`metrics`]: Prometheus registry.
-//! - [`reload`]: hot reload of the model: file watching, SIGHUP, atomic swap.
-//! - [`server`]: start-up: builds the application state from configuration.
+//! Layers, bottom-up; each imports only from below it (`tests/layers.rs` holds this):
+//!
+//! - [`config`], [`metrics`]: flags and their defaults, once; the Prometheus registry.
+//! - [`model`]: source files, compile, the immutable snapshot with every derived index
+//!   (route table, AuthZEN mapping, schema types, entity data), reload.
+//! - [`entities`]: the entity source trait and its file, memory and Redis sources.
+//! - [`decision`]: request checks and the one pipeline (fetch, evaluate, one outcome
+//!   type), recorded in one place (metrics, decision log).
+//! - [`authzen`], [`gateway`]: their wire shapes turned into checked requests and
+//!   decided; no HTTP. [`policytest`], [`verify`], [`fmt`]: the security team's tools.
+//! - [`http`]: listener, routing, every status code and error body, the handlers.
 //! - [`cli`]: the subcommands `main` dispatches to.
-//! - [`policytest`]: `portcullis test`, the policy test runner (YAML and cedar CLI
-//!   suites, coverage, JUnit).
-//! - [`fmt`]: `portcullis fmt`, the cedar CLI's policy formatter.
-//! - [`verify`]: `portcullis verify`: proves invariants with cedar-policy-symcc and
-//!   reviews policy changes (CLI and CI only; the server never uses it).
 
 pub mod authzen;
 pub mod cli;
@@ -29,10 +23,8 @@ pub mod fmt;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
-pub mod policy;
+pub mod model;
 pub mod policytest;
-pub mod reload;
-pub mod server;
 pub mod verify;
 
 /// An error's message with its causes, on one line (`outer: inner: root`), skipping a

@@ -1,16 +1,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use portcullis::config::{Cli, Command};
+use portcullis::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-fn init_logging(format: &str) {
+fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);
-    if format == "text" {
+    if format == LogFormat::Text {
         builder.init();
     } else {
         builder
@@ -32,13 +32,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => {
-            init_logging(&args.log_format);
+            init_logging(args.log_format);
             runtime.block_on(portcullis::cli::serve(args))
         }
         Command::Validate(args) => Ok(portcullis::cli::validate(&args)),
         Command::Authorize(args) => Ok(runtime.block_on(portcullis::cli::authorize(&args))),
-        Command::Entities(args) => runtime.block_on(portcullis::entities::redis::cli::run(args)),
-        Command::Test(args) => Ok(portcullis::cli::test(&args)),
+        Command::Entities(args) => runtime.block_on(portcullis::cli::entities(args)),
+        Command::Test(args) => Ok(runtime.block_on(portcullis::cli::test(&args))),
         Command::Fmt(args) => Ok(portcullis::cli::fmt(&args)),
         Command::Verify(args) => Ok(runtime.block_on(portcullis::cli::verify(&args))),
     };

@@ -451,7 +451,7 @@ async fn search_work_per_call_is_bounded_and_tokens_are_bound_to_the_request() {
     )
     .unwrap();
     let mut args = ServeArgs::default();
-    args.authzen.authzen_mapping = Some(mapping);
+    args.model.authzen_mapping = Some(mapping);
     let server = TestServer::start(args).await;
 
     let query = json!({
@@ -626,7 +626,7 @@ async fn library(precedence: Option<&str>) -> (TestServer, tempfile::TempDir) {
     args.model.schema = Some(fixture("library/library.cedarschema"));
     args.model.policies = Some(fixture("library/policies"));
     args.entity.entities = Some(fixture("library/entities.json"));
-    args.authzen.authzen_mapping = Some(mapping_path);
+    args.model.authzen_mapping = Some(mapping_path);
     (TestServer::start(args).await, dir)
 }
 
@@ -764,8 +764,8 @@ async fn a_mapping_naming_undeclared_types_is_refused_at_start_up() {
     let path = dir.path().join("authzen.yaml");
     std::fs::write(&path, "entity_types:\n  robot: Portal::Robot\n").unwrap();
     let mut args = ServeArgs::default();
-    args.authzen.authzen_mapping = Some(path);
-    let err = portcullis::server::build_app(&args).err().expect("refused");
+    args.model.authzen_mapping = Some(path);
+    let err = portcullis::http::App::build(&args).err().expect("refused");
     assert!(err.to_string().contains("Portal::Robot"), "{err}");
 }
 
@@ -978,7 +978,7 @@ mod tls {
         std::fs::write(&bad, "not a key").unwrap();
         let mut a = args(&pki, false);
         a.tls.tls_key = Some(bad.clone());
-        let err = portcullis::server::open_tls(&a.tls).expect_err("refused");
+        let err = portcullis::http::app::open_tls(&a.tls).expect_err("refused");
         assert!(err.to_string().contains("bad.key"), "{err}");
     }
 }

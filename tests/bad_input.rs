@@ -383,7 +383,7 @@ async fn metrics_count_decisions_by_decision_and_action_without_ids() {
         text.contains("portcullis_request_duration_seconds_bucket{endpoint=\"is_authorized\""),
         "{text}"
     );
-    let active = server.app.policies.load().active_policy_count();
+    let active = server.app.model.load().active_policy_count();
     assert!(active > 0);
     assert!(
         text.contains(&format!("portcullis_policies_loaded {active}\n")),

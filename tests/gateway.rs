@@ -477,7 +477,7 @@ fn a_route_table_that_does_not_fit_the_schema_stops_the_start() {
         },
         ..ServeArgs::default()
     };
-    let err = portcullis::server::build_app(&args)
+    let err = portcullis::http::App::build(&args)
         .err()
         .unwrap()
         .to_string();
@@ -494,7 +494,7 @@ async fn the_client_address_reaches_the_policies_only_from_the_trusted_header() 
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
-    for (name, text) in portcullis::policy::embedded::POLICIES {
+    for (name, text) in portcullis::model::embedded::POLICIES {
         let file = std::path::Path::new(name).file_name().unwrap();
         std::fs::write(policies.join(file), text).unwrap();
     }
@@ -510,7 +510,7 @@ async fn the_client_address_reaches_the_policies_only_from_the_trusted_header() 
         },
         gateway: GatewayArgs {
             trusted_principal_header: Some("X-Auth-User".into()),
-            client_ip_from: "x-forwarded-for".into(),
+            client_ip_from: portcullis::config::ClientIpFrom::XForwardedFor,
             ..GatewayArgs::default()
         },
         ..ServeArgs::default()

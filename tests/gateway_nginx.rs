@@ -213,7 +213,7 @@ async fn portal_personas_through_nginx_get_the_domains_answers() {
             jwt_key_file: Some(pem),
             jwt_issuer: Some(ISSUER.into()),
             jwt_audience: Some(AUDIENCE.into()),
-            client_ip_from: "x-real-ip".into(),
+            client_ip_from: portcullis::config::ClientIpFrom::XRealIp,
             ..GatewayArgs::default()
         },
         ..ServeArgs::default()

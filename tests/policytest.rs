@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use portcullis::model::EntityFile;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -52,14 +54,13 @@ fn static_policies() -> usize {
     let model = portcullis::config::ModelArgs {
         schema: Some(repo().join("schema/portal.cedarschema")),
         policies: Some(repo().join("policies")),
-        template_links: None,
-        routes: None,
+        ..Default::default()
     };
-    let snapshot = portcullis::server::load_model(&model).unwrap();
+    let snapshot = portcullis::model::load(&model, &EntityFile::External).unwrap();
     snapshot
         .info
         .iter()
-        .filter(|p| p.kind == portcullis::policy::PolicyKind::Static)
+        .filter(|p| p.kind == portcullis::model::PolicyKind::Static)
         .count()
 }
 
@@ -68,12 +69,15 @@ fn the_shipped_suites_pass_with_full_coverage() {
     let run = portcullis(&repo(), &["test", "--coverage", "--min-coverage", "100"]);
     assert_eq!(run.status, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains(" passed, 0 failed"), "{}", run.stdout);
-    let snapshot = portcullis::server::load_model(&portcullis::config::ModelArgs {
-        schema: Some(repo().join("schema/portal.cedarschema")),
-        policies: Some(repo().join("policies")),
-        template_links: Some(repo().join("policies/links.json")),
-        routes: None,
-    })
+    let snapshot = portcullis::model::load(
+        &portcullis::config::ModelArgs {
+            schema: Some(repo().join("schema/portal.cedarschema")),
+            policies: Some(repo().join("policies")),
+            template_links: Some(repo().join("policies/links.json")),
+            ..Default::default()
+        },
+        &EntityFile::External,
+    )
     .unwrap();
     let n = snapshot.active_policy_count();
     let line =
@@ -84,17 +88,18 @@ fn the_shipped_suites_pass_with_full_coverage() {
     assert!(run.stdout.contains("policies `policies`"), "{}", run.stdout);
 }
 
-#[test]
-fn the_shipped_suites_cover_every_policy_of_the_snapshot() {
+#[tokio::test]
+async fn the_shipped_suites_cover_every_policy_of_the_snapshot() {
     // The same check through the library, against whatever the snapshot holds, so a
     // policy added without a test case fails here even if the count above is updated.
     // The model `portcullis test` picks when run from the repository root (cargo runs
     // integration tests there).
     let model = portcullis::policytest::model_args(&Default::default(), &repo());
     assert!(model.policies.is_some() && model.schema.is_some());
-    let snapshot = portcullis::server::load_model(&model).unwrap();
-    let result =
-        portcullis::policytest::run_path(&snapshot, &repo().join("policies/tests")).unwrap();
+    let snapshot = portcullis::model::load(&model, &EntityFile::External).unwrap();
+    let result = portcullis::policytest::run_path(&snapshot, &repo().join("policies/tests"))
+        .await
+        .unwrap();
     assert_eq!(result.failed(), 0);
     assert!(
         result.coverage.uncovered.is_empty(),

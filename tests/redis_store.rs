@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use cedar_policy::{EntityTypeName, EntityUid};
 use common::redis::{RedisCluster, RedisServer};
 use common::{request, uid, Reply, TestServer};
+use portcullis::config::RedisArgs;
 use portcullis::config::ServeArgs;
-use portcullis::decision::{self, RawRequest};
-use portcullis::entities::redis::RedisArgs;
+use portcullis::decision::{self, Call, RawRequest};
 use serde_json::Value;
 
 const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/portal/entities.json");
@@ -115,7 +115,7 @@ async fn decisions_from_redis_equal_decisions_from_the_demo_file() {
     let from_redis = TestServer::start(serve_redis(&redis.url(), 0)).await;
     wait_ready(&from_redis, true).await;
 
-    let snapshot = from_file.app.policies.load_full();
+    let snapshot = from_file.app.model.load();
     let demo: Value = serde_json::from_str(&std::fs::read_to_string(DEMO).unwrap()).unwrap();
     let uids: Vec<String> = demo
         .as_array()
@@ -148,10 +148,25 @@ async fn decisions_from_redis_equal_decisions_from_the_demo_file() {
                 let Ok(checked) = decision::check(&snapshot, &raw) else {
                     continue;
                 };
-                let mut file =
-                    decision::decide_with(&snapshot, &from_file.app.entities, &checked).await;
-                let mut redis =
-                    decision::decide_with(&snapshot, &from_redis.app.entities, &checked).await;
+                let call = Call::unrecorded();
+                let mut file = decision::decide(
+                    &snapshot,
+                    from_file.app.entities.as_ref(),
+                    &call,
+                    &checked,
+                    &[],
+                )
+                .await
+                .decision();
+                let mut redis = decision::decide(
+                    &snapshot,
+                    from_redis.app.entities.as_ref(),
+                    &call,
+                    &checked,
+                    &[],
+                )
+                .await
+                .decision();
                 file.reasons.sort();
                 redis.reasons.sort();
                 assert_eq!(

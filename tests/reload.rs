@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use common::{request, uid, TestServer};
 use portcullis::config::{ModelArgs, ServeArgs};
-use portcullis::reload::{self, ReloadOptions, ReloadTask, Trigger};
+use portcullis::entities::SourceGate;
+use portcullis::model::reload::{self, ReloadOptions, ReloadTask, Trigger};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -97,7 +98,7 @@ fn copy_model(dir: &Path) -> ModelArgs {
         schema: Some(schema),
         template_links: Some(policies.join("links.json")),
         policies: Some(policies),
-        routes: None,
+        ..ModelArgs::default()
     }
 }
 
@@ -123,7 +124,8 @@ impl Served {
         .await;
         // `watch: None` is the default of `serve`: watch because the model is files.
         let reload = reload::spawn(
-            server.app.clone(),
+            server.app.model.clone(),
+            Arc::new(SourceGate(server.app.entities.clone())),
             ReloadOptions {
                 watch: None,
                 debounce: Duration::from_millis(50),
@@ -136,7 +138,7 @@ impl Served {
             _reload: reload,
         };
         eventually("the watcher is watching", || async {
-            served.server.app.reload.status().watching.then_some(())
+            served.server.app.model.status().watching.then_some(())
         })
         .await;
         served
@@ -416,7 +418,7 @@ fn bad_edits() -> Vec<BadEdit> {
             name: "a schema the entity data does not conform to",
             file: "portal.cedarschema",
             edit: |t| t.replace("twoFactorEnrolled: Bool,", ""),
-            message: "does not conform to the new schema",
+            message: "entity data does not conform to the schema",
             located: false,
         },
     ]
@@ -640,7 +642,7 @@ async fn a_configmap_symlink_swap_applies() {
             schema: Some(mount.join("portal.cedarschema")),
             policies: Some(mount.clone()),
             template_links: Some(mount.join("links.json")),
-            routes: None,
+            ..ModelArgs::default()
         },
     )
     .await;
@@ -680,9 +682,10 @@ async fn a_manual_reload_reports_what_it_did() {
         ..ServeArgs::default()
     })
     .await;
-    let app = &server.app;
+    let serving = &server.app.model;
+    let gate = SourceGate(server.app.entities.clone());
     assert!(matches!(
-        reload::reload(app, Trigger::Manual).await,
+        serving.reload(Trigger::Manual, &gate).await,
         reload::ReloadOutcome::Unchanged
     ));
     write_atomically(
@@ -690,7 +693,7 @@ async fn a_manual_reload_reports_what_it_did() {
         WALT_VIEWS_INVOICES,
     );
     assert!(matches!(
-        reload::reload(app, Trigger::Manual).await,
+        serving.reload(Trigger::Manual, &gate).await,
         reload::ReloadOutcome::Applied { .. }
     ));
     assert!(

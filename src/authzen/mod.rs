@@ -1,75 +1,100 @@
 //! AuthZEN Authorization API 1.0: the standard PDP interface over the Cedar engine.
+//! No HTTP here: `http::authzen` reads bodies and writes answers, this module turns
+//! the spec's shapes into checked Cedar requests and decides them through the one
+//! pipeline, so AuthZEN and the Cedar-native API cannot disagree.
 //!
 //! - [`wire`]: the spec's request and response shapes, read with field-named errors.
-//! - [`mapping`]: AuthZEN names to Cedar names (file or embedded portal default).
-//! - [`schema_info`]: attribute and context types from the schema, and the
-//!   conversion of AuthZEN values into Cedar's JSON value format.
+//! - [`convert`]: AuthZEN values into Cedar's JSON value format by the schema's types.
 //! - [`search`]: subject, resource and action search with opaque page tokens.
-//! - [`handlers`]: the HTTP endpoints, called from `http::route`.
 //!
-//! An evaluation is turned into an ordinary checked Cedar request and decided by
-//! `decision::decide`, so AuthZEN and the Cedar-native API cannot disagree.
+//! The mapping of AuthZEN names to Cedar names and the schema's types are part of the
+//! model snapshot, checked against its schema and reloaded with it.
 
-pub mod handlers;
-pub mod mapping;
-pub mod schema_info;
+pub mod convert;
 pub mod search;
 pub mod wire;
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwapOption;
-use cedar_policy::{Entities, Entity, EntityUid};
+use cedar_policy::{EntityTypeName, EntityUid};
 use serde_json::{Map, Value};
 
-use crate::decision::{self, CheckedRequest, Decision, RequestError};
-use crate::entities::{EntitySource, EntitySourceError};
-use crate::http::error::ApiError;
-use crate::policy::PolicySnapshot;
-use mapping::{Mapping, MappingError, Precedence};
-use schema_info::{convert, convert_record, ConvertError, SchemaInfo, Ty};
-use wire::{DecisionOut, EntityRef};
+use crate::decision::{
+    self, Call, CheckedRequest, Decision, Described, Outcome, RequestError, AUTHZEN_NAMES,
+};
+use crate::entities::EntitySource;
+use crate::model::schema_types::Ty;
+use crate::model::Snapshot;
+use convert::{convert, convert_record, ConvertError};
+use wire::{DecisionOut, EntityRef, Evaluation, EvaluationsRequest, Semantic, WireError};
 
 /// The context key a caller sets to ask for reasons: `{"portcullis": {"explain":
 /// true}}`. It is removed before the context reaches Cedar.
 pub const CONTROL_KEY: &str = "portcullis";
 
-/// The header that asks for reasons on every decision of a request.
-pub const EXPLAIN_HEADER: &str = "x-portcullis-explain";
-
-/// The AuthZEN service: its mapping and what it derives from the serving schema.
-pub struct Authzen {
-    pub mapping: Mapping,
-    /// Base URL the discovery document advertises; when absent it is built from the
-    /// request's `Host` and the listener's scheme.
-    pub public_base_url: Option<String>,
-    /// This subsystem's metrics, once registered in the service's registry.
-    pub metrics: Option<AuthzenMetrics>,
-    /// Schema types, keyed by the schema's hash. Swapped, not locked: every request
-    /// reads it, a schema change writes it once.
-    info: ArcSwapOption<(String, Arc<SchemaInfo>)>,
+/// Why an AuthZEN request cannot be answered. `http` chooses the status of each.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthzenError {
+    /// The body does not have the spec's shape.
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    /// The request does not fit the schema (named with AuthZEN's field names).
+    #[error("{}", .0.message(&AUTHZEN_NAMES))]
+    Request(RequestError),
+    #[error("`{field}.type`: `{ty}` is neither mapped to a Cedar entity type nor a type the schema declares")]
+    UnknownType { field: String, ty: String },
+    #[error("`{field}.name`: `{name}` is not an action of the schema")]
+    UnknownAction { field: String, name: String },
+    /// A value of the wrong type for the schema.
+    #[error("{0}")]
+    Convert(#[from] ConvertError),
+    /// Described entities do not fit the schema.
+    #[error("{0}")]
+    InvalidProperties(String),
+    #[error("`page.token` is not a token this PDP issued for this request (every other field must be identical to the first request's)")]
+    InvalidPageToken,
+    #[error("`evaluations` holds {count} evaluations; the limit is {limit}")]
+    BatchTooLarge { count: usize, limit: usize },
+    /// The entity store could not be reached; the decision is a Deny.
+    #[error("{0}")]
+    StoreUnavailable(String),
 }
 
-impl Authzen {
-    pub fn new(mapping: Mapping, public_base_url: Option<String>) -> Self {
-        Self {
-            mapping,
-            public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_string()),
-            metrics: None,
-            info: ArcSwapOption::empty(),
+impl AuthzenError {
+    /// The stable error code of the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthzenError::Wire(w) => w.code,
+            AuthzenError::Request(r) => r.code(),
+            AuthzenError::UnknownType { .. } => "unknown_entity_type",
+            AuthzenError::UnknownAction { .. } => "unknown_action",
+            AuthzenError::Convert(_) => "invalid_field",
+            AuthzenError::InvalidProperties(_) => "invalid_properties",
+            AuthzenError::InvalidPageToken => "invalid_page_token",
+            AuthzenError::BatchTooLarge { .. } => "batch_too_large",
+            AuthzenError::StoreUnavailable(_) => "entity_store_unavailable",
         }
     }
 
-    /// The shipped portal mapping, no public base URL.
-    pub fn embedded() -> Result<Self, MappingError> {
-        Ok(Self::new(Mapping::embedded()?, None))
+    /// The same error, its message prefixed with where it is (`evaluations[2]`).
+    pub fn at(self, location: &str) -> (Self, String) {
+        let message = format!("`{location}`: {self}");
+        (self, message)
     }
+}
 
-    /// Registers this subsystem's metrics in the service's registry.
-    pub fn register_metrics(
-        &mut self,
+/// The AuthZEN service's own settings and metrics; the mapping is in the snapshot.
+pub struct Authzen {
+    /// Base URL the discovery document advertises; when absent it is built from the
+    /// request's `Host` and the listener's scheme.
+    pub public_base_url: Option<String>,
+    search_candidates: prometheus::IntCounterVec,
+}
+
+impl Authzen {
+    /// Registers the service's metrics in `registry`.
+    pub fn new(
+        public_base_url: Option<String>,
         registry: &prometheus::Registry,
-    ) -> Result<(), prometheus::Error> {
+    ) -> Result<Self, prometheus::Error> {
         let search_candidates = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "portcullis_authzen_search_candidates_total",
@@ -78,39 +103,19 @@ impl Authzen {
             &["search"],
         )?;
         registry.register(Box::new(search_candidates.clone()))?;
-        self.metrics = Some(AuthzenMetrics { search_candidates });
-        Ok(())
+        Ok(Self {
+            public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_string()),
+            search_candidates,
+        })
     }
 
     /// Counts candidates a search evaluated. `search` is `subject`, `resource` or
     /// `action`.
     pub fn count_candidates(&self, search: &str, n: usize) {
-        if let Some(m) = &self.metrics {
-            m.search_candidates
-                .with_label_values(&[search])
-                .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
-        }
+        self.search_candidates
+            .with_label_values(&[search])
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
-
-    /// The schema types of a snapshot, read once per schema.
-    pub fn schema_info(&self, snapshot: &PolicySnapshot) -> Arc<SchemaInfo> {
-        if let Some(cached) = self.info.load_full() {
-            if cached.0 == snapshot.schema_hash {
-                return cached.1.clone();
-            }
-        }
-        let info = Arc::new(SchemaInfo::from_source(&snapshot.schema_source));
-        self.info
-            .store(Some(Arc::new((snapshot.schema_hash.clone(), info.clone()))));
-        info
-    }
-}
-
-/// Metrics of the AuthZEN endpoints beyond the service-wide request and decision
-/// counters. Labels are fixed names, never ids.
-#[derive(Clone)]
-pub struct AuthzenMetrics {
-    pub search_candidates: prometheus::IntCounterVec,
 }
 
 /// Checks a public base URL: absolute `http`/`https`, no query or fragment (the spec's
@@ -133,60 +138,31 @@ pub fn check_public_base_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An entity of the request, the properties the caller sent for it, and the field
-/// that names it in errors (`subject`, `resource`).
-pub(crate) type WithProperties<'a> = (&'a EntityUid, Option<&'a Map<String, Value>>, &'a str);
-
-/// Entity data for one decision, or the reason it could not be had (which denies).
-pub(crate) enum Fetched {
-    Entities(Arc<Entities>),
-    Deny(String),
-}
-
-/// What the evaluations of one request share: the service, the snapshot it loaded and
-/// the schema's types.
-pub(crate) struct Scope<'a> {
+/// What the evaluations of one HTTP request share: the service, the snapshot it
+/// loaded, the entity source and the call its decisions are recorded under.
+pub struct Scope<'a> {
     pub az: &'a Authzen,
-    pub snapshot: &'a PolicySnapshot,
-    pub info: Arc<SchemaInfo>,
-    pub source: &'a Arc<dyn EntitySource>,
+    pub snapshot: &'a Snapshot,
+    pub source: &'a dyn EntitySource,
+    pub call: &'a Call<'a>,
+    /// Most evaluations in one batch.
+    pub batch_limit: usize,
 }
 
-impl<'a> Scope<'a> {
-    pub fn new(
-        az: &'a Authzen,
-        snapshot: &'a PolicySnapshot,
-        source: &'a Arc<dyn EntitySource>,
-    ) -> Self {
-        Self {
-            az,
-            snapshot,
-            info: az.schema_info(snapshot),
-            source,
-        }
-    }
-
-    /// The Cedar type of an AuthZEN type, or a 400 naming the field.
-    pub fn cedar_type(
-        &self,
-        ty: &str,
-        field: &str,
-    ) -> Result<cedar_policy::EntityTypeName, ApiError> {
-        self.az
+impl Scope<'_> {
+    /// The Cedar type of an AuthZEN type.
+    pub fn cedar_type(&self, ty: &str, field: &str) -> Result<EntityTypeName, AuthzenError> {
+        self.snapshot
             .mapping
             .cedar_type(ty, &self.snapshot.schema)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "unknown_entity_type",
-                    format!(
-                        "`{field}.type`: `{ty}` is neither mapped to a Cedar entity type nor a type the schema declares"
-                    ),
-                )
+            .ok_or_else(|| AuthzenError::UnknownType {
+                field: field.to_string(),
+                ty: ty.to_string(),
             })
     }
 
     /// The Cedar uid of a subject or resource with an id.
-    pub fn uid(&self, r: &EntityRef, field: &str) -> Result<EntityUid, ApiError> {
+    pub fn uid(&self, r: &EntityRef, field: &str) -> Result<EntityUid, AuthzenError> {
         let ty = self.cedar_type(&r.ty, field)?;
         let id = r.id.as_deref().unwrap_or_default();
         Ok(EntityUid::from_type_name_and_id(
@@ -195,23 +171,18 @@ impl<'a> Scope<'a> {
         ))
     }
 
-    pub fn action(&self, a: &wire::Action, field: &str) -> Result<EntityUid, ApiError> {
-        self.az
+    pub fn action(&self, a: &wire::Action, field: &str) -> Result<EntityUid, AuthzenError> {
+        self.snapshot
             .mapping
             .cedar_action(&a.name, &self.snapshot.schema)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "unknown_action",
-                    format!(
-                        "`{field}.name`: `{}` is not an action of the schema",
-                        a.name
-                    ),
-                )
+            .ok_or_else(|| AuthzenError::UnknownAction {
+                field: field.to_string(),
+                name: a.name.clone(),
             })
     }
 
     fn reference_type(&self) -> impl Fn(&str) -> String + '_ {
-        |t: &str| self.az.mapping.reference_type(t)
+        |t: &str| self.snapshot.mapping.reference_type(t)
     }
 
     /// The Cedar context: the declared attributes of the request's context, converted
@@ -222,25 +193,24 @@ impl<'a> Scope<'a> {
         action: &EntityUid,
         context: Option<&Map<String, Value>>,
         action_properties: Option<&Map<String, Value>>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, AuthzenError> {
         let mut raw = context.cloned().unwrap_or_default();
         raw.remove(CONTROL_KEY);
-        let ty = self.info.context(action);
+        let ty = self.snapshot.types.context(action);
         let refs = self.reference_type();
         let mut out = match &ty {
-            Ty::Record(attrs) => convert_record(&raw, attrs, "context", &refs).map_err(invalid)?,
+            Ty::Record(attrs) => convert_record(&raw, attrs, "context", &refs)?,
             _ => raw,
         };
         if let (Some(props), Ty::Record(attrs)) = (action_properties, &ty) {
-            let key = &self.az.mapping.action_properties_key;
+            let key = &self.snapshot.mapping.action_properties_key;
             if let Some(attr) = attrs.get(key) {
                 let value = convert(
                     &Value::Object(props.clone()),
                     &attr.ty,
                     "action.properties",
                     &refs,
-                )
-                .map_err(invalid)?;
+                )?;
                 out.insert(key.clone(), value);
             }
         }
@@ -254,114 +224,52 @@ impl<'a> Scope<'a> {
         action: EntityUid,
         resource: EntityUid,
         context: Value,
-    ) -> Result<CheckedRequest, ApiError> {
+    ) -> Result<CheckedRequest, AuthzenError> {
         decision::check_uids(self.snapshot, principal, action, resource, Some(context))
-            .map_err(|e| authzen_error(&e))
+            .map_err(AuthzenError::Request)
     }
 
-    /// The entity built from a request's properties, when it changes anything.
-    fn property_entity(
+    /// An entity the request describes with `properties`, converted by the schema's
+    /// types; `None` when it has none. The pipeline decides, by the mapping's
+    /// precedence, whether it is used.
+    pub fn described(
         &self,
         uid: &EntityUid,
-        props: &Map<String, Value>,
-        stored: Option<&Entity>,
-        field: &str,
-    ) -> Result<Option<Entity>, ApiError> {
-        let ignored = match self.az.mapping.precedence {
-            Precedence::Ignore => true,
-            Precedence::Store => stored.is_some(),
-            Precedence::Request => false,
+        props: Option<&Map<String, Value>>,
+        field: &'static str,
+    ) -> Result<Option<Described>, AuthzenError> {
+        let Some(props) = props.filter(|p| !p.is_empty()) else {
+            return Ok(None);
         };
-        if props.is_empty() || ignored {
+        if self.snapshot.mapping.precedence == crate::model::Precedence::Ignore {
             return Ok(None);
         }
         let path = format!("{field}.properties");
         let refs = self.reference_type();
-        let attrs = match self.info.attributes(uid.type_name()) {
-            Ty::Record(attrs) => convert_record(props, &attrs, &path, &refs).map_err(invalid)?,
+        let attrs = match self.snapshot.types.attributes(uid.type_name()) {
+            Ty::Record(attrs) => convert_record(props, &attrs, &path, &refs)?,
             _ => props.clone(),
         };
-        if attrs.is_empty() {
-            return Ok(None);
-        }
-        let json = match stored {
-            Some(e) => {
-                let mut json = e.to_json_value().map_err(|err| {
-                    ApiError::bad_request("invalid_properties", format!("`{path}`: {err}"))
-                })?;
-                if let Some(Value::Object(stored_attrs)) = json.get_mut("attrs") {
-                    stored_attrs.extend(attrs);
-                }
-                json
-            }
-            None => serde_json::json!({
-                "uid": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()},
-                "attrs": attrs,
-                "parents": [],
-            }),
-        };
-        Entity::from_json_value(json, Some(&self.snapshot.schema))
-            .map(Some)
-            .map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_properties",
-                    format!("`{path}`: {}", crate::error_chain(&e)),
-                )
-            })
+        Ok(Some(Described {
+            uid: uid.clone(),
+            attrs,
+            field,
+        }))
     }
 
-    /// Fetches the entities a decision about `uids` reads and lays the request's
-    /// properties over them. An unreachable store is a 503; unreadable data denies.
-    pub async fn entities(
+    /// Decides a checked request through the pipeline. A store that cannot be reached
+    /// and described entities that do not fit are errors of the call; every other
+    /// outcome is a decision (unreadable data denies).
+    pub async fn decide(
         &self,
-        uids: &[EntityUid],
-        with_properties: &[WithProperties<'_>],
-    ) -> Result<Fetched, ApiError> {
-        let stored = match self.source.entities_for(uids, self.snapshot).await {
-            Ok(s) => s,
-            Err(EntitySourceError::Unavailable(m)) => {
-                return Err(ApiError::unavailable(format!(
-                    "entity store unavailable: {m}"
-                )))
-            }
-            Err(e) => return Ok(Fetched::Deny(e.to_string())),
-        };
-        let mut extra = Vec::new();
-        for (uid, props, field) in with_properties {
-            if let Some(props) = props {
-                if let Some(e) = self.property_entity(uid, props, stored.get(uid), field)? {
-                    extra.push(e);
-                }
-            }
+        checked: &CheckedRequest,
+        described: &[Described],
+    ) -> Result<Decision, AuthzenError> {
+        match decision::decide(self.snapshot, self.source, self.call, checked, described).await {
+            Outcome::StoreUnavailable(m) => Err(AuthzenError::StoreUnavailable(m)),
+            Outcome::DescriptionInvalid(m) => Err(AuthzenError::InvalidProperties(m)),
+            other => Ok(other.decision()),
         }
-        if extra.is_empty() {
-            return Ok(Fetched::Entities(stored));
-        }
-        match (*stored)
-            .clone()
-            .upsert_entities(extra, Some(&self.snapshot.schema))
-        {
-            Ok(merged) => Ok(Fetched::Entities(Arc::new(merged))),
-            Err(e) => Err(ApiError::bad_request(
-                "invalid_properties",
-                format!(
-                    "properties do not fit the schema: {}",
-                    crate::error_chain(&e)
-                ),
-            )),
-        }
-    }
-}
-
-/// Decides with fetched entities; data that could not be read denies.
-pub(crate) fn decide(
-    snapshot: &PolicySnapshot,
-    checked: &CheckedRequest,
-    fetched: &Fetched,
-) -> Decision {
-    match fetched {
-        Fetched::Entities(e) => decision::decide(snapshot, checked, e),
-        Fetched::Deny(m) => Decision::deny_with_error(m.clone(), false),
     }
 }
 
@@ -391,12 +299,110 @@ pub fn decision_out(d: &Decision, explain: bool) -> DecisionOut {
     }
 }
 
-fn invalid(e: ConvertError) -> ApiError {
-    ApiError::bad_request("invalid_field", e.to_string())
+/// One evaluation: mapped, checked, decided (and recorded by the pipeline).
+pub async fn evaluate(
+    scope: &Scope<'_>,
+    e: &Evaluation,
+    explain: bool,
+) -> Result<DecisionOut, AuthzenError> {
+    let principal = scope.uid(&e.subject, "subject")?;
+    let action = scope.action(&e.action, "action")?;
+    let resource = scope.uid(&e.resource, "resource")?;
+    let context = scope.context(&action, e.context.as_ref(), e.action.properties.as_ref())?;
+    let checked = scope.check(principal.clone(), action, resource.clone(), context)?;
+    let described: Vec<Described> = [
+        scope.described(&principal, e.subject.properties.as_ref(), "subject")?,
+        scope.described(&resource, e.resource.properties.as_ref(), "resource")?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let d = scope.decide(&checked, &described).await?;
+    Ok(decision_out(&d, explain || explain_in(e.context.as_ref())))
 }
 
-/// A request error with the Cedar-native field names replaced by AuthZEN's.
-fn authzen_error(e: &RequestError) -> ApiError {
-    let message = e.to_string().replacen("`principal`", "`subject`", 1);
-    ApiError::bad_request(e.code(), message)
+/// One item of an evaluations answer.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The decision, or the error that closed this item alone (answered as a Deny
+    /// carrying the error) with its message, which names the item (`evaluations[2]`).
+    pub answer: Result<DecisionOut, (AuthzenError, String)>,
+    /// This item's deny ended a `deny_on_first_deny` batch.
+    pub ended_batch: bool,
+}
+
+impl Item {
+    fn allowed(&self) -> bool {
+        matches!(&self.answer, Ok(d) if d.decision)
+    }
+}
+
+/// The answer to `POST /access/v1/evaluations`.
+#[derive(Debug, Clone)]
+pub enum Evaluations {
+    /// No `evaluations` array: one evaluation, answered as one decision.
+    Single(DecisionOut),
+    Batch(Vec<Item>),
+}
+
+/// Evaluates a batch with its semantic: every item, or up to the first deny or permit.
+pub async fn evaluations(
+    scope: &Scope<'_>,
+    request: EvaluationsRequest,
+    explain: bool,
+) -> Result<Evaluations, AuthzenError> {
+    let batch = match request {
+        EvaluationsRequest::Single(single) => {
+            return Ok(Evaluations::Single(
+                evaluate(scope, &single, explain).await?,
+            ))
+        }
+        EvaluationsRequest::Batch(batch) => batch,
+    };
+    if batch.items.len() > scope.batch_limit {
+        return Err(AuthzenError::BatchTooLarge {
+            count: batch.items.len(),
+            limit: scope.batch_limit,
+        });
+    }
+    let mut out = Vec::with_capacity(batch.items.len());
+    for (i, item) in batch.items.into_iter().enumerate() {
+        let answer = match item {
+            // A wire error already names the item's fields (`evaluations[2].subject`).
+            Err(e) => {
+                let message = e.message.clone();
+                Err((AuthzenError::Wire(e), message))
+            }
+            Ok(e) => evaluate(scope, &e, explain)
+                .await
+                .map_err(|err| err.at(&format!("evaluations[{i}]"))),
+        };
+        let mut item = Item {
+            answer,
+            ended_batch: false,
+        };
+        let stop = match batch.semantic {
+            Semantic::ExecuteAll => false,
+            Semantic::DenyOnFirstDeny => !item.allowed(),
+            Semantic::PermitOnFirstPermit => item.allowed(),
+        };
+        item.ended_batch = stop && batch.semantic == Semantic::DenyOnFirstDeny;
+        out.push(item);
+        if stop {
+            break;
+        }
+    }
+    Ok(Evaluations::Batch(out))
+}
+
+/// The discovery document for a PDP at `base`.
+pub fn metadata(base: &str) -> wire::Metadata {
+    wire::Metadata {
+        policy_decision_point: base.to_string(),
+        access_evaluation_endpoint: format!("{base}{}", wire::EVALUATION),
+        access_evaluations_endpoint: format!("{base}{}", wire::EVALUATIONS),
+        search_subject_endpoint: format!("{base}{}", wire::SEARCH_SUBJECT),
+        search_resource_endpoint: format!("{base}{}", wire::SEARCH_RESOURCE),
+        search_action_endpoint: format!("{base}{}", wire::SEARCH_ACTION),
+    }
 }

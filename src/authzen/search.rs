@@ -14,11 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::wire::{PageOut, Search, SearchKind, SearchOut};
-use super::{decide, Scope};
+use super::wire::{PageOut, Search, SearchKind, SearchOut, WireError};
+use super::{AuthzenError, Scope};
+use crate::decision::Described;
 use crate::entities::EntitySourceError;
-use crate::http::error::ApiError;
-use crate::http::{record_decision, Ctx};
 
 /// Where a search resumes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -100,16 +99,9 @@ fn canonical(v: &Value) -> String {
     }
 }
 
-fn bad_token() -> ApiError {
-    ApiError::bad_request(
-        "invalid_page_token",
-        "`page.token` is not a token this PDP issued for this request (every other field must be identical to the first request's)",
-    )
-}
-
 /// The page limit in force and where to start.
-fn start(scope: &Scope<'_>, req: &Search, body: &Value) -> Result<(usize, Token), ApiError> {
-    let cfg = &scope.az.mapping.search;
+fn start(scope: &Scope<'_>, req: &Search, body: &Value) -> Result<(usize, Token), AuthzenError> {
+    let cfg = &scope.snapshot.mapping.search;
     let asked = req.page.limit.filter(|l| *l > 0);
     let f = fingerprint(body);
     let token = match &req.page.token {
@@ -121,9 +113,9 @@ fn start(scope: &Scope<'_>, req: &Search, body: &Value) -> Result<(usize, Token)
             l: asked.unwrap_or(cfg.default_page_size),
         },
         Some(t) => {
-            let t = Token::decode(t).ok_or_else(bad_token)?;
+            let t = Token::decode(t).ok_or(AuthzenError::InvalidPageToken)?;
             if t.f != f || t.n == 0 || asked.is_some_and(|l| l != t.l) {
-                return Err(bad_token());
+                return Err(AuthzenError::InvalidPageToken);
             }
             t
         }
@@ -131,31 +123,31 @@ fn start(scope: &Scope<'_>, req: &Search, body: &Value) -> Result<(usize, Token)
     Ok((token.l.min(cfg.max_page_size).max(1), token))
 }
 
-fn source_error(e: EntitySourceError) -> ApiError {
+fn source_error(e: EntitySourceError) -> AuthzenError {
+    // Listing reads only uids; an unreadable listing is the store failing.
     match e {
         EntitySourceError::Unavailable(m) => {
-            ApiError::unavailable(format!("entity store unavailable: {m}"))
+            AuthzenError::StoreUnavailable(format!("entity store unavailable: {m}"))
         }
-        EntitySourceError::InvalidData(m) => ApiError::new(
-            http::StatusCode::INTERNAL_SERVER_ERROR,
-            "invalid_entity_data",
-            m,
-        ),
+        EntitySourceError::InvalidData { message, .. } => {
+            AuthzenError::StoreUnavailable(format!("entity store listing unreadable: {message}"))
+        }
     }
 }
 
 /// Subject or resource search.
-pub(crate) async fn entities(
-    ctx: &Ctx,
+pub async fn entities(
     scope: &Scope<'_>,
     req: &Search,
     kind: SearchKind,
     body: &Value,
-) -> Result<SearchOut, ApiError> {
-    let action_ref = req
-        .action
-        .as_ref()
-        .ok_or_else(|| ApiError::bad_request("missing_field", "`action` is required"))?;
+) -> Result<SearchOut, AuthzenError> {
+    let action_ref = req.action.as_ref().ok_or_else(|| {
+        AuthzenError::Wire(WireError {
+            code: "missing_field",
+            message: "`action` is required".to_string(),
+        })
+    })?;
     let action = scope.action(action_ref, "action")?;
     let (searched, searched_field, fixed, fixed_field) = match kind {
         SearchKind::Subject => (&req.subject, "subject", &req.resource, "resource"),
@@ -179,7 +171,15 @@ pub(crate) async fn entities(
     scope.check(p, action.clone(), r, context.clone())?;
 
     let (limit, mut at) = start(scope, req, body)?;
-    let budget = scope.az.mapping.search.max_candidates;
+    let budget = scope.snapshot.mapping.search.max_candidates;
+    let fixed_described: Vec<Described> = scope
+        .described(
+            &fixed_uid,
+            fixed.properties.as_ref(),
+            fixed_field_static(kind),
+        )?
+        .into_iter()
+        .collect();
     let mut results = Vec::new();
     let mut examined = 0usize;
     let next_token = loop {
@@ -189,14 +189,10 @@ pub(crate) async fn entities(
             .await
             .map_err(source_error)?;
         let candidates: Vec<&EntityUid> = page.uids.iter().skip(at.s).collect();
+        // One fetch for the whole chunk; each decision below then reads the cache.
         let mut uids: Vec<EntityUid> = candidates.iter().map(|u| (*u).clone()).collect();
         uids.push(fixed_uid.clone());
-        let fetched = scope
-            .entities(
-                &uids,
-                &[(&fixed_uid, fixed.properties.as_ref(), fixed_field)],
-            )
-            .await?;
+        scope.source.prefetch(&uids, scope.snapshot).await;
         let mut stopped = None;
         for (i, candidate) in candidates.into_iter().enumerate() {
             if results.len() >= limit || examined >= budget {
@@ -208,8 +204,7 @@ pub(crate) async fn entities(
             let Ok(checked) = scope.check(p, action.clone(), r, context.clone()) else {
                 continue;
             };
-            let d = decide(scope.snapshot, &checked, &fetched);
-            record_decision(ctx, &checked, &d);
+            let d = scope.decide(&checked, &fixed_described).await?;
             if d.allowed {
                 results.push(serde_json::json!({
                     "type": searched.ty,
@@ -251,13 +246,20 @@ pub(crate) async fn entities(
     })
 }
 
+/// The field name of the fixed entity of a subject or resource search.
+fn fixed_field_static(kind: SearchKind) -> &'static str {
+    match kind {
+        SearchKind::Subject => "resource",
+        _ => "subject",
+    }
+}
+
 /// Action search: the schema's actions for the pair of types, those allowed.
-pub(crate) async fn actions(
-    ctx: &Ctx,
+pub async fn actions(
     scope: &Scope<'_>,
     req: &Search,
     body: &Value,
-) -> Result<SearchOut, ApiError> {
+) -> Result<SearchOut, AuthzenError> {
     let principal = scope.uid(&req.subject, "subject")?;
     let resource = scope.uid(&req.resource, "resource")?;
     let schema = &scope.snapshot.schema;
@@ -267,16 +269,14 @@ pub(crate) async fn actions(
         .collect();
     candidates.sort_by_key(ToString::to_string);
     let (limit, at) = start(scope, req, body)?;
-    let fetched = scope
-        .entities(
-            &[principal.clone(), resource.clone()],
-            &[
-                (&principal, req.subject.properties.as_ref(), "subject"),
-                (&resource, req.resource.properties.as_ref(), "resource"),
-            ],
-        )
-        .await?;
-    let budget = scope.az.mapping.search.max_candidates;
+    let described: Vec<Described> = [
+        scope.described(&principal, req.subject.properties.as_ref(), "subject")?,
+        scope.described(&resource, req.resource.properties.as_ref(), "resource")?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let budget = scope.snapshot.mapping.search.max_candidates;
     let mut results = Vec::new();
     let mut next_token = String::new();
     let mut end = candidates.len();
@@ -292,10 +292,10 @@ pub(crate) async fn actions(
         else {
             continue;
         };
-        let d = decide(scope.snapshot, &checked, &fetched);
-        record_decision(ctx, &checked, &d);
+        let d = scope.decide(&checked, &described).await?;
         if d.allowed {
-            results.push(serde_json::json!({"name": scope.az.mapping.authzen_action(action)}));
+            results
+                .push(serde_json::json!({"name": scope.snapshot.mapping.authzen_action(action)}));
         }
     }
     scope

@@ -5,6 +5,14 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+/// Paths of the endpoints, below the PDP's base URL.
+pub const EVALUATION: &str = "/access/v1/evaluation";
+pub const EVALUATIONS: &str = "/access/v1/evaluations";
+pub const SEARCH_SUBJECT: &str = "/access/v1/search/subject";
+pub const SEARCH_RESOURCE: &str = "/access/v1/search/resource";
+pub const SEARCH_ACTION: &str = "/access/v1/search/action";
+pub const DISCOVERY: &str = "/.well-known/authzen-configuration";
+
 /// A request that does not have the spec's shape; answered with 400.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]

@@ -1,9 +1,11 @@
 //! Entity sources: where the entities a decision reads come from.
 //!
-//! The decision code sees only [`EntitySource`]. The file source holds a whole data
-//! set in memory; a Redis source fetches what one request needs. Both hand back Cedar
-//! [`Entities`] validated against the snapshot's schema, so a decision never reads data
-//! the schema does not describe.
+//! The decision code sees only [`EntitySource`]. The file source hands out the data
+//! the model holds (validated with the schema when the model was compiled); the Redis
+//! source fetches what one request needs through a cache; the memory source serves a
+//! fixed set (policy tests, verification replays). Each hands back Cedar [`Entities`]
+//! that conform to the snapshot's schema, so a decision never reads data the schema
+//! does not describe.
 
 mod file;
 pub mod redis;
@@ -13,20 +15,24 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cedar_policy::{Entities, EntityTypeName, EntityUid};
 
-use crate::policy::PolicySnapshot;
+use crate::model::{Gate, Problem, Snapshot};
 
-pub use file::FileSource;
+pub use file::{FileSource, MemorySource};
 pub use redis::RedisSource;
 
 /// Why a source could not supply entities. A decision that meets one denies.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EntitySourceError {
-    /// The backing store cannot be reached; the API answers 503.
+    /// The backing store cannot be reached; the decision is a Deny answered 503.
     #[error("entity store unavailable: {0}")]
     Unavailable(String),
-    /// Stored data does not parse or does not conform to the schema.
-    #[error("invalid entity data: {0}")]
-    InvalidData(String),
+    /// Stored data does not parse or does not conform to the schema; `uid` names the
+    /// entity when one is at fault. The decision is a Deny that says so.
+    #[error("invalid entity data: {message}")]
+    InvalidData {
+        uid: Option<Box<EntityUid>>,
+        message: String,
+    },
 }
 
 /// One page of entity uids of a type, for listing and search.
@@ -40,14 +46,20 @@ pub struct UidPage {
 /// A source of entity data.
 #[async_trait]
 pub trait EntitySource: Send + Sync + 'static {
-    /// The entities a decision about `uids` (principal, resource, and any other uid the
-    /// request names) may read: those entities, their ancestors and what their
-    /// attributes reference. Entities the source does not hold are simply absent.
+    /// The entities a decision about `uids` (principal, resource) may read: those
+    /// entities, their ancestors and what their attributes reference. Entities the
+    /// source does not hold are simply absent.
     async fn entities_for(
         &self,
         uids: &[EntityUid],
-        snapshot: &PolicySnapshot,
+        snapshot: &Snapshot,
     ) -> Result<Arc<Entities>, EntitySourceError>;
+
+    /// Loads what decisions about `uids` will read into the source's cache, in as few
+    /// round trips as one fetch of them all, so that deciding many requests one by one
+    /// (a search page) costs no more round trips than one request. Best effort: a
+    /// failure here shows again in the decisions themselves.
+    async fn prefetch(&self, _uids: &[EntityUid], _snapshot: &Snapshot) {}
 
     /// Uids of the entities of one type, in a stable order, `limit` at a time after
     /// `cursor`.
@@ -56,12 +68,45 @@ pub trait EntitySource: Send + Sync + 'static {
         entity_type: &EntityTypeName,
         cursor: Option<&str>,
         limit: usize,
-        snapshot: &PolicySnapshot,
+        snapshot: &Snapshot,
     ) -> Result<UidPage, EntitySourceError>;
 
     /// Whether the source can serve decisions now (for `/readyz`).
     async fn ready(&self) -> Result<(), EntitySourceError>;
 
-    /// A short name for logs and status: `file`, `redis`.
+    /// Whether the data this source holds outside the model fits a snapshot about to
+    /// serve (a reload's new schema). Sources whose data is part of the model have
+    /// nothing to check.
+    async fn admit(&self, _next: &Snapshot) -> Result<(), Vec<Problem>> {
+        Ok(())
+    }
+
+    /// A short name for logs and status: `file`, `redis`, `memory`.
     fn kind(&self) -> &'static str;
+}
+
+/// The reload gate of an entity source: a snapshot serves only if the source's data
+/// fits it.
+pub struct SourceGate(pub Arc<dyn EntitySource>);
+
+#[async_trait]
+impl Gate for SourceGate {
+    async fn admit(&self, next: &Snapshot) -> Result<(), Vec<Problem>> {
+        self.0.admit(next).await
+    }
+}
+
+/// One page of `all` (uids sorted by id) after `cursor`.
+fn page_of(all: &[EntityUid], cursor: Option<&str>, limit: usize) -> UidPage {
+    let start = match cursor {
+        None => 0,
+        Some(after) => all.partition_point(|u| u.id().unescaped() <= after),
+    };
+    let page: Vec<EntityUid> = all.iter().skip(start).take(limit).cloned().collect();
+    let next = if start + page.len() < all.len() {
+        page.last().map(|u| u.id().unescaped().to_string())
+    } else {
+        None
+    };
+    UidPage { uids: page, next }
 }

@@ -17,8 +17,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use super::routes::UidTemplate;
 use crate::config::GatewayArgs;
+use crate::model::routes::UidTemplate;
 
 /// A caller whose identity was established.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,22 +1,31 @@
 //! Gateway forward-auth: a proxy in front of the portal asks about each incoming
 //! request without knowing Cedar. This module maps the proxy's question to a Cedar
-//! request; `http::gateway` answers it.
+//! request, decides it through the one pipeline and returns a [`Verdict`]; `http`
+//! turns the verdict into the status and headers each proxy understands.
 //!
-//! - [`routes`]: the route table (method + path template -> action, resource, context).
 //! - [`identity`]: who is asking: a verified JWT or a trusted header.
 //! - [`protocol`]: how nginx, Traefik and Envoy name the original request.
+//!
+//! The route table (method + path template -> action, resource, context) is part of
+//! the model snapshot ([`crate::model::routes`]), so it reloads with the schema it was
+//! validated against.
 
 pub mod identity;
 pub mod protocol;
-pub mod routes;
 
+use cedar_policy::EntityUid;
+use http::HeaderMap;
 use prometheus::{IntCounterVec, Opts, Registry};
+use serde_json::{Map, Value};
 
 pub use identity::{Authenticator, Identity, IdentityError};
-pub use protocol::{ClientIpFrom, Protocol};
-pub use routes::{ContextSource, RouteTable, Unmatched};
+pub use protocol::{Protocol, ProtocolError};
 
-use crate::config::GatewayArgs;
+use crate::config::{ClientIpFrom, GatewayArgs};
+use crate::decision::{self, Call, Outcome, RequestError};
+use crate::entities::EntitySource;
+use crate::model::routes::{ContextSource, RouteMatch, Unmatched};
+use crate::model::Snapshot;
 
 /// How the gateway endpoints identify callers and read proxy requests. Fixed at
 /// start-up; the route table lives in the policy snapshot instead, so that it reloads
@@ -37,7 +46,15 @@ impl GatewaySettings {
                 args.ext_authz_prefix
             ));
         }
-        let taken = ["/forward-auth", "/v1", "/healthz", "/readyz", "/metrics"];
+        let taken = [
+            "/forward-auth",
+            "/v1",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/access",
+            "/.well-known",
+        ];
         if taken.iter().any(|t| prefix.starts_with(t)) {
             return Err(format!(
                 "`--ext-authz-prefix` `{prefix}` collides with another endpoint"
@@ -45,7 +62,7 @@ impl GatewaySettings {
         }
         Ok(Self {
             authenticator: Authenticator::from_args(args)?,
-            client_ip: args.client_ip_from.parse()?,
+            client_ip: args.client_ip_from,
             ext_authz_prefix: prefix,
         })
     }
@@ -93,28 +110,215 @@ impl GatewayMetrics {
 /// The gateway's state in the application: settings and metrics.
 pub struct Gateway {
     pub settings: GatewaySettings,
-    /// `None` only if registration failed (a name clash in the registry); checks are
-    /// then answered as usual and only their counting is lost.
-    pub metrics: Option<GatewayMetrics>,
+    metrics: GatewayMetrics,
+}
+
+/// The route label of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// The answer to one check, before any proxy dialect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed: who, by which policies (sorted, so headers are stable for caches and
+    /// log searches), on which route.
+    Allow {
+        principal: EntityUid,
+        policies: Vec<String>,
+        route: String,
+    },
+    /// No route matched and the table lets such requests through.
+    AllowUnmatched,
+    /// Denied, with a stable code and a message naming why.
+    Deny { code: &'static str, message: String },
+    /// No or bad credentials.
+    Unauthenticated(IdentityError),
+    /// The gateway has no identity source configured.
+    NotConfigured(IdentityError),
+    /// The entity store could not be reached: a Deny the proxy may retry.
+    Unavailable(String),
+    /// The proxy's check request does not say which request it is about (a proxy
+    /// configuration mistake): a Deny.
+    BadCheck(ProtocolError),
 }
 
 impl Gateway {
-    pub fn new(settings: GatewaySettings, registry: &Registry) -> Self {
-        let metrics = match GatewayMetrics::new(registry) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::warn!(error = %e, "gateway metrics not registered");
-                None
-            }
-        };
-        Self { settings, metrics }
+    pub fn new(settings: GatewaySettings, registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            settings,
+            metrics: GatewayMetrics::new(registry)?,
+        })
     }
 
-    pub fn count(&self, protocol: Protocol, route: &str, outcome: &str) {
-        if let Some(m) = &self.metrics {
-            m.count(protocol, route, outcome);
+    fn count(&self, protocol: Protocol, route: &str, outcome: &str) {
+        self.metrics.count(protocol, route, outcome);
+    }
+
+    /// Whether `path` belongs to the Envoy ext_authz endpoint.
+    pub fn is_ext_authz(&self, path: &str) -> bool {
+        path.strip_prefix(self.settings.ext_authz_prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// Answers one check request of `protocol`: which request it is about, which
+    /// route that is, who asks, and what the policies decide.
+    #[allow(clippy::too_many_arguments)] // Each is one fact of the check request.
+    pub async fn check<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+        source: &dyn EntitySource,
+        call: &mut Call<'a>,
+        protocol: Protocol,
+        method: &http::Method,
+        target: &str,
+        headers: &HeaderMap,
+    ) -> Verdict {
+        let settings = &self.settings;
+        call.protocol = Some(protocol.name());
+        let original = match protocol::original(
+            protocol,
+            method,
+            target,
+            headers,
+            &settings.ext_authz_prefix,
+        ) {
+            Ok(o) => o,
+            Err(e) => {
+                self.count(protocol, UNMATCHED, "error");
+                return Verdict::BadCheck(e);
+            }
+        };
+        let Some(table) = snapshot.routes.as_ref() else {
+            self.count(protocol, UNMATCHED, "deny");
+            return Verdict::Deny {
+                code: "no_route",
+                message: "no route table is configured (`--routes`)".to_string(),
+            };
+        };
+        let Some(matched) = table.find(&original.method, &original.uri) else {
+            return match table.default {
+                Unmatched::Allow => {
+                    self.count(protocol, UNMATCHED, "allow");
+                    Verdict::AllowUnmatched
+                }
+                Unmatched::Deny => {
+                    self.count(protocol, UNMATCHED, "deny");
+                    Verdict::Deny {
+                        code: "no_route",
+                        message: format!(
+                            "no route matches `{} {}`",
+                            original.method,
+                            original.uri.split('?').next().unwrap_or("")
+                        ),
+                    }
+                }
+            };
+        };
+        let route = matched.route.template.as_str();
+        call.route = Some(route);
+
+        let identity = match settings.authenticator.identify(headers) {
+            Ok(i) => i,
+            Err(e) => {
+                self.count(protocol, route, "unauthenticated");
+                return match e {
+                    IdentityError::NotConfigured => Verdict::NotConfigured(e),
+                    other => Verdict::Unauthenticated(other),
+                };
+            }
+        };
+
+        let context = context_of(
+            &matched,
+            headers,
+            settings.client_ip,
+            identity.second_factor,
+        );
+        let Some(resource) = matched.resource() else {
+            self.count(protocol, route, "error");
+            return Verdict::Deny {
+                code: "forbidden",
+                message: "the route's resource could not be built".to_string(),
+            };
+        };
+        let checked = match decision::check_uids(
+            snapshot,
+            identity.principal.clone(),
+            matched.route.action.clone(),
+            resource,
+            Some(Value::Object(context)),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                // The principal's type does not fit the action, say: the request cannot
+                // be decided, so it is denied.
+                self.count(protocol, route, "error");
+                let outcome = Outcome::Undecidable(e.to_string());
+                call.record(None, &outcome);
+                return undecidable(&e);
+            }
+        };
+        let outcome = decision::decide(snapshot, source, call, &checked, &[]).await;
+        match outcome {
+            Outcome::StoreUnavailable(m) => {
+                self.count(protocol, route, "error");
+                Verdict::Unavailable(m)
+            }
+            Outcome::Decided(d) if d.allowed => {
+                self.count(protocol, route, "allow");
+                let mut policies = d.reasons;
+                policies.sort();
+                Verdict::Allow {
+                    principal: identity.principal,
+                    policies,
+                    route: route.to_string(),
+                }
+            }
+            _ => {
+                self.count(protocol, route, "deny");
+                Verdict::Deny {
+                    code: "forbidden",
+                    message: format!("`{route}` is denied to this principal"),
+                }
+            }
         }
     }
+}
+
+fn undecidable(e: &RequestError) -> Verdict {
+    Verdict::Deny {
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+/// The Cedar context of a matched request. A field whose value is unknown is left
+/// out; if the schema requires it, checking the request fails and the request is
+/// denied.
+fn context_of(
+    matched: &RouteMatch<'_>,
+    headers: &HeaderMap,
+    client_ip: ClientIpFrom,
+    second_factor: Option<bool>,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut ip = None;
+    for (name, source) in &matched.route.context {
+        let value = match source {
+            ContextSource::ClientIp => {
+                let addr = *ip.get_or_insert_with(|| protocol::client_ip(client_ip, headers));
+                addr.map(|a| serde_json::json!({"__extn": {"fn": "ip", "arg": a.to_string()}}))
+            }
+            ContextSource::SecondFactor => second_factor.map(Value::Bool),
+            ContextSource::Header(h) => headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| Value::String(v.to_string())),
+        };
+        if let Some(v) = value {
+            out.insert(name.clone(), v);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

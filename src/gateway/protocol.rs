@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use http::{HeaderMap, Method};
 
+use crate::config::ClientIpFrom;
+
 /// Which proxy is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -121,55 +123,25 @@ pub fn original(
     }
 }
 
-/// Where the client's address may be read. Portcullis sees only the proxy's check
-/// request, so the address is whatever the proxy put in a header; trust one only when
-/// the proxy sets it (and, for `X-Forwarded-For`, appends the address it saw).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ClientIpFrom {
-    #[default]
-    None,
-    XRealIp,
-    /// The last entry of `X-Forwarded-For`: the one the proxy in front of Portcullis
-    /// appended. Earlier entries come from the client and prove nothing.
-    XForwardedFor,
-}
-
-impl FromStr for ClientIpFrom {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "none" => Ok(Self::None),
-            "x-real-ip" => Ok(Self::XRealIp),
-            "x-forwarded-for" => Ok(Self::XForwardedFor),
-            other => Err(format!(
-                "invalid client address source `{other}`: expected `none`, `x-real-ip` or `x-forwarded-for`"
-            )),
-        }
-    }
-}
-
-impl ClientIpFrom {
-    /// The client's address, when the configured header holds one.
-    pub fn client_ip(self, headers: &HeaderMap) -> Option<IpAddr> {
-        let last = |name: &str| {
-            headers
-                .get_all(name)
-                .iter()
-                .next_back()
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let value = match self {
-            ClientIpFrom::None => return None,
-            ClientIpFrom::XRealIp => last("x-real-ip")?,
-            ClientIpFrom::XForwardedFor => last("x-forwarded-for")?
-                .rsplit(',')
-                .next()
-                .map(str::to_string)?,
-        };
-        IpAddr::from_str(value.trim()).ok()
-    }
+/// The client's address, when the header `from` names holds one.
+pub fn client_ip(from: ClientIpFrom, headers: &HeaderMap) -> Option<IpAddr> {
+    let last = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let value = match from {
+        ClientIpFrom::None => return None,
+        ClientIpFrom::XRealIp => last("x-real-ip")?,
+        ClientIpFrom::XForwardedFor => last("x-forwarded-for")?
+            .rsplit(',')
+            .next()
+            .map(str::to_string)?,
+    };
+    IpAddr::from_str(value.trim()).ok()
 }
 
 #[cfg(test)]
@@ -294,13 +266,16 @@ mod tests {
         ];
         for (from, want) in cases {
             assert_eq!(
-                from.client_ip(&h),
+                client_ip(from, &h),
                 want.map(|w| IpAddr::from_str(w).unwrap()),
                 "{from:?}"
             );
         }
         assert_eq!(
-            ClientIpFrom::XRealIp.client_ip(&headers(&[("X-Real-IP", "not-an-ip")])),
+            client_ip(
+                ClientIpFrom::XRealIp,
+                &headers(&[("X-Real-IP", "not-an-ip")])
+            ),
             None
         );
     }

@@ -1,9 +1,14 @@
-//! The one place where errors become HTTP statuses and JSON bodies.
+//! The one place where outcomes and errors become HTTP statuses and JSON bodies, for
+//! every surface: the Cedar-native API, AuthZEN, the gateway and the admin endpoints.
+//! Domain modules return typed errors and outcomes; only this file knows which status
+//! each one gets.
 
 use http::StatusCode;
 use serde::Serialize;
 
-use crate::decision::RequestError;
+use crate::authzen::AuthzenError;
+use crate::decision::{Outcome, RequestError};
+use crate::gateway::Verdict;
 
 /// An error answered to the caller: a status, a stable code and a message that names
 /// what was wrong. Never carries internals.
@@ -18,6 +23,15 @@ pub struct ApiError {
 struct Body<'a> {
     error: &'a str,
     message: &'a str,
+}
+
+/// The body of an error: `{"error": code, "message": ...}`.
+pub fn error_body(code: &str, message: &str) -> String {
+    serde_json::to_string(&Body {
+        error: code,
+        message,
+    })
+    .unwrap_or_else(|_| String::from(r#"{"error":"internal","message":"unencodable error"}"#))
 }
 
 impl ApiError {
@@ -49,11 +63,26 @@ impl ApiError {
         )
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    pub fn unsupported_media_type() -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "entity_store_unavailable",
-            message,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "`Content-Type` must be `application/json`",
+        )
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn batch_too_large(field: &str, count: usize, limit: usize) -> Self {
+        Self::bad_request(
+            "batch_too_large",
+            format!("`{field}` holds {count} requests; the limit is {limit}"),
         )
     }
 
@@ -64,17 +93,81 @@ impl ApiError {
     }
 
     pub fn body(&self) -> String {
-        serde_json::to_string(&Body {
-            error: self.code,
-            message: &self.message,
-        })
-        .unwrap_or_else(|_| String::from(r#"{"error":"internal","message":"unencodable error"}"#))
+        error_body(self.code, &self.message)
     }
 }
 
+/// A Cedar-native request error, named with Cedar's field names.
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         Self::bad_request(e.code(), e.to_string())
+    }
+}
+
+/// The status of a decision outcome that is not an answer of its own: `None` when the
+/// outcome is answered as a decision (Cedar's, or a Deny carrying the problem).
+pub fn outcome_error(outcome: &Outcome) -> Option<ApiError> {
+    match outcome {
+        Outcome::StoreUnavailable(m) => Some(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "entity_store_unavailable",
+            m.clone(),
+        )),
+        Outcome::DescriptionInvalid(m) => {
+            Some(ApiError::bad_request("invalid_properties", m.clone()))
+        }
+        Outcome::Decided(_) | Outcome::DataInvalid { .. } | Outcome::Undecidable(_) => None,
+    }
+}
+
+impl From<&AuthzenError> for ApiError {
+    fn from(e: &AuthzenError) -> Self {
+        let status = match e {
+            AuthzenError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // The spec answers every malformed request with 400.
+            AuthzenError::Wire(_)
+            | AuthzenError::Request(_)
+            | AuthzenError::UnknownType { .. }
+            | AuthzenError::UnknownAction { .. }
+            | AuthzenError::Convert(_)
+            | AuthzenError::InvalidProperties(_)
+            | AuthzenError::InvalidPageToken
+            | AuthzenError::BatchTooLarge { .. } => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<AuthzenError> for ApiError {
+    fn from(e: AuthzenError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+/// How a gateway verdict is answered: status, error code and message (the code and
+/// message are `None` for an allow, whose body the handler writes).
+pub fn verdict_status(v: &Verdict) -> (StatusCode, Option<(&'static str, String)>) {
+    match v {
+        Verdict::Allow { .. } | Verdict::AllowUnmatched => (StatusCode::OK, None),
+        Verdict::Deny { code, message } => (StatusCode::FORBIDDEN, Some((code, message.clone()))),
+        Verdict::Unauthenticated(e) => (StatusCode::UNAUTHORIZED, Some((e.code(), e.to_string()))),
+        // A configuration problem of the service, not the caller's.
+        Verdict::NotConfigured(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some((e.code(), e.to_string())),
+        ),
+        Verdict::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some((
+                "entity_store_unavailable",
+                "entity data is unavailable; the request is denied".to_string(),
+            )),
+        ),
+        // Every proxy treats a 400 from its authorizer as a deny.
+        Verdict::BadCheck(e) => (
+            StatusCode::BAD_REQUEST,
+            Some(("invalid_forward_auth_request", e.to_string())),
+        ),
     }
 }
 

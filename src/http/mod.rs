@@ -1,11 +1,18 @@
-//! HTTP: the listener, routing, the wire format and error responses. Only this module
-//! knows JSON bodies and status codes.
+//! HTTP: the listener, the routing table, every status code and error body, and the
+//! handlers of each surface. Only this module knows HTTP statuses and JSON bodies.
+//!
+//! - [`app`]: the application state, built once from configuration.
+//! - [`cedar`], [`authzen`], [`gateway`], [`admin`]: the handlers of each surface.
+//! - [`error`]: the one mapping of outcomes and errors to statuses and bodies.
+//! - [`tls`]: HTTPS and mutual TLS for the listener.
 
+pub mod admin;
+pub mod app;
+pub mod authzen;
+pub mod cedar;
 pub mod error;
 pub mod gateway;
-pub mod policies;
 pub mod tls;
-pub mod wire;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -23,10 +30,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 
-use crate::decision::{self, CheckedRequest, Decision, RawRequest};
-use crate::server::App;
+use crate::decision::{Call, Surface};
+pub use app::App;
 use error::{json_error, ApiError};
-use wire::{BatchRequest, BatchResponse, IsAuthorizedRequest, IsAuthorizedResponse};
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -113,6 +119,9 @@ fn spawn_connection<I>(
 }
 
 type Body = Full<Bytes>;
+pub type Response = http::Response<Body>;
+/// A handler's result: a response, or an error `handle` answers.
+pub type Reply = Result<Response, ApiError>;
 
 /// The request id: the caller's when it is a sane header value, else a new one.
 fn request_id(headers: &HeaderMap) -> String {
@@ -131,7 +140,16 @@ pub struct Ctx {
     pub started: Instant,
 }
 
-async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+impl Ctx {
+    /// A call of `surface` for this request: its decisions are recorded under its id.
+    pub fn call(&self, surface: Surface) -> Call<'_> {
+        let mut call = Call::new(surface, &self.request_id, &self.app.recorder);
+        call.started = self.started;
+        call
+    }
+}
+
+async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response, Infallible> {
     let started = Instant::now();
     let rid = request_id(req.headers());
     let ctx = Ctx {
@@ -159,24 +177,21 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
 
 /// Routes a request. Returns the endpoint label for metrics (a fixed name, never the
 /// path as sent) and the response.
-async fn route(
-    ctx: &Ctx,
-    req: Request<Incoming>,
-) -> (&'static str, Result<Response<Body>, ApiError>) {
+async fn route(ctx: &Ctx, req: Request<Incoming>) -> (&'static str, Reply) {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (path.as_str(), &method) {
-        ("/healthz", &Method::GET) => (
-            "healthz",
-            Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())),
-        ),
-        ("/readyz", &Method::GET) => ("readyz", Ok(readyz(ctx).await)),
-        ("/metrics", &Method::GET) => ("metrics", Ok(metrics(ctx))),
-        ("/v1/is_authorized", &Method::POST) => ("is_authorized", is_authorized(ctx, req).await),
-        ("/v1/policies", &Method::GET) => ("policies", Ok(list_policies(ctx))),
-        ("/v1/batch_is_authorized", &Method::POST) => {
-            ("batch_is_authorized", batch_is_authorized(ctx, req).await)
+        ("/healthz", &Method::GET) => ("healthz", Ok(admin::healthz())),
+        ("/readyz", &Method::GET) => ("readyz", Ok(admin::readyz(ctx).await)),
+        ("/metrics", &Method::GET) => ("metrics", Ok(admin::metrics(ctx))),
+        ("/v1/policies", &Method::GET) => ("policies", Ok(admin::policies(ctx))),
+        ("/v1/is_authorized", &Method::POST) => {
+            ("is_authorized", cedar::is_authorized(ctx, req).await)
         }
+        ("/v1/batch_is_authorized", &Method::POST) => (
+            "batch_is_authorized",
+            cedar::batch_is_authorized(ctx, req).await,
+        ),
         (
             "/healthz"
             | "/readyz"
@@ -186,28 +201,26 @@ async fn route(
             | "/v1/policies",
             _,
         ) => ("other", Err(ApiError::method_not_allowed(&method, &path))),
-        (p, _) if crate::authzen::handlers::owns(p) => {
-            crate::authzen::handlers::route(ctx, req).await
-        }
+        (p, _) if authzen::owns(p) => authzen::route(ctx, req).await,
         // The gateway endpoints take any method: the proxy may forward the original
         // one (Envoy always does).
         ("/forward-auth/nginx", _) => (
             "forward_auth_nginx",
-            gateway::check(ctx, req, crate::gateway::Protocol::Nginx).await,
+            Ok(gateway::check(ctx, req, crate::gateway::Protocol::Nginx).await),
         ),
         ("/forward-auth/traefik", _) => (
             "forward_auth_traefik",
-            gateway::check(ctx, req, crate::gateway::Protocol::Traefik).await,
+            Ok(gateway::check(ctx, req, crate::gateway::Protocol::Traefik).await),
         ),
-        (p, _) if gateway::is_ext_authz(ctx, p) => (
+        (p, _) if ctx.app.gateway.is_ext_authz(p) => (
             "ext_authz",
-            gateway::check(ctx, req, crate::gateway::Protocol::Envoy).await,
+            Ok(gateway::check(ctx, req, crate::gateway::Protocol::Envoy).await),
         ),
         _ => ("other", Err(ApiError::not_found(&path))),
     }
 }
 
-pub fn json_response(status: StatusCode, body: String) -> Response<Body> {
+pub fn json_response(status: StatusCode, body: String) -> Response {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
@@ -215,40 +228,12 @@ pub fn json_response(status: StatusCode, body: String) -> Response<Body> {
     r
 }
 
-async fn readyz(ctx: &Ctx) -> Response<Body> {
-    match ctx.app.entities.ready().await {
-        Ok(()) => json_response(StatusCode::OK, r#"{"status":"ready"}"#.into()),
-        Err(e) => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"status": "not_ready", "reason": e.to_string()}).to_string(),
-        ),
-    }
-}
-
-fn metrics(ctx: &Ctx) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(ctx.app.metrics.render())));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    r
-}
-
-fn list_policies(ctx: &Ctx) -> Response<Body> {
-    let snapshot = ctx.app.policies.load();
-    let body = policies::PoliciesResponse::new(&snapshot, &ctx.app.reload.status());
-    json_response(
-        StatusCode::OK,
-        serde_json::to_string(&body).unwrap_or_default(),
-    )
-}
-
 /// Reads a JSON body: checks the content type and the size limit, then decodes.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     ctx: &Ctx,
     req: Request<Incoming>,
 ) -> Result<T, ApiError> {
-    let limit = ctx.app.options.max_body_bytes;
+    let limit = ctx.app.limits.max_body_bytes;
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
@@ -257,19 +242,9 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         .map(|v| v.trim().eq_ignore_ascii_case("application/json"))
         .unwrap_or(false);
     if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "`Content-Type` must be `application/json`",
-        ));
+        return Err(ApiError::unsupported_media_type());
     }
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
-    };
+    let too_large = || ApiError::body_too_large(limit);
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -293,93 +268,4 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         }
     };
     serde_json::from_slice(&bytes).map_err(|e| json_error(&e))
-}
-
-/// Decides one checked request, counts it and logs it.
-pub async fn decide_logged(
-    ctx: &Ctx,
-    checked: &CheckedRequest,
-    snapshot: &crate::policy::PolicySnapshot,
-) -> Decision {
-    let decision = decision::decide_with(snapshot, &ctx.app.entities, checked).await;
-    record_decision(ctx, checked, &decision);
-    decision
-}
-
-/// Counts and logs a decision made by any endpoint.
-pub fn record_decision(ctx: &Ctx, checked: &CheckedRequest, decision: &Decision) {
-    let action = checked.action.id().unescaped();
-    ctx.app.metrics.decision(decision.allowed, action);
-    if !decision.errors.is_empty() {
-        ctx.app.metrics.error(if decision.source_unavailable {
-            "entity_store_unavailable"
-        } else {
-            "evaluation"
-        });
-    }
-    if ctx.app.should_log_decision() {
-        tracing::info!(
-            target: "portcullis::decision",
-            request_id = %ctx.request_id,
-            principal = %checked.principal,
-            action = %checked.action,
-            resource = %checked.resource,
-            decision = if decision.allowed { "Allow" } else { "Deny" },
-            policies = ?decision.reasons,
-            errors = ?decision.errors,
-            latency_us = u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "decision"
-        );
-    }
-}
-
-async fn is_authorized(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: IsAuthorizedRequest = read_json(ctx, req).await?;
-    let snapshot = ctx.app.policies.load_full();
-    let checked = decision::check(&snapshot, &RawRequest::from(body))?;
-    let decision = decide_logged(ctx, &checked, &snapshot).await;
-    if decision.source_unavailable {
-        return Err(ApiError::unavailable(decision.errors.join("; ")));
-    }
-    let body = serde_json::to_string(&IsAuthorizedResponse::from(&decision)).unwrap_or_default();
-    Ok(json_response(StatusCode::OK, body))
-}
-
-async fn batch_is_authorized(
-    ctx: &Ctx,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let body: BatchRequest = read_json(ctx, req).await?;
-    let limit = ctx.app.options.batch_limit;
-    if body.requests.len() > limit {
-        return Err(ApiError::bad_request(
-            "batch_too_large",
-            format!(
-                "`requests` holds {} requests; the limit is {limit}",
-                body.requests.len()
-            ),
-        ));
-    }
-    let snapshot = ctx.app.policies.load_full();
-    // Check every request before deciding any, so a bad one fails the batch whole.
-    let mut checked = Vec::with_capacity(body.requests.len());
-    for (i, value) in body.requests.into_iter().enumerate() {
-        let at = format!("`requests[{i}]`");
-        let one: IsAuthorizedRequest =
-            serde_json::from_value(value).map_err(|e| json_error(&e).at(&at))?;
-        checked.push(
-            decision::check(&snapshot, &RawRequest::from(one))
-                .map_err(|e| ApiError::from(e).at(&at))?,
-        );
-    }
-    let mut responses = Vec::with_capacity(checked.len());
-    for c in &checked {
-        let decision = decide_logged(ctx, c, &snapshot).await;
-        if decision.source_unavailable {
-            return Err(ApiError::unavailable(decision.errors.join("; ")));
-        }
-        responses.push(IsAuthorizedResponse::from(&decision));
-    }
-    let body = serde_json::to_string(&BatchResponse { responses }).unwrap_or_default();
-    Ok(json_response(StatusCode::OK, body))
 }

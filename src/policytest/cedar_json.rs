@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::entities::EntityList;
 use super::{Case, CaseBody, Expectation, ExpectedDecision, ReasonCheck, Suite, SuiteError};
 use crate::decision::RawRequest;
-use crate::policy::PolicySnapshot;
+use crate::model::Snapshot;
 
 #[derive(Debug, Deserialize)]
 struct CedarCase {
@@ -58,7 +58,7 @@ pub fn looks_like_suite(text: &str) -> bool {
 }
 
 /// Loads a `run-tests` suite; entity data is parsed against the snapshot's schema.
-pub fn load(path: &Path, snapshot: &PolicySnapshot) -> Result<Suite, SuiteError> {
+pub fn load(path: &Path, snapshot: &Snapshot) -> Result<Suite, SuiteError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| SuiteError::new(path, format!("cannot read: {e}")))?;
     let items: Vec<Value> = serde_json::from_str(&text).map_err(|e| {
@@ -83,7 +83,7 @@ pub fn load(path: &Path, snapshot: &PolicySnapshot) -> Result<Suite, SuiteError>
     })
 }
 
-fn case(index: usize, item: Value, base: &Path, snapshot: &PolicySnapshot) -> Case {
+fn case(index: usize, item: Value, base: &Path, snapshot: &Snapshot) -> Case {
     let name = item
         .get("name")
         .and_then(Value::as_str)
@@ -94,7 +94,7 @@ fn case(index: usize, item: Value, base: &Path, snapshot: &PolicySnapshot) -> Ca
     }
 }
 
-fn body(item: Value, base: &Path, snapshot: &PolicySnapshot) -> Result<CaseBody, String> {
+fn body(item: Value, base: &Path, snapshot: &Snapshot) -> Result<CaseBody, String> {
     let parsed: CedarCase = serde_json::from_value(item)
         .map_err(|e| format!("invalid test case: {}", crate::error_chain(&e)))?;
     let mut list = EntityList::default();

@@ -23,8 +23,9 @@ use cedar_policy::Entities;
 use serde::Deserialize;
 
 use crate::config::{ModelArgs, TestArgs};
-use crate::decision::{self, RawRequest};
-use crate::policy::{PolicyKind, PolicySnapshot, PolicySources};
+use crate::decision::{self, Call, RawRequest};
+use crate::entities::MemorySource;
+use crate::model::{EntityFile, PolicyKind, Snapshot, Sources};
 
 /// The decision a case expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -159,13 +160,12 @@ impl SuiteResult {
 }
 
 /// Decides one case and compares the result with its expectation.
-pub fn run_case(snapshot: &PolicySnapshot, case: &Case) -> CaseResult {
+pub async fn run_case(snapshot: &Snapshot, case: &Case) -> CaseResult {
     let started = Instant::now();
-    let decided = case
-        .body
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|body| decide(snapshot, body).map(|d| (body, d)));
+    let decided = match case.body.as_ref() {
+        Ok(body) => decide(snapshot, body).await.map(|d| (body, d)),
+        Err(e) => Err(e.clone()),
+    };
     let (outcome, reasons) = match decided {
         Ok((body, d)) => (
             compare(&body.expect, d.allowed, &d.reasons, &d.errors),
@@ -181,9 +181,12 @@ pub fn run_case(snapshot: &PolicySnapshot, case: &Case) -> CaseResult {
     }
 }
 
-fn decide(snapshot: &PolicySnapshot, body: &CaseBody) -> Result<decision::Decision, String> {
+/// Decides a case through the server's pipeline, on the case's own entity data.
+async fn decide(snapshot: &Snapshot, body: &CaseBody) -> Result<decision::Decision, String> {
     let checked = decision::check(snapshot, &body.request).map_err(|e| e.to_string())?;
-    Ok(decision::decide(snapshot, &checked, &body.entities))
+    let source = MemorySource::new(body.entities.clone());
+    let outcome = decision::decide(snapshot, &source, &Call::unrecorded(), &checked, &[]).await;
+    Ok(outcome.decision())
 }
 
 fn list(ids: &BTreeSet<String>) -> String {
@@ -243,10 +246,14 @@ pub fn compare(
 }
 
 /// Runs every case of a suite.
-pub fn run_suite(snapshot: &PolicySnapshot, suite: &Suite) -> SuiteResult {
+pub async fn run_suite(snapshot: &Snapshot, suite: &Suite) -> SuiteResult {
+    let mut cases = Vec::with_capacity(suite.cases.len());
+    for c in &suite.cases {
+        cases.push(run_case(snapshot, c).await);
+    }
     SuiteResult {
         file: suite.file.clone(),
-        cases: suite.cases.iter().map(|c| run_case(snapshot, c)).collect(),
+        cases,
         load_error: None,
     }
 }
@@ -311,7 +318,7 @@ fn walk(dir: &Path, found: &mut Vec<(PathBuf, Format)>) -> Result<(), SuiteError
 }
 
 /// Loads one test file against the snapshot's schema.
-pub fn load(path: &Path, format: Format, snapshot: &PolicySnapshot) -> Result<Suite, SuiteError> {
+pub fn load(path: &Path, format: Format, snapshot: &Snapshot) -> Result<Suite, SuiteError> {
     match format {
         Format::Yaml => yaml::load(path, snapshot),
         Format::CedarJson => cedar_json::load(path, snapshot),
@@ -323,13 +330,13 @@ pub fn load(path: &Path, format: Format, snapshot: &PolicySnapshot) -> Result<Su
 /// there, so that a policy repository tests the policies on disk, and the embedded model
 /// otherwise.
 pub fn model_args(args: &ModelArgs, dir: &Path) -> ModelArgs {
-    let embedded = PolicySources::embedded();
+    let embedded = Sources::embedded();
     let on_disk = |name: &str| {
         let p = dir.join(name);
         p.is_file().then(|| PathBuf::from(name))
     };
     let policies_dir = dir.join("policies");
-    let policies_on_disk = crate::policy::policy_files(&policies_dir).is_ok();
+    let policies_on_disk = crate::model::policy_files(&policies_dir).is_ok();
     ModelArgs {
         schema: args
             .schema
@@ -347,6 +354,10 @@ pub fn model_args(args: &ModelArgs, dir: &Path) -> ModelArgs {
             .routes
             .clone()
             .or_else(|| embedded.routes.as_ref().and_then(|r| on_disk(&r.name))),
+        authzen_mapping: args
+            .authzen_mapping
+            .clone()
+            .or_else(|| on_disk(&embedded.mapping.file().name)),
     }
 }
 
@@ -379,7 +390,7 @@ impl Coverage {
 
 /// Computes coverage over every case that ran, passed or not: a failing case still
 /// exercised the policies that determined it.
-pub fn coverage(snapshot: &PolicySnapshot, results: &[SuiteResult]) -> Coverage {
+pub fn coverage(snapshot: &Snapshot, results: &[SuiteResult]) -> Coverage {
     let determining: BTreeSet<&str> = results
         .iter()
         .flat_map(|s| s.cases.iter())
@@ -433,7 +444,7 @@ impl RunResult {
 }
 
 /// Loads and runs every suite `path` names.
-pub fn run_path(snapshot: &PolicySnapshot, path: &Path) -> Result<RunResult, SuiteError> {
+pub async fn run_path(snapshot: &Snapshot, path: &Path) -> Result<RunResult, SuiteError> {
     let started = Instant::now();
     let files = discover(path)?;
     if files.is_empty() {
@@ -442,17 +453,17 @@ pub fn run_path(snapshot: &PolicySnapshot, path: &Path) -> Result<RunResult, Sui
             "no test files found (`*.yaml`, `*.yml`, or cedar CLI `*.json` suites)",
         ));
     }
-    let suites: Vec<SuiteResult> = files
-        .iter()
-        .map(|(file, format)| match load(file, *format, snapshot) {
-            Ok(suite) => run_suite(snapshot, &suite),
+    let mut suites: Vec<SuiteResult> = Vec::with_capacity(files.len());
+    for (file, format) in &files {
+        suites.push(match load(file, *format, snapshot) {
+            Ok(suite) => run_suite(snapshot, &suite).await,
             Err(e) => SuiteResult {
                 file: file.display().to_string(),
                 cases: Vec::new(),
                 load_error: Some(e.message),
             },
-        })
-        .collect();
+        });
+    }
     let coverage = coverage(snapshot, &suites);
     Ok(RunResult {
         suites,
@@ -463,10 +474,10 @@ pub fn run_path(snapshot: &PolicySnapshot, path: &Path) -> Result<RunResult, Sui
 
 /// `portcullis test`: loads the model, runs the suites, prints the report. Returns the
 /// exit status.
-pub fn run(args: &TestArgs, out: &mut dyn Write) -> u8 {
+pub async fn run(args: &TestArgs, out: &mut dyn Write) -> u8 {
     let dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let model = model_args(&args.model, &dir);
-    let snapshot = match crate::server::load_model(&model) {
+    let snapshot = match crate::model::load(&model, &EntityFile::External) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
@@ -484,12 +495,9 @@ pub fn run(args: &TestArgs, out: &mut dyn Write) -> u8 {
         "model: schema {}; policies {}; template links {}",
         describe(&model.schema, true),
         describe(&model.policies, true),
-        describe(
-            &model.template_links,
-            PolicySources::embedded().links.is_some()
-        ),
+        describe(&model.template_links, Sources::embedded().links.is_some()),
     );
-    let result = match run_path(&snapshot, &args.path) {
+    let result = match run_path(&snapshot, &args.path).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");

@@ -27,7 +27,7 @@ use serde_json::Value;
 use super::entities::EntityList;
 use super::{Case, CaseBody, Expectation, ExpectedDecision, ReasonCheck, Suite, SuiteError};
 use crate::decision::RawRequest;
-use crate::policy::PolicySnapshot;
+use crate::model::Snapshot;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,14 +90,14 @@ fn collect(spec: &EntitySpec, base: &Path, into: &mut EntityList) -> Result<(), 
 }
 
 /// Loads a YAML suite; entity data is parsed against the snapshot's schema.
-pub fn load(path: &Path, snapshot: &PolicySnapshot) -> Result<Suite, SuiteError> {
+pub fn load(path: &Path, snapshot: &Snapshot) -> Result<Suite, SuiteError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| SuiteError::new(path, format!("cannot read: {e}")))?;
     parse(path, &text, snapshot)
 }
 
 /// Parses a YAML suite's text; `path` names it and locates its entity files.
-pub fn parse(path: &Path, text: &str, snapshot: &PolicySnapshot) -> Result<Suite, SuiteError> {
+pub fn parse(path: &Path, text: &str, snapshot: &Snapshot) -> Result<Suite, SuiteError> {
     let raw: YamlSuite = serde_yaml_ng::from_str(text)
         .map_err(|e| SuiteError::new(path, format!("invalid test file: {e}")))?;
     let base = path.parent().unwrap_or(Path::new("."));

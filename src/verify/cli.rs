@@ -4,16 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::{ModelArgs, VerifyArgs};
-use crate::policy::{self, PolicySnapshot, PolicySources, SourceFile};
-use crate::server;
+use crate::config::{ModelArgs, ReportFormat, VerifyArgs};
+use crate::model::{self, EntityFile, Snapshot, SourceFile, Sources};
 
 use super::invariants::{self, Invariant};
 use super::report;
 
 /// Runs the command; `Err` carries a message for a setup problem (exit status 2).
 pub async fn run(args: &VerifyArgs) -> Result<ExitCode, String> {
-    let snapshot = server::load_model(&args.model).map_err(|e| e.to_string())?;
+    let snapshot = model::load(&args.model, &EntityFile::External).map_err(|e| e.to_string())?;
     let invariants = load_invariants(args, &snapshot)?;
     let old = match &args.against {
         Some(dir) => Some(load_old(&args.model, dir)?),
@@ -31,7 +30,7 @@ pub async fn run(args: &VerifyArgs) -> Result<ExitCode, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    if args.format == "json" {
+    if args.format == ReportFormat::Json {
         println!("{}", report::json(&outcome));
     } else {
         print!("{}", report::text(&outcome));
@@ -45,7 +44,7 @@ pub async fn run(args: &VerifyArgs) -> Result<ExitCode, String> {
 
 /// `--invariants DIR`, else `invariants/` beside a `--policies` directory, else the
 /// shipped ones.
-fn load_invariants(args: &VerifyArgs, snapshot: &PolicySnapshot) -> Result<Vec<Invariant>, String> {
+fn load_invariants(args: &VerifyArgs, snapshot: &Snapshot) -> Result<Vec<Invariant>, String> {
     let beside = args
         .model
         .policies
@@ -62,25 +61,27 @@ fn load_invariants(args: &VerifyArgs, snapshot: &PolicySnapshot) -> Result<Vec<I
 
 /// The old policies of a change review, compiled against the schema of the policies
 /// under check, so that both are asked about the same requests.
-fn load_old(model: &ModelArgs, dir: &Path) -> Result<PolicySnapshot, String> {
+fn load_old(model: &ModelArgs, dir: &Path) -> Result<Snapshot, String> {
     let schema = match &model.schema {
         Some(path) => SourceFile::read(path).map_err(|e| e.to_string())?,
         None => {
-            let embedded = PolicySources::embedded();
+            let embedded = Sources::embedded();
             embedded.schema
         }
     };
-    let files: Vec<PathBuf> = policy::policy_files(dir).map_err(|e| e.to_string())?;
+    let files: Vec<PathBuf> = model::policy_files(dir).map_err(|e| e.to_string())?;
     let policies = files
         .iter()
         .map(|p| SourceFile::read(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let old = policy::compile(&PolicySources {
+    let old = model::compile(&Sources {
         schema,
         policies,
         links: None,
         routes: None,
+        entities: None,
+        ..Sources::embedded()
     })
     .map_err(|e| format!("the old policies (`--against {}`):\n{e}", dir.display()))?;
     Ok(old)

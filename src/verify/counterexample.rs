@@ -10,8 +10,10 @@ use cedar_policy::{Authorizer, Entities, PolicySet};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::decision::Call;
 use crate::decision::{self, RawRequest};
-use crate::policy::PolicySnapshot;
+use crate::entities::MemorySource;
+use crate::model::Snapshot;
 
 /// A concrete request and entity data on which a property fails.
 #[derive(Debug, Clone, Serialize)]
@@ -135,7 +137,7 @@ fn word(allowed: bool) -> &'static str {
 /// Parses the counterexample as the server would: entity data against the schema,
 /// the request through `decision::check`.
 fn prepare(
-    snapshot: &PolicySnapshot,
+    snapshot: &Snapshot,
     cex: &Counterexample,
 ) -> Result<(decision::CheckedRequest, Entities), String> {
     let entities = Entities::from_json_value(cex.entities.clone(), Some(&snapshot.schema))
@@ -145,10 +147,22 @@ fn prepare(
     Ok((checked, entities))
 }
 
-/// Replays an invariant's counterexample: the policies through `decision::decide`,
-/// the reference set (if any) through Cedar's authorizer.
-pub fn replay(
-    snapshot: &PolicySnapshot,
+/// Decides a counterexample's request on its entities through the server's pipeline.
+async fn decide(
+    snapshot: &Snapshot,
+    checked: &decision::CheckedRequest,
+    entities: &Entities,
+) -> decision::Decision {
+    let source = MemorySource::new(std::sync::Arc::new(entities.clone()));
+    decision::decide(snapshot, &source, &Call::unrecorded(), checked, &[])
+        .await
+        .decision()
+}
+
+/// Replays an invariant's counterexample: the policies through the server's decision
+/// pipeline, the reference set (if any) through Cedar's authorizer.
+pub async fn replay(
+    snapshot: &Snapshot,
     cex: &Counterexample,
     expectation: &Expectation,
     reference: Option<&PolicySet>,
@@ -157,7 +171,7 @@ pub fn replay(
         Ok(p) => p,
         Err(problem) => return Replay::failed(problem),
     };
-    let d = decision::decide(snapshot, &checked, &entities);
+    let d = decide(snapshot, &checked, &entities).await;
     let other = reference.map(|r| {
         Authorizer::new()
             .is_authorized(&checked.request, r, &entities)
@@ -186,9 +200,9 @@ pub fn replay(
 }
 
 /// Replays a change-review counterexample through both snapshots.
-pub fn replay_against(
-    new: &PolicySnapshot,
-    old: &PolicySnapshot,
+pub async fn replay_against(
+    new: &Snapshot,
+    old: &Snapshot,
     cex: &Counterexample,
     expectation: &Expectation,
 ) -> Replay {
@@ -196,8 +210,8 @@ pub fn replay_against(
         Ok(p) => p,
         Err(problem) => return Replay::failed(problem),
     };
-    let d = decision::decide(new, &checked, &entities);
-    let o = decision::decide(old, &checked, &entities);
+    let d = decide(new, &checked, &entities).await;
+    let o = decide(old, &checked, &entities).await;
     let confirmed = match expectation {
         Expectation::NewlyAllowed => d.allowed && !o.allowed,
         Expectation::NoLongerAllowed => !d.allowed && o.allowed,

@@ -326,10 +326,10 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
     use super::*;
-    use crate::policy::{self, PolicySources};
+    use crate::model::{compile, Sources};
 
     fn schema() -> Schema {
-        policy::compile(&PolicySources::embedded()).unwrap().schema
+        compile(&Sources::embedded()).unwrap().schema
     }
 
     fn covered(yaml_covers: &str) -> Vec<String> {

@@ -25,7 +25,7 @@ use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicy, CompiledPolicySet, En
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use crate::policy::PolicySnapshot;
+use crate::model::Snapshot;
 pub use counterexample::{Counterexample, Expectation, Replay};
 pub use invariants::{Invariant, PropertyKind};
 
@@ -158,7 +158,7 @@ impl Outcome {
 /// Runs symcc queries on one solver process, and compiles each policy set once per
 /// request environment.
 pub struct Verifier<'a> {
-    snapshot: &'a PolicySnapshot,
+    snapshot: &'a Snapshot,
     /// The snapshot's policies with every template link written out as the static
     /// policy it stands for: symcc compiles static policies only.
     policies: PolicySet,
@@ -255,7 +255,7 @@ fn spawn_solver() -> Result<CedarSymCompiler<LocalSolver>, VerifyError> {
 
 impl<'a> Verifier<'a> {
     /// Starts the solver. Fails when it cannot be spawned.
-    pub fn new(snapshot: &'a PolicySnapshot) -> Result<Self, VerifyError> {
+    pub fn new(snapshot: &'a Snapshot) -> Result<Self, VerifyError> {
         let policies = static_policies(&snapshot.policies)?;
         let compiler = spawn_solver()?;
         Ok(Self {
@@ -340,7 +340,9 @@ impl<'a> Verifier<'a> {
                 _ => match self.check_set_property(inv, index).await {
                     Ok(None) => {}
                     Ok(Some((env_found, expectation))) => {
-                        let cex = self.witness(&env_found, expectation, inv.reference.as_ref());
+                        let cex = self
+                            .witness(&env_found, expectation, inv.reference.as_ref())
+                            .await;
                         violations.push(Violation {
                             environment: name,
                             policy: None,
@@ -445,7 +447,9 @@ impl<'a> Verifier<'a> {
             match answer {
                 Ok(None) => {}
                 Ok(Some(found)) => {
-                    let w = self.witness(&found, Expectation::PolicyErrors(id.clone()), None);
+                    let w = self
+                        .witness(&found, Expectation::PolicyErrors(id.clone()), None)
+                        .await;
                     violations.push(Violation {
                         environment: name.clone(),
                         policy: Some(id),
@@ -462,7 +466,7 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    fn witness(
+    async fn witness(
         &self,
         found: &Env,
         expectation: Expectation,
@@ -470,7 +474,7 @@ impl<'a> Verifier<'a> {
     ) -> Witness {
         let counterexample = Counterexample::from_env(found);
         let replay =
-            counterexample::replay(self.snapshot, &counterexample, &expectation, reference);
+            counterexample::replay(self.snapshot, &counterexample, &expectation, reference).await;
         Witness {
             counterexample,
             replay,
@@ -484,7 +488,7 @@ impl<'a> Verifier<'a> {
         &mut self,
         allowing: &CompiledPolicySet,
         bound: &CompiledPolicySet,
-        old: &PolicySnapshot,
+        old: &Snapshot,
         name: &EnvName,
         expectation: Expectation,
         undecided: &mut Vec<Undecided>,
@@ -501,7 +505,8 @@ impl<'a> Verifier<'a> {
                     old,
                     &counterexample,
                     &expectation,
-                );
+                )
+                .await;
                 Some(Witness {
                     counterexample,
                     replay,
@@ -526,7 +531,7 @@ impl<'a> Verifier<'a> {
 
     /// The change review: per environment, whether the policies under check allow a
     /// request the old ones did not, and the reverse.
-    pub async fn review(&mut self, old: &PolicySnapshot, against: &str) -> Review {
+    pub async fn review(&mut self, old: &Snapshot, against: &str) -> Review {
         let mut changes = Vec::new();
         let mut undecided = Vec::new();
         for index in 0..self.envs.len() {
@@ -590,9 +595,9 @@ impl<'a> Verifier<'a> {
 
 /// Checks every invariant, then the change review when an old snapshot is given.
 pub async fn run(
-    snapshot: &PolicySnapshot,
+    snapshot: &Snapshot,
     invariants: &[Invariant],
-    against: Option<(&PolicySnapshot, &str)>,
+    against: Option<(&Snapshot, &str)>,
 ) -> Result<Outcome, VerifyError> {
     let started = Instant::now();
     let mut verifier = Verifier::new(snapshot)?;
@@ -615,11 +620,11 @@ pub async fn run(
 #[cfg(test)]
 mod link_tests {
     use super::*;
-    use crate::policy::{compile, PolicySources};
+    use crate::model::{compile, Sources};
 
     #[test]
     fn a_template_link_becomes_the_static_policy_it_stands_for() {
-        let snapshot = compile(&PolicySources::embedded()).unwrap();
+        let snapshot = compile(&Sources::embedded()).unwrap();
         let set = static_policies(&snapshot.policies).unwrap();
         assert_eq!(set.templates().count(), 0);
         let id = cedar_policy::PolicyId::new("bea-views-quote-q-4001");

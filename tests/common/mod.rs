@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use portcullis::config::ServeArgs;
-use portcullis::server::{build_app, App};
+use portcullis::http::App;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -30,7 +30,7 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the service as `portcullis serve` would with these flags.
     pub async fn start(args: ServeArgs) -> Self {
-        Self::start_app(build_app(&args).expect("configuration loads")).await
+        Self::start_app(App::build(&args).expect("configuration loads")).await
     }
 
     /// Starts the shipped portal model on its demo data.

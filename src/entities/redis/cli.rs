@@ -5,49 +5,17 @@
 //! which is reported).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use cedar_policy::{Entities, Entity, EntityUid};
-use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::invalidation::{ack_channel, encode};
 use super::store::{self, Conn, Target};
-use super::RedisArgs;
-use crate::config::ModelArgs;
-use crate::server;
-
-#[derive(Debug, Clone, Args)]
-pub struct EntitiesArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub redis: RedisArgs,
-    /// How long to wait for running services to acknowledge the invalidations.
-    #[arg(long, env = "PORTCULLIS_ACK_TIMEOUT_MS", default_value_t = 2000)]
-    pub ack_timeout_ms: u64,
-    #[command(subcommand)]
-    pub command: EntitiesCommand,
-}
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum EntitiesCommand {
-    /// Import a file of entities (Cedar JSON): all of it lands, or none of it.
-    Import { file: PathBuf },
-    /// Write entities given as JSON (one entity or an array), or read from `--file`.
-    Put {
-        json: Option<String>,
-        #[arg(long, conflicts_with = "json")]
-        file: Option<PathBuf>,
-    },
-    /// Delete one entity, e.g. `'Portal::User::"bea"'`.
-    Delete { uid: String },
-    /// Print one entity's stored JSON.
-    Get { uid: String },
-}
+use crate::config::{EntitiesArgs, EntitiesCommand};
+use crate::model::{EntityFile, Snapshot};
 
 /// Above this many entities, import shows a progress bar.
 const PROGRESS_THRESHOLD: usize = 1000;
@@ -74,7 +42,7 @@ pub async fn run(args: EntitiesArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs one subcommand and returns what it prints.
 pub async fn execute(args: &EntitiesArgs) -> anyhow::Result<String> {
-    let target = args.redis.target()?;
+    let target = super::target(&args.redis)?;
     match &args.command {
         EntitiesCommand::Get { uid } => {
             let uid = parse_uid(uid)?;
@@ -150,13 +118,14 @@ pub struct Writer {
     args: EntitiesArgs,
     target: Target,
     conn: Conn,
-    snapshot: crate::policy::PolicySnapshot,
+    snapshot: Snapshot,
 }
 
 impl Writer {
     pub async fn open(args: &EntitiesArgs) -> anyhow::Result<Self> {
-        let snapshot = server::load_model(&args.model).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let target = args.redis.target()?;
+        let snapshot = crate::model::load(&args.model, &EntityFile::External)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let target = super::target(&args.redis)?;
         let conn = target.connect(args.redis.timeout()).await?;
         Ok(Self {
             args: args.clone(),

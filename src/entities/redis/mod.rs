@@ -25,134 +25,32 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid};
-use clap::Args;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use prometheus::Registry;
 use tokio::sync::watch;
 
 use super::{EntitySource, EntitySourceError, UidPage};
-use crate::policy::PolicySnapshot;
+use crate::config::RedisArgs;
+use crate::model::Snapshot;
 use metrics::RedisMetrics;
 use store::{Conn, Target};
 
-pub use cli::EntitiesArgs;
-
-/// Flags of the Redis entity store (`serve` and `authorize`; the connection flags are
-/// shared with `entities`).
-#[derive(Debug, Clone, Args)]
-pub struct RedisArgs {
-    /// Redis URL: `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
-    #[arg(
-        long,
-        env = "PORTCULLIS_REDIS_URL",
-        value_name = "URL",
-        conflicts_with = "redis_cluster"
-    )]
-    pub redis_url: Option<String>,
-    /// Redis Cluster seed nodes, comma-separated (`host:port` or URLs).
-    #[arg(
-        long,
-        env = "PORTCULLIS_REDIS_CLUSTER",
-        value_name = "NODES",
-        value_delimiter = ','
-    )]
-    pub redis_cluster: Vec<String>,
-    /// PEM file of the CA that signed the Redis server's certificate, for `rediss://`
-    /// with a private CA (default: the system's trust store).
-    #[arg(long, env = "PORTCULLIS_REDIS_TLS_CA", value_name = "FILE")]
-    pub redis_tls_ca: Option<std::path::PathBuf>,
-    /// Prefix of every key Portcullis reads and writes.
-    #[arg(long, env = "PORTCULLIS_REDIS_PREFIX", default_value = "portcullis:")]
-    pub redis_prefix: String,
-    /// Channel writers publish changed uids on.
-    #[arg(
-        long,
-        env = "PORTCULLIS_REDIS_CHANNEL",
-        default_value = "portcullis:invalidate"
-    )]
-    pub redis_channel: String,
-    /// Also evict on Redis keyspace notifications, for writers that cannot publish
-    /// (the server needs `notify-keyspace-events` with `K$g` or wider).
-    #[arg(long, env = "PORTCULLIS_REDIS_KEYSPACE_EVENTS")]
-    pub redis_keyspace_events: bool,
-    /// How many levels of references (parents, entity attributes, tags) a decision
-    /// fetches beyond its principal and resource.
-    #[arg(long, env = "PORTCULLIS_REDIS_FETCH_DEPTH", default_value_t = 3)]
-    pub redis_fetch_depth: usize,
-    /// Connect and response timeout of Redis commands, in milliseconds.
-    #[arg(long, env = "PORTCULLIS_REDIS_TIMEOUT_MS", default_value_t = 500)]
-    pub redis_timeout_ms: u64,
-    /// Upper bound of the entity cache, in bytes of stored JSON.
-    #[arg(long, env = "PORTCULLIS_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
-    pub cache_max_bytes: u64,
-    /// Upper bound of the entity cache, in entities.
-    #[arg(
-        long,
-        env = "PORTCULLIS_CACHE_MAX_ENTRIES",
-        default_value_t = 1_000_000
-    )]
-    pub cache_max_entries: u64,
-    /// Time to live of a cached entity: a safety net behind invalidation.
-    #[arg(long, env = "PORTCULLIS_CACHE_TTL_SECS", default_value_t = 300)]
-    pub cache_ttl_secs: u64,
-    /// Time to live of a "not in Redis" entry, in milliseconds.
-    #[arg(long, env = "PORTCULLIS_NEGATIVE_CACHE_TTL_MS", default_value_t = 1000)]
-    pub negative_cache_ttl_ms: u64,
-    /// While Redis or the subscription is down, keep serving cached entities for this
-    /// long. 0 (the default) never serves data that could be stale.
-    #[arg(long, env = "PORTCULLIS_MAX_STALENESS_SECS", default_value_t = 0)]
-    pub max_staleness_secs: u64,
-}
-
-impl Default for RedisArgs {
-    fn default() -> Self {
-        Self {
-            redis_url: None,
-            redis_cluster: Vec::new(),
-            redis_tls_ca: None,
-            redis_prefix: "portcullis:".to_string(),
-            redis_channel: "portcullis:invalidate".to_string(),
-            redis_keyspace_events: false,
-            redis_fetch_depth: 3,
-            redis_timeout_ms: 500,
-            cache_max_bytes: 256 * 1024 * 1024,
-            cache_max_entries: 1_000_000,
-            cache_ttl_secs: 300,
-            negative_cache_ttl_ms: 1000,
-            max_staleness_secs: 0,
-        }
-    }
-}
-
-impl RedisArgs {
-    /// Whether a Redis store is named at all.
-    pub fn is_configured(&self) -> bool {
-        self.redis_url.is_some() || !self.redis_cluster.is_empty()
-    }
-
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.redis_timeout_ms.max(1))
-    }
-
-    pub fn target(&self) -> Result<Target, EntitySourceError> {
-        let ca = match &self.redis_tls_ca {
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                EntitySourceError::Unavailable(format!(
-                    "`--redis-tls-ca` `{}`: {e}",
-                    path.display()
-                ))
-            })?),
-            None => None,
-        };
-        Target::new(
-            self.redis_url.as_deref(),
-            &self.redis_cluster,
-            self.timeout(),
-            ca,
-        )
-        .map_err(|e| EntitySourceError::Unavailable(format!("invalid Redis address: {e}")))
-    }
+/// Where the configured store is (nothing connects yet).
+pub fn target(args: &RedisArgs) -> Result<Target, EntitySourceError> {
+    let ca = match &args.redis_tls_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            EntitySourceError::Unavailable(format!("`--redis-tls-ca` `{}`: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    Target::new(
+        args.redis_url.as_deref(),
+        &args.redis_cluster,
+        args.timeout(),
+        ca,
+    )
+    .map_err(|e| EntitySourceError::Unavailable(format!("invalid Redis address: {e}")))
 }
 
 /// One entity in the cache: parsed against the schema whose hash it carries.
@@ -299,9 +197,6 @@ impl Shared {
 /// The entity source backed by Redis.
 pub struct RedisSource {
     shared: Arc<Shared>,
-    /// The schema's action entities, keyed by schema hash: every decision needs them,
-    /// and building them per decision would cost more than the rest of a warm fetch.
-    actions: ArcSwapOption<(String, Vec<Entity>)>,
     /// The subscriber task; it lives exactly as long as the source.
     task: tokio::task::JoinHandle<()>,
 }
@@ -317,7 +212,7 @@ impl RedisSource {
     /// background: the service starts (not ready) even while Redis is down. Must run
     /// inside a Tokio runtime.
     pub fn open(args: &RedisArgs, registry: Option<&Registry>) -> Result<Self, EntitySourceError> {
-        let target = args.target()?;
+        let target = target(args)?;
         let metrics = RedisMetrics::new(registry)
             .map_err(|e| EntitySourceError::Unavailable(format!("metrics: {e}")))?;
         // moka bounds one weight. Each entry weighs its bytes but at least
@@ -373,11 +268,7 @@ impl RedisSource {
                 keyspace: args.redis_keyspace_events,
             },
         ));
-        Ok(Self {
-            shared,
-            actions: ArcSwapOption::empty(),
-            task,
-        })
+        Ok(Self { shared, task })
     }
 
     /// Drops every cached entity, as a missed invalidation would require (also used by
@@ -393,37 +284,8 @@ impl RedisSource {
         let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s != CONNECTING)).await;
     }
 
-    fn actions(
-        &self,
-        snapshot: &PolicySnapshot,
-    ) -> Result<Arc<(String, Vec<Entity>)>, EntitySourceError> {
-        if let Some(a) = self.actions.load_full() {
-            if a.0 == snapshot.schema_hash {
-                return Ok(a);
-            }
-        }
-        let entities = snapshot
-            .schema
-            .action_entities()
-            .map_err(|e| EntitySourceError::InvalidData(crate::error_chain(&e)))?;
-        // Action entities matter to a decision only through their parents (action
-        // groups, for `action in Group`); a request's own action needs no entity for
-        // `==` or `in [..]`. Without groups, none are added.
-        let grouped = entities
-            .iter()
-            .any(|e| !e.clone().into_inner().2.is_empty());
-        let actions = if grouped {
-            entities.iter().cloned().collect()
-        } else {
-            Vec::new()
-        };
-        let a = Arc::new((snapshot.schema_hash.clone(), actions));
-        self.actions.store(Some(a.clone()));
-        Ok(a)
-    }
-
     /// Parses what Redis holds under `uid`'s key.
-    fn parse(uid: &EntityUid, bytes: &[u8], snapshot: &PolicySnapshot) -> Result<Cached, String> {
+    fn parse(uid: &EntityUid, bytes: &[u8], snapshot: &Snapshot) -> Result<Cached, String> {
         let json: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| format!("entity `{uid}` in Redis is not valid JSON: {e}"))?;
         let entity =
@@ -496,14 +358,13 @@ impl EntitySource for RedisSource {
     async fn entities_for(
         &self,
         uids: &[EntityUid],
-        snapshot: &PolicySnapshot,
+        snapshot: &Snapshot,
     ) -> Result<Arc<Entities>, EntitySourceError> {
         let shared = &self.shared;
         if shared.state() == CONNECTING {
             self.wait_connected(shared.timeout).await;
         }
         let use_cache = shared.cache_usable();
-        let declared: HashSet<&EntityTypeName> = snapshot.schema.entity_types().collect();
         let mut seen: HashSet<EntityUid> = HashSet::new();
         let mut found: Vec<Entity> = Vec::new();
         let mut level: Vec<EntityUid> = uids.to_vec();
@@ -511,7 +372,7 @@ impl EntitySource for RedisSource {
             let mut next = Vec::new();
             let mut misses = Vec::new();
             for uid in level {
-                if !declared.contains(uid.type_name()) || !seen.insert(uid.clone()) {
+                if !snapshot.declares_type(uid.type_name()) || !seen.insert(uid.clone()) {
                     continue;
                 }
                 if use_cache {
@@ -528,7 +389,10 @@ impl EntitySource for RedisSource {
                         match n {
                             Negative::Absent => continue,
                             Negative::Invalid(m) => {
-                                return Err(EntitySourceError::InvalidData(m.to_string()))
+                                return Err(EntitySourceError::InvalidData {
+                                    uid: Some(Box::new(uid)),
+                                    message: m.to_string(),
+                                })
                             }
                         }
                     }
@@ -560,7 +424,7 @@ impl EntitySource for RedisSource {
                         }
                         Err(n) => {
                             if let Negative::Invalid(m) = &n {
-                                invalid.get_or_insert_with(|| m.to_string());
+                                invalid.get_or_insert_with(|| (uid.clone(), m.to_string()));
                             }
                             if use_cache {
                                 shared.negative.insert(uid.clone(), n).await;
@@ -579,18 +443,37 @@ impl EntitySource for RedisSource {
                     }
                     shared.update_size_gauges();
                 }
-                if let Some(m) = invalid {
-                    return Err(EntitySourceError::InvalidData(m));
+                if let Some((uid, message)) = invalid {
+                    return Err(EntitySourceError::InvalidData {
+                        uid: Some(Box::new(uid)),
+                        message,
+                    });
                 }
             }
             level = next;
         }
         // Each entity was checked against this schema when it was parsed, so the set
-        // is assembled without checking again; the schema's actions join it.
-        let actions = self.actions(snapshot)?;
-        Entities::from_entities(found.into_iter().chain(actions.1.iter().cloned()), None)
-            .map(Arc::new)
-            .map_err(|e| EntitySourceError::InvalidData(crate::error_chain(&e)))
+        // is assembled without checking again; the schema's grouped actions join it.
+        Entities::from_entities(
+            found
+                .into_iter()
+                .chain(snapshot.action_entities.iter().cloned()),
+            None,
+        )
+        .map(Arc::new)
+        .map_err(|e| EntitySourceError::InvalidData {
+            uid: None,
+            message: crate::error_chain(&e),
+        })
+    }
+
+    async fn prefetch(&self, uids: &[EntityUid], snapshot: &Snapshot) {
+        // Fetching them all at once fills the cache level by level; what failed will
+        // fail again, with its diagnostic, in the decision that needs it. Without a
+        // usable cache nothing would be kept, so nothing is fetched.
+        if self.shared.cache_usable() {
+            let _ = self.entities_for(uids, snapshot).await;
+        }
     }
 
     async fn list(
@@ -598,7 +481,7 @@ impl EntitySource for RedisSource {
         entity_type: &EntityTypeName,
         cursor: Option<&str>,
         limit: usize,
-        _snapshot: &PolicySnapshot,
+        _snapshot: &Snapshot,
     ) -> Result<UidPage, EntitySourceError> {
         let mut conn = self.shared.conn()?;
         let min = match cursor {

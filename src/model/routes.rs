@@ -1,7 +1,7 @@
 //! The route table: which Cedar action and resource an HTTP request stands for.
 //!
 //! Security teams own the table (`policies/routes.yaml`) next to the policies. It is
-//! compiled inside [`crate::policy::compile`] against the same schema, so a table that
+//! compiled inside [`crate::model::compile`] against the same schema, so a table that
 //! names an unknown action, an undeclared entity type, an unbound template variable or
 //! a context field of the wrong type never serves. Matching is deliberately strict: a
 //! path that is not in the table (including paths with dot segments, empty segments or
@@ -15,7 +15,7 @@ use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, Schema};
 use http::{HeaderName, Method};
 use serde::Deserialize;
 
-use crate::policy::{line_col, LoadErrors, Problem, SourceFile};
+use super::source::{line_col, Problem, Problems, SourceFile};
 
 /// What a request that matches no route gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -384,7 +384,7 @@ fn parse_action(text: &str, namespace: Option<&str>) -> Result<EntityUid, String
 }
 
 /// Compiles a route table against a schema. Returns every problem found.
-pub fn compile(file: &SourceFile, schema: &Schema) -> Result<RouteTable, LoadErrors> {
+pub fn compile(file: &SourceFile, schema: &Schema) -> Result<RouteTable, Problems> {
     let wire: TableWire = serde_yaml_ng::from_str(&file.text).map_err(|e| {
         let (line, column) = e
             .location()
@@ -394,7 +394,7 @@ pub fn compile(file: &SourceFile, schema: &Schema) -> Result<RouteTable, LoadErr
         if let (Some(l), Some(c)) = (line, column) {
             message = message.replace(&format!(" at line {l} column {c}"), "");
         }
-        LoadErrors(vec![Problem {
+        Problems(vec![Problem {
             file: file.name.clone(),
             line,
             column,
@@ -452,7 +452,7 @@ pub fn compile(file: &SourceFile, schema: &Schema) -> Result<RouteTable, LoadErr
         }
     }
     if !problems.is_empty() {
-        return Err(LoadErrors(problems));
+        return Err(Problems(problems));
     }
     Ok(RouteTable {
         file: file.name.clone(),
@@ -584,7 +584,7 @@ fn compile_route(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{embedded, parse_schema};
+    use crate::model::{embedded, parse_schema};
 
     fn schema() -> Schema {
         parse_schema(&SourceFile::new(embedded::SCHEMA.0, embedded::SCHEMA.1)).unwrap()

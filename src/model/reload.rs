@@ -1,13 +1,14 @@
-//! Hot reload of the served model: schema, policies, template links and whatever else
-//! [`PolicySources`](crate::policy::PolicySources) holds.
+//! The serving [`Model`] and its hot reload: schema, policies, template links, routes,
+//! the AuthZEN mapping and the entity file, all of [`Sources`](super::Sources).
 //!
 //! One background task, started by `serve` and owned by the [`ReloadTask`] it returns,
 //! waits for a trigger (a file change in a watched directory, SIGHUP) and then calls
-//! [`reload`]: the sources are read and compiled off the async workers, and a good
-//! snapshot is swapped into `App.policies` in one atomic store. Requests that loaded
-//! the old snapshot finish on it; no request ever sees a half-built or empty set.
-//! A bad edit changes nothing that serves: its problems are logged, counted and kept
-//! for `/v1/policies` until a later reload succeeds.
+//! [`Model::reload`]: the sources are read and compiled off the async workers, checked
+//! by a [`Gate`] (data held outside the model, such as the Redis store, must fit the
+//! new schema), and a good snapshot is swapped in with one atomic store. Requests that
+//! loaded the old snapshot finish on it; no request ever sees a half-built or empty
+//! set. A bad edit changes nothing that serves: its problems are logged, counted and
+//! kept for `/v1/policies` until a later reload succeeds.
 //!
 //! Watching directories rather than files is what makes Kubernetes ConfigMaps work: a
 //! ConfigMap volume swaps a `..data` symlink to a new timestamped directory, which
@@ -18,6 +19,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::{AccessKind, AccessMode};
@@ -26,11 +30,10 @@ use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts}
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::config::{ModelArgs, ServeArgs};
-use crate::entities::EntitySourceError;
+use super::snapshot::Snapshot;
+use super::source::{EntityFile, Problem, Problems};
+use crate::config::{ModelArgs, ReloadArgs};
 use crate::metrics::Metrics;
-use crate::policy::{LoadErrors, PolicySnapshot, Problem};
-use crate::server::{self, App};
 
 /// What started a reload. A small fixed set: it is a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +42,7 @@ pub enum Trigger {
     FileChange,
     /// The process received SIGHUP.
     Signal,
-    /// A direct call of [`reload`] (tests, embedding programs).
+    /// A direct call of [`Model::reload`] (tests, embedding programs).
     Manual,
 }
 
@@ -61,7 +64,7 @@ pub enum ReloadOutcome {
     /// The sources compile to the snapshot already serving; nothing was swapped.
     Unchanged,
     /// The sources do not load; the last good snapshot keeps serving.
-    Rejected(LoadErrors),
+    Rejected(Problems),
 }
 
 impl ReloadOutcome {
@@ -146,38 +149,90 @@ impl ReloadMetrics {
     }
 }
 
-/// Reload bookkeeping shared by the reload task and the status endpoint.
-pub struct ReloadState {
+/// Checks a compiled snapshot against what lives outside the model before it may
+/// serve: entity data in an external store must fit the new schema. Implemented by
+/// the entity layer; the model knows only this question.
+#[async_trait]
+pub trait Gate: Send + Sync {
+    /// `Err` with the problems when `next` must not serve.
+    async fn admit(&self, next: &Snapshot) -> Result<(), Vec<Problem>>;
+}
+
+/// A gate that admits every snapshot: nothing lives outside the model.
+pub struct Open;
+
+#[async_trait]
+impl Gate for Open {
+    async fn admit(&self, _next: &Snapshot) -> Result<(), Vec<Problem>> {
+        Ok(())
+    }
+}
+
+/// The serving model: the current snapshot, where its sources come from, and the
+/// reload bookkeeping.
+pub struct Model {
+    /// Read on every request, written only by a reload: an `ArcSwap` lets readers load
+    /// it without a lock, and a request keeps the snapshot it loaded even if a reload
+    /// swaps in another meanwhile.
+    current: ArcSwap<Snapshot>,
+    /// Where the model comes from: a reload reads these paths again.
+    args: ModelArgs,
+    entity_file: EntityFile,
     /// Read by `/v1/policies`, written once per reload: a plain mutex is enough, and
     /// the decision path never takes it.
     status: Mutex<ReloadStatus>,
     /// `None` only if registration failed, which a fresh registry never does; reloads
     /// work the same without their metrics.
     metrics: Option<ReloadMetrics>,
+    policies_loaded: prometheus::IntGauge,
     /// One reload at a time, so that two triggers cannot swap in their snapshots out
     /// of order.
     serial: tokio::sync::Mutex<()>,
     watching: AtomicBool,
 }
 
-impl ReloadState {
-    pub fn new(metrics: &Metrics) -> Self {
-        let metrics = match ReloadMetrics::new(metrics) {
+impl Model {
+    /// A model serving `snapshot`, read from the sources `args` and `entity_file`
+    /// name whenever it reloads.
+    pub fn new(
+        snapshot: Snapshot,
+        args: ModelArgs,
+        entity_file: EntityFile,
+        metrics: &Metrics,
+    ) -> Self {
+        let reload_metrics = match ReloadMetrics::new(metrics) {
             Ok(m) => Some(m),
             Err(e) => {
                 tracing::warn!(error = %e, "reload metrics unavailable");
                 None
             }
         };
+        metrics
+            .policies_loaded
+            .set(i64::try_from(snapshot.active_policy_count()).unwrap_or(i64::MAX));
         Self {
+            current: ArcSwap::from_pointee(snapshot),
+            args,
+            entity_file,
             status: Mutex::new(ReloadStatus::default()),
-            metrics,
+            metrics: reload_metrics,
+            policies_loaded: metrics.policies_loaded.clone(),
             serial: tokio::sync::Mutex::new(()),
             watching: AtomicBool::new(false),
         }
     }
 
-    /// A copy of the current status.
+    /// The serving snapshot.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The flags the model is read from.
+    pub fn args(&self) -> &ModelArgs {
+        &self.args
+    }
+
+    /// A copy of the reload status.
     pub fn status(&self) -> ReloadStatus {
         let mut status = self
             .status
@@ -222,103 +277,81 @@ impl ReloadState {
             ReloadOutcome::Applied { .. } | ReloadOutcome::Unchanged => None,
         };
     }
-}
 
-/// Reads and compiles the model again and, if it loads and differs from the serving
-/// one, swaps it in. Never leaves the service without a snapshot: on any problem the
-/// serving snapshot stays.
-pub async fn reload(app: &App, trigger: Trigger) -> ReloadOutcome {
-    let _one_at_a_time = app.reload.serial.lock().await;
-    let started = Instant::now();
-    let model = app.model.clone();
-    // Reading files and validating a policy set is blocking work of a few
-    // milliseconds; it runs beside the request handlers, not on their workers.
-    let built = tokio::task::spawn_blocking(move || server::load_model(&model))
-        .await
-        .unwrap_or_else(|e| {
-            Err(LoadErrors(vec![Problem {
-                file: "<reload>".to_string(),
-                line: None,
-                column: None,
-                message: format!("the reload did not finish: {e}"),
-            }]))
-        });
-    let outcome = match built {
-        Err(e) => ReloadOutcome::Rejected(e),
-        Ok(snapshot) => apply(app, snapshot).await,
-    };
-    let took = started.elapsed();
-    app.reload.record(trigger, &outcome, took);
-    match &outcome {
-        ReloadOutcome::Applied { hash, policies } => tracing::info!(
-            trigger = trigger.name(),
-            hash = %hash,
-            policies = *policies,
-            took_ms = took.as_secs_f64() * 1000.0,
-            "policies reloaded"
-        ),
-        ReloadOutcome::Unchanged => tracing::debug!(
-            trigger = trigger.name(),
-            "policies unchanged; nothing to reload"
-        ),
-        ReloadOutcome::Rejected(e) => tracing::warn!(
-            trigger = trigger.name(),
-            problems = e.0.len(),
-            errors = %e,
-            "policy reload rejected; the last good policies keep serving"
-        ),
-    }
-    outcome
-}
-
-/// Swaps in a compiled snapshot unless it is the serving one or the entity data does
-/// not fit its schema.
-async fn apply(app: &App, snapshot: PolicySnapshot) -> ReloadOutcome {
-    let current = app.policies.load_full();
-    if snapshot.hash == current.hash {
-        return ReloadOutcome::Unchanged;
-    }
-    if snapshot.active_policy_count() == 0 && current.active_policy_count() > 0 {
-        // An empty policy set denies everything. From files that is almost always a
-        // mistake (an empty mount, a truncated file), never an intended edit.
-        return ReloadOutcome::Rejected(LoadErrors(vec![Problem {
-            file: app
-                .model
-                .policies
-                .as_ref()
-                .map_or_else(|| "policies".to_string(), |p| p.display().to_string()),
-            line: None,
-            column: None,
-            message: "the new policy set has no policies; it would deny every request".to_string(),
-        }]));
-    }
-    if snapshot.schema_hash != current.schema_hash {
-        // A schema edit that is valid on its own but that the entity data does not
-        // conform to would make every decision deny: reject it like any bad edit.
-        // A source that is down says nothing about the data; it does not block.
-        match app.entities.entities_for(&[], &snapshot).await {
-            Err(EntitySourceError::InvalidData(message)) => {
-                return ReloadOutcome::Rejected(LoadErrors(vec![Problem {
-                    file: format!("entity data ({})", app.entities.kind()),
-                    line: None,
-                    column: None,
-                    message: format!("does not conform to the new schema: {message}"),
-                }]));
-            }
-            Err(EntitySourceError::Unavailable(message)) => tracing::warn!(
-                error = %message,
-                "cannot check entity data against the new schema; reloading anyway"
+    /// Reads and compiles the model again and, if it loads, differs from the serving
+    /// one and passes the gate, swaps it in. Never leaves the service without a
+    /// snapshot: on any problem the serving snapshot stays.
+    pub async fn reload(&self, trigger: Trigger, gate: &dyn Gate) -> ReloadOutcome {
+        let _one_at_a_time = self.serial.lock().await;
+        let started = Instant::now();
+        let args = self.args.clone();
+        let entity_file = self.entity_file.clone();
+        // Reading files and validating a policy set is blocking work; it runs beside
+        // the request handlers, not on their workers.
+        let built = tokio::task::spawn_blocking(move || super::load(&args, &entity_file))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Problems::single(Problem::file(
+                    "<reload>",
+                    format!("the reload did not finish: {e}"),
+                )))
+            });
+        let outcome = match built {
+            Err(e) => ReloadOutcome::Rejected(e),
+            Ok(snapshot) => self.apply(snapshot, gate).await,
+        };
+        let took = started.elapsed();
+        self.record(trigger, &outcome, took);
+        match &outcome {
+            ReloadOutcome::Applied { hash, policies } => tracing::info!(
+                trigger = trigger.name(),
+                hash = %hash,
+                policies = *policies,
+                took_ms = took.as_secs_f64() * 1000.0,
+                "model reloaded"
             ),
-            Ok(_) => {}
+            ReloadOutcome::Unchanged => tracing::debug!(
+                trigger = trigger.name(),
+                "model unchanged; nothing to reload"
+            ),
+            ReloadOutcome::Rejected(e) => tracing::warn!(
+                trigger = trigger.name(),
+                problems = e.0.len(),
+                errors = %e,
+                "model reload rejected; the last good model keeps serving"
+            ),
         }
+        outcome
     }
-    let policies = snapshot.active_policy_count();
-    let hash = snapshot.hash.clone();
-    app.metrics
-        .policies_loaded
-        .set(i64::try_from(policies).unwrap_or(i64::MAX));
-    app.policies.store(Arc::new(snapshot));
-    ReloadOutcome::Applied { hash, policies }
+
+    /// Swaps in a compiled snapshot unless it is the serving one, has lost every
+    /// policy, or the gate refuses it.
+    async fn apply(&self, snapshot: Snapshot, gate: &dyn Gate) -> ReloadOutcome {
+        let current = self.load();
+        if snapshot.hash == current.hash {
+            return ReloadOutcome::Unchanged;
+        }
+        if snapshot.active_policy_count() == 0 && current.active_policy_count() > 0 {
+            // An empty policy set denies everything. From files that is almost always
+            // a mistake (an empty mount, a truncated file), never an intended edit.
+            return ReloadOutcome::Rejected(Problems::single(Problem::file(
+                self.args
+                    .policies
+                    .as_ref()
+                    .map_or_else(|| "policies".to_string(), |p| p.display().to_string()),
+                "the new policy set has no policies; it would deny every request",
+            )));
+        }
+        if let Err(problems) = gate.admit(&snapshot).await {
+            return ReloadOutcome::Rejected(Problems(problems));
+        }
+        let policies = snapshot.active_policy_count();
+        let hash = snapshot.hash.clone();
+        self.policies_loaded
+            .set(i64::try_from(policies).unwrap_or(i64::MAX));
+        self.current.store(Arc::new(snapshot));
+        ReloadOutcome::Applied { hash, policies }
+    }
 }
 
 /// How the reload task runs.
@@ -333,11 +366,11 @@ pub struct ReloadOptions {
     pub sighup: bool,
 }
 
-impl From<&ServeArgs> for ReloadOptions {
-    fn from(a: &ServeArgs) -> Self {
+impl From<&ReloadArgs> for ReloadOptions {
+    fn from(a: &ReloadArgs) -> Self {
         Self {
-            watch: a.reload.watch(),
-            debounce: a.reload.debounce(),
+            watch: a.watch(),
+            debounce: a.debounce(),
             sighup: true,
         }
     }
@@ -374,17 +407,18 @@ impl Drop for ReloadTask {
     }
 }
 
-/// Starts the reload task for `app`. Must be called inside a Tokio runtime.
+/// Starts the reload task for `model`, whose snapshots must pass `gate`. Must be
+/// called inside a Tokio runtime.
 ///
 /// If the task fails (the watcher cannot start, a directory cannot be watched), it
 /// logs the problem and carries on with what works: SIGHUP and the remaining watches
 /// still reload, and the serving snapshot is never touched by a failure.
-pub fn spawn(app: Arc<App>, options: ReloadOptions) -> ReloadTask {
+pub fn spawn(model: Arc<Model>, gate: Arc<dyn Gate>, options: ReloadOptions) -> ReloadTask {
     let (stop, stopped) = oneshot::channel();
     // Listen for SIGHUP before returning, so that a SIGHUP sent once `serve` logged
     // its start reloads instead of terminating the process.
     let hangup = if options.sighup { hangup() } else { None };
-    let handle = tokio::spawn(run(app, options, hangup, stopped));
+    let handle = tokio::spawn(run(model, gate, options, hangup, stopped));
     ReloadTask {
         stop: Some(stop),
         handle: Some(handle),
@@ -392,27 +426,39 @@ pub fn spawn(app: Arc<App>, options: ReloadOptions) -> ReloadTask {
 }
 
 /// The directories holding the model's files: where a change of any of them shows.
-pub fn watched_dirs(model: &ModelArgs) -> BTreeSet<PathBuf> {
-    let sources = match server::model_sources(model) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(errors = %e, "cannot read the model's sources to watch them");
-            return BTreeSet::new();
-        }
+/// Read from the flags, not from a snapshot, so that a file that failed to load is
+/// watched too.
+pub fn watched_dirs(args: &ModelArgs, entity_file: &EntityFile) -> BTreeSet<PathBuf> {
+    let parent = |p: &std::path::Path| match p.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
     };
-    sources
-        .files()
+    let mut dirs = BTreeSet::new();
+    let ModelArgs {
+        schema,
+        policies,
+        template_links,
+        routes,
+        authzen_mapping,
+    } = args;
+    for file in [schema, template_links, routes, authzen_mapping]
         .into_iter()
-        .filter_map(|f| f.path.as_deref())
-        .map(|p| match p.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        })
-        .collect()
+        .flatten()
+    {
+        dirs.insert(parent(file));
+    }
+    if let Some(p) = policies {
+        dirs.insert(if p.is_dir() { p.clone() } else { parent(p) });
+    }
+    if let EntityFile::Path(p) = entity_file {
+        dirs.insert(parent(p));
+    }
+    dirs
 }
 
 async fn run(
-    app: Arc<App>,
+    model: Arc<Model>,
+    gate: Arc<dyn Gate>,
     options: ReloadOptions,
     mut hangup: Option<Hangup>,
     mut stopped: oneshot::Receiver<()>,
@@ -420,7 +466,7 @@ async fn run(
     // Capacity one: a pending trigger already means "reload once more", so further
     // events while one is pending carry no news and are dropped.
     let (changed, mut changes) = mpsc::channel::<()>(1);
-    let dirs = watched_dirs(&app.model);
+    let dirs = watched_dirs(&model.args, &model.entity_file);
     let watch = options.watch.unwrap_or(!dirs.is_empty());
     let mut watcher = if watch {
         start_watcher(changed.clone())
@@ -431,13 +477,11 @@ async fn run(
     if let Some(w) = watcher.as_mut() {
         add_watches(w, &dirs, &mut watched);
     }
-    app.reload
-        .watching
-        .store(!watched.is_empty(), Ordering::Relaxed);
+    model.watching.store(!watched.is_empty(), Ordering::Relaxed);
     tracing::info!(
         watching = ?watched,
         sighup = hangup.is_some(),
-        "policy reload ready"
+        "model reload ready"
     );
 
     loop {
@@ -451,18 +495,10 @@ async fn run(
         {
             break;
         }
-        let outcome = reload(&app, trigger).await;
-        // A reload can bring in files from a new directory (a routes file, say);
-        // watch it from now on.
-        if let (ReloadOutcome::Applied { .. }, Some(w)) = (&outcome, watcher.as_mut()) {
-            add_watches(w, &watched_dirs(&app.model), &mut watched);
-            app.reload
-                .watching
-                .store(!watched.is_empty(), Ordering::Relaxed);
-        }
+        model.reload(trigger, gate.as_ref()).await;
     }
-    app.reload.watching.store(false, Ordering::Relaxed);
-    tracing::info!("policy reload stopped");
+    model.watching.store(false, Ordering::Relaxed);
+    tracing::info!("model reload stopped");
 }
 
 /// Waits until no change has arrived for `quiet`, so that a burst of writes reloads
@@ -622,6 +658,6 @@ mod tests {
 
     #[test]
     fn the_shipped_model_has_nothing_to_watch() {
-        assert!(watched_dirs(&ModelArgs::default()).is_empty());
+        assert!(watched_dirs(&ModelArgs::default(), &EntityFile::Shipped).is_empty());
     }
 }

@@ -1,5 +1,6 @@
-//! `GET /v1/policies`: what the service enforces right now, and whether the files on
-//! disk could be loaded the last time they were read.
+//! The operational endpoints: `/healthz`, `/readyz`, `/metrics`, and `/v1/policies`
+//! (what the service enforces right now, and whether the files on disk could be loaded
+//! the last time they were read).
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -7,8 +8,46 @@ use std::time::SystemTime;
 use cedar_policy::PolicyId;
 use serde::Serialize;
 
-use crate::policy::{PolicyInfo, PolicyKind, PolicySnapshot, Problem};
-use crate::reload::{ReloadFailure, ReloadStatus};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::StatusCode;
+
+use super::{json_response, Ctx, Response};
+use crate::model::reload::ReloadFailure;
+use crate::model::{PolicyInfo, PolicyKind, Problem, ReloadStatus, Snapshot};
+
+pub fn healthz() -> Response {
+    json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())
+}
+
+/// Ready when the entity source can serve (the model is loaded before the listener
+/// opens).
+pub async fn readyz(ctx: &Ctx) -> Response {
+    match ctx.app.entities.ready().await {
+        Ok(()) => json_response(StatusCode::OK, r#"{"status":"ready"}"#.into()),
+        Err(e) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "not_ready", "reason": e.to_string()}).to_string(),
+        ),
+    }
+}
+
+pub fn metrics(ctx: &Ctx) -> Response {
+    let mut r = json_response(StatusCode::OK, ctx.app.metrics.render());
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+pub fn policies(ctx: &Ctx) -> Response {
+    let snapshot = ctx.app.model.load();
+    let body = PoliciesResponse::new(&snapshot, &ctx.app.model.status());
+    json_response(
+        StatusCode::OK,
+        serde_json::to_string(&body).unwrap_or_default(),
+    )
+}
 
 #[derive(Debug, Serialize)]
 pub struct PoliciesResponse {
@@ -71,7 +110,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 impl PoliciesResponse {
-    pub fn new(snapshot: &PolicySnapshot, status: &ReloadStatus) -> Self {
+    pub fn new(snapshot: &Snapshot, status: &ReloadStatus) -> Self {
         let entry = |p: &PolicyInfo| PolicyEntry {
             id: p.id.clone(),
             file: p.file.clone(),

@@ -1,17 +1,12 @@
-//! The decision: a request in domain terms, checked against the schema, evaluated by
-//! Cedar. No I/O happens here; entities arrive from the caller.
-//!
-//! Authorization never fails: evaluation problems travel as diagnostics on a `Deny`
-//! (or on an `Allow` decided by other policies), as in Cedar itself. Only a request
-//! that is malformed for the schema is an error, and that is the caller's mistake.
+//! Requests in domain terms, checked against the snapshot's schema. A request that
+//! is malformed for the schema is the caller's mistake, a [`RequestError`]; its message
+//! names the field in the caller's own vocabulary ([`FieldNames`]).
 
 use std::str::FromStr;
-use std::sync::Arc;
 
-use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request, RequestValidationError};
+use cedar_policy::{Context, EntityUid, Request, RequestValidationError};
 
-use crate::entities::{EntitySource, EntitySourceError};
-use crate::policy::PolicySnapshot;
+use crate::model::Snapshot;
 
 /// Which part of a request a problem is in; named in error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,14 +17,46 @@ pub enum Field {
     Context,
 }
 
+/// What each API calls the parts of a request: Cedar's names on the Cedar-native API
+/// and the gateway, AuthZEN's on AuthZEN (`subject` for the principal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldNames {
+    pub principal: &'static str,
+    pub action: &'static str,
+    pub resource: &'static str,
+    pub context: &'static str,
+}
+
+/// Cedar's names.
+pub const CEDAR_NAMES: FieldNames = FieldNames {
+    principal: "principal",
+    action: "action",
+    resource: "resource",
+    context: "context",
+};
+
+/// AuthZEN's names.
+pub const AUTHZEN_NAMES: FieldNames = FieldNames {
+    principal: "subject",
+    action: "action",
+    resource: "resource",
+    context: "context",
+};
+
 impl Field {
-    pub fn name(self) -> &'static str {
+    /// The field's name in an API's vocabulary.
+    pub fn name_in(self, names: &FieldNames) -> &'static str {
         match self {
-            Field::Principal => "principal",
-            Field::Action => "action",
-            Field::Resource => "resource",
-            Field::Context => "context",
+            Field::Principal => names.principal,
+            Field::Action => names.action,
+            Field::Resource => names.resource,
+            Field::Context => names.context,
         }
+    }
+
+    /// The field's Cedar name.
+    pub fn name(self) -> &'static str {
+        self.name_in(&CEDAR_NAMES)
     }
 }
 
@@ -44,21 +71,22 @@ pub struct RawRequest {
 }
 
 /// Why a request cannot be decided. Each is the caller's mistake.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 pub enum RequestError {
-    #[error("`{field}`: invalid entity uid `{input}`: {reason}", field = .field.name())]
     InvalidUid {
         field: Field,
         input: String,
         reason: String,
     },
-    #[error("`{field}`: entity type `{type_name}` is not declared in the schema", field = .field.name())]
-    UnknownEntityType { field: Field, type_name: String },
-    #[error("`action`: action `{0}` is not declared in the schema")]
+    UnknownEntityType {
+        field: Field,
+        type_name: String,
+    },
     UnknownAction(String),
-    #[error("`{field}`: {message}", field = .field.name())]
-    NotInSchema { field: Field, message: String },
-    #[error("`context`: {0}")]
+    NotInSchema {
+        field: Field,
+        message: String,
+    },
     InvalidContext(String),
 }
 
@@ -73,7 +101,41 @@ impl RequestError {
             RequestError::InvalidContext(_) => "invalid_context",
         }
     }
+
+    /// The message, naming the field as the API in `names` calls it.
+    pub fn message(&self, names: &FieldNames) -> String {
+        match self {
+            RequestError::InvalidUid {
+                field,
+                input,
+                reason,
+            } => format!(
+                "`{}`: invalid entity uid `{input}`: {reason}",
+                field.name_in(names)
+            ),
+            RequestError::UnknownEntityType { field, type_name } => format!(
+                "`{}`: entity type `{type_name}` is not declared in the schema",
+                field.name_in(names)
+            ),
+            RequestError::UnknownAction(action) => format!(
+                "`{}`: action `{action}` is not declared in the schema",
+                names.action
+            ),
+            RequestError::NotInSchema { field, message } => {
+                format!("`{}`: {message}", field.name_in(names))
+            }
+            RequestError::InvalidContext(message) => format!("`{}`: {message}", names.context),
+        }
+    }
 }
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message(&CEDAR_NAMES))
+    }
+}
+
+impl std::error::Error for RequestError {}
 
 /// A request checked against the schema.
 #[derive(Debug, Clone)]
@@ -82,30 +144,6 @@ pub struct CheckedRequest {
     pub action: EntityUid,
     pub resource: EntityUid,
     pub request: Request,
-}
-
-/// The outcome of one decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-    /// Ids of the policies that determined the decision.
-    pub reasons: Vec<String>,
-    /// Problems met while deciding, as messages.
-    pub errors: Vec<String>,
-    /// True when entity data could not be read at all (the store is down); the
-    /// decision is then a deny that says so.
-    pub source_unavailable: bool,
-}
-
-impl Decision {
-    pub fn deny_with_error(message: String, source_unavailable: bool) -> Self {
-        Self {
-            allowed: false,
-            reasons: Vec::new(),
-            errors: vec![message],
-            source_unavailable,
-        }
-    }
 }
 
 fn parse_uid(field: Field, input: &str) -> Result<EntityUid, RequestError> {
@@ -117,7 +155,7 @@ fn parse_uid(field: Field, input: &str) -> Result<EntityUid, RequestError> {
 }
 
 /// Checks a raw request against the snapshot's schema.
-pub fn check(snapshot: &PolicySnapshot, raw: &RawRequest) -> Result<CheckedRequest, RequestError> {
+pub fn check(snapshot: &Snapshot, raw: &RawRequest) -> Result<CheckedRequest, RequestError> {
     let principal = parse_uid(Field::Principal, &raw.principal)?;
     let action = parse_uid(Field::Action, &raw.action)?;
     let resource = parse_uid(Field::Resource, &raw.resource)?;
@@ -126,14 +164,14 @@ pub fn check(snapshot: &PolicySnapshot, raw: &RawRequest) -> Result<CheckedReque
 
 /// Checks parsed uids and a JSON context against the snapshot's schema.
 pub fn check_uids(
-    snapshot: &PolicySnapshot,
+    snapshot: &Snapshot,
     principal: EntityUid,
     action: EntityUid,
     resource: EntityUid,
     context: Option<serde_json::Value>,
 ) -> Result<CheckedRequest, RequestError> {
     let schema = &snapshot.schema;
-    let declared = |uid: &EntityUid| schema.entity_types().any(|t| t == uid.type_name());
+    let declared = |uid: &EntityUid| snapshot.declares_type(uid.type_name());
     if !declared(&principal) {
         return Err(RequestError::UnknownEntityType {
             field: Field::Principal,
@@ -146,7 +184,7 @@ pub fn check_uids(
             type_name: resource.type_name().to_string(),
         });
     }
-    if !schema.actions().any(|a| a == &action) {
+    if !snapshot.declares_action(&action) {
         return Err(RequestError::UnknownAction(action.to_string()));
     }
     let context = match context {
@@ -196,48 +234,5 @@ fn request_error(e: &RequestValidationError) -> RequestError {
             field: Field::Context,
             message,
         },
-    }
-}
-
-/// Evaluates a checked request. Total: never panics, never errors.
-pub fn decide(
-    snapshot: &PolicySnapshot,
-    request: &CheckedRequest,
-    entities: &Entities,
-) -> Decision {
-    let response = Authorizer::new().is_authorized(&request.request, &snapshot.policies, entities);
-    let allowed = response.decision() == cedar_policy::Decision::Allow;
-    let reasons = response
-        .diagnostics()
-        .reason()
-        .map(ToString::to_string)
-        .collect();
-    let errors = response
-        .diagnostics()
-        .errors()
-        .map(|e| crate::error_chain(e))
-        .collect();
-    Decision {
-        allowed,
-        reasons,
-        errors,
-        source_unavailable: false,
-    }
-}
-
-/// Fetches the entities a checked request needs and decides. Missing or unreadable
-/// data denies.
-pub async fn decide_with(
-    snapshot: &PolicySnapshot,
-    source: &Arc<dyn EntitySource>,
-    request: &CheckedRequest,
-) -> Decision {
-    let uids = [request.principal.clone(), request.resource.clone()];
-    match source.entities_for(&uids, snapshot).await {
-        Ok(entities) => decide(snapshot, request, &entities),
-        Err(e) => {
-            let unavailable = matches!(e, EntitySourceError::Unavailable(_));
-            Decision::deny_with_error(e.to_string(), unavailable)
-        }
     }
 }

@@ -1,20 +1,16 @@
 //! The mapping from AuthZEN names to Cedar names: entity types, actions, where action
 //! properties go, and how request properties meet stored entities. Read from a YAML
-//! or JSON file; the portal's mapping is embedded as the default.
+//! or JSON file (the portal's mapping is the shipped default) and compiled against the
+//! schema with the rest of the model, so a reload that breaks the mapping is rejected
+//! like a bad policy.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid, Schema};
 use serde::Deserialize;
 
-/// The shipped portal mapping, compiled in so that the default service speaks AuthZEN
-/// without a file.
-pub const EMBEDDED: (&str, &str) = (
-    "examples/portal/authzen.yaml",
-    include_str!("../../examples/portal/authzen.yaml"),
-);
+use super::source::{self, Problem, Problems, SourceFile};
 
 /// Which side wins when a request carries properties for an entity the entity store
 /// also holds.
@@ -96,14 +92,6 @@ fn default_action_properties_key() -> String {
     "actionProperties".to_string()
 }
 
-/// A problem with a mapping file, named by file and entry.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{file}: {message}")]
-pub struct MappingError {
-    pub file: String,
-    pub message: String,
-}
-
 /// A checked mapping.
 #[derive(Debug, Clone)]
 pub struct Mapping {
@@ -117,30 +105,60 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// The shipped portal mapping.
-    pub fn embedded() -> Result<Self, MappingError> {
-        Self::parse(EMBEDDED.0, EMBEDDED.1)
-    }
-
-    pub fn read(path: &Path) -> Result<Self, MappingError> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| MappingError {
-            file: name.clone(),
-            message: format!("cannot read: {e}"),
-        })?;
-        Self::parse(&name, &text)
+    /// Reads a mapping source and checks it against the schema. A mapping the operator
+    /// named must name only declared types and actions; the shipped mapping's entries
+    /// that the schema lacks are dropped, so it works with any schema.
+    pub fn compile(source: &source::Mapping, schema: &Schema) -> Result<Self, Problems> {
+        let (file, strict) = match source {
+            source::Mapping::Shipped(f) => (f, false),
+            source::Mapping::File(f) => (f, true),
+        };
+        let mut mapping = Self::parse(file)?;
+        let problems = mapping.problems(schema, file);
+        if strict && !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        if !strict {
+            let declared: HashSet<&EntityTypeName> = schema.entity_types().collect();
+            mapping.types.retain(|_, ty| declared.contains(ty));
+            let action_type = mapping.action_type.clone();
+            mapping.action_names.retain(|_, id| {
+                let uid = EntityUid::from_type_name_and_id(
+                    action_type.clone(),
+                    EntityId::new(id.as_str()),
+                );
+                schema.actions().any(|a| a == &uid)
+            });
+        }
+        Ok(mapping)
     }
 
     /// Parses a mapping: JSON when the name ends in `.json`, YAML otherwise.
-    pub fn parse(name: &str, text: &str) -> Result<Self, MappingError> {
-        let err = |message: String| MappingError {
-            file: name.to_string(),
-            message,
-        };
+    fn parse(source: &SourceFile) -> Result<Self, Problems> {
+        let name = source.name.as_str();
+        let text = source.text.as_str();
+        let err = |message: String| Problems::single(Problem::file(name, message));
         let file: MappingFile = if name.ends_with(".json") {
-            serde_json::from_str(text).map_err(|e| err(format!("invalid mapping: {e}")))?
+            serde_json::from_str(text).map_err(|e| {
+                Problems::single(Problem::at_line(
+                    source,
+                    Some(e.line()),
+                    Some(e.column()),
+                    format!("invalid mapping: {e}"),
+                ))
+            })?
         } else {
-            serde_yaml_ng::from_str(text).map_err(|e| err(format!("invalid mapping: {e}")))?
+            serde_yaml_ng::from_str(text).map_err(|e| {
+                let (line, column) = e
+                    .location()
+                    .map_or((None, None), |l| (Some(l.line()), Some(l.column())));
+                Problems::single(Problem::at_line(
+                    source,
+                    line,
+                    column,
+                    format!("invalid mapping: {e}"),
+                ))
+            })?
         };
         let mut types = BTreeMap::new();
         for (authzen, cedar) in &file.entity_types {
@@ -175,22 +193,33 @@ impl Mapping {
         })
     }
 
-    /// Entries that name types or actions the schema does not declare. A mapping given
-    /// explicitly must have none; the embedded default is tolerated on other schemas.
-    pub fn problems(&self, schema: &Schema) -> Vec<String> {
+    /// Entries that name types or actions the schema does not declare, placed at the
+    /// entry's line.
+    fn problems(&self, schema: &Schema, file: &SourceFile) -> Vec<Problem> {
+        let at = |key: &str, message: String| {
+            let offset = file
+                .text
+                .find(&format!("{key}:"))
+                .or_else(|| file.text.find(&format!("\"{key}\"")));
+            Problem::at(file, offset, message)
+        };
         let mut out = Vec::new();
         for (authzen, ty) in &self.types {
             if !schema.entity_types().any(|t| t == ty) {
-                out.push(format!(
-                    "`entity_types.{authzen}`: entity type `{ty}` is not declared in the schema"
+                out.push(at(
+                    authzen,
+                    format!(
+                        "`entity_types.{authzen}`: entity type `{ty}` is not declared in the schema"
+                    ),
                 ));
             }
         }
         for (name, id) in &self.action_names {
             let uid = EntityUid::from_type_name_and_id(self.action_type.clone(), EntityId::new(id));
             if !schema.actions().any(|a| a == &uid) {
-                out.push(format!(
-                    "`actions.names.{name}`: action `{uid}` is not declared in the schema"
+                out.push(at(
+                    name,
+                    format!("`actions.names.{name}`: action `{uid}` is not declared in the schema"),
                 ));
             }
         }
@@ -245,25 +274,31 @@ impl Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::source::{embedded, Mapping as MappingSource};
+
+    fn schema() -> Schema {
+        crate::model::parse_schema(&SourceFile::new(embedded::SCHEMA.0, embedded::SCHEMA.1))
+            .unwrap()
+    }
+
+    fn file(name: &str, text: &str) -> MappingSource {
+        MappingSource::File(SourceFile::new(name, text))
+    }
 
     #[test]
-    fn the_embedded_portal_mapping_matches_the_portal_schema() {
-        let mapping = Mapping::embedded();
-        assert!(mapping.is_ok(), "{:?}", mapping.err());
-        let snap = crate::policy::compile(&crate::policy::PolicySources::embedded());
-        let (Ok(mapping), Ok(snap)) = (mapping, snap) else {
-            return;
-        };
-        assert_eq!(mapping.problems(&snap.schema), Vec::<String>::new());
+    fn the_shipped_portal_mapping_matches_the_portal_schema() {
+        let shipped = SourceFile::new(embedded::MAPPING.0, embedded::MAPPING.1);
+        let mapping = Mapping::compile(&MappingSource::File(shipped), &schema()).unwrap();
+        let schema = schema();
         assert_eq!(
             mapping
-                .cedar_type("invoice", &snap.schema)
+                .cedar_type("invoice", &schema)
                 .map(|t| t.to_string()),
             Some("Portal::Invoice".to_string())
         );
         assert_eq!(
             mapping
-                .cedar_action("PayInvoice", &snap.schema)
+                .cedar_action("PayInvoice", &schema)
                 .map(|a| a.to_string()),
             Some(r#"Portal::Action::"PayInvoice""#.to_string())
         );
@@ -271,21 +306,38 @@ mod tests {
 
     #[test]
     fn a_json_mapping_reads_like_yaml() {
-        let m = Mapping::parse(
-            "m.json",
-            r#"{"entity_types": {"doc": "App::Doc"}, "properties_precedence": "request", "search": {"max_candidates": 5}}"#,
+        let m = Mapping::compile(
+            &file(
+                "m.json",
+                r#"{"entity_types": {"inv": "Portal::Invoice"}, "properties_precedence": "request", "search": {"max_candidates": 5}}"#,
+            ),
+            &schema(),
         )
         .unwrap();
         assert_eq!(m.precedence, Precedence::Request);
         assert_eq!(m.search.max_candidates, 5);
         assert_eq!(m.search.default_page_size, 50);
-        assert_eq!(m.reference_type("doc"), "App::Doc");
-        assert!(Mapping::parse("m.yaml", "search: {fetch_size: 0}\n").is_err());
+        assert_eq!(m.reference_type("inv"), "Portal::Invoice");
+        assert!(Mapping::compile(&file("m.yaml", "search: {fetch_size: 0}\n"), &schema()).is_err());
     }
 
     #[test]
-    fn unknown_keys_in_a_mapping_file_are_errors() {
-        let e = Mapping::parse("m.yaml", "entity_typez: {}\n");
-        assert!(e.is_err());
+    fn unknown_keys_and_undeclared_names_are_problems_with_their_place() {
+        let e = Mapping::compile(&file("m.yaml", "entity_typez: {}\n"), &schema())
+            .err()
+            .unwrap();
+        assert_eq!(e.0.first().and_then(|p| p.line), Some(1), "{e}");
+        let e = Mapping::compile(
+            &file(
+                "m.yaml",
+                "entity_types:\n  user: Portal::User\n  bot: Portal::Bot\nactions:\n  namespace: Portal\n  names:\n    fly: Fly\n",
+            ),
+            &schema(),
+        )
+        .err()
+        .unwrap();
+        let text = e.to_string();
+        assert!(text.contains("m.yaml:3:3: `entity_types.bot`"), "{text}");
+        assert!(text.contains("m.yaml:7:5: `actions.names.fly`"), "{text}");
     }
 }

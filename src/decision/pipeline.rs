@@ -1,0 +1,214 @@
+//! The one decision pipeline: every decision of every surface (Cedar-native, AuthZEN
+//! evaluation and search, the gateway endpoints, `authorize`, `test`, the verify
+//! replay) is made by [`decide`], and every answer derives from its [`Outcome`].
+//!
+//! Authorization never fails: problems travel as diagnostics on a Deny, as in Cedar.
+//! Missing or unreadable data denies; nothing allows because something failed.
+
+use std::sync::Arc;
+
+use cedar_policy::{Authorizer, Entities, Entity, EntityUid};
+use serde_json::{Map, Value};
+
+use super::record::Call;
+use super::request::CheckedRequest;
+use crate::entities::{EntitySource, EntitySourceError};
+use crate::model::{Precedence, Snapshot};
+
+/// What Cedar decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Ids of the policies that determined the decision.
+    pub reasons: Vec<String>,
+    /// Problems met while deciding, as messages.
+    pub errors: Vec<String>,
+}
+
+impl Decision {
+    /// A Deny no policy determined, with one diagnostic saying why.
+    pub fn deny(message: String) -> Self {
+        Self {
+            allowed: false,
+            reasons: Vec::new(),
+            errors: vec![message],
+        }
+    }
+}
+
+/// How a decision ended. Every surface answers the same outcome the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Cedar evaluated the request on the data.
+    Decided(Decision),
+    /// The entity store could not be reached: a Deny, answered as
+    /// `entity_store_unavailable` (503) so the caller knows to retry.
+    StoreUnavailable(String),
+    /// Stored data could not be used: a Deny whose diagnostic names the entity.
+    DataInvalid {
+        uid: Option<EntityUid>,
+        message: String,
+    },
+    /// Entities the request described (AuthZEN properties) do not fit the schema: the
+    /// caller's mistake, answered as `invalid_properties`.
+    DescriptionInvalid(String),
+    /// The request cannot be decided for the schema (a gateway route whose principal
+    /// does not fit the action, say): a Deny that says why.
+    Undecidable(String),
+}
+
+impl Outcome {
+    pub fn allowed(&self) -> bool {
+        matches!(self, Outcome::Decided(d) if d.allowed)
+    }
+
+    /// The decision as answered: Cedar's, or a Deny carrying the problem.
+    pub fn decision(&self) -> Decision {
+        match self {
+            Outcome::Decided(d) => d.clone(),
+            Outcome::StoreUnavailable(m)
+            | Outcome::DescriptionInvalid(m)
+            | Outcome::Undecidable(m)
+            | Outcome::DataInvalid { message: m, .. } => Decision::deny(m.clone()),
+        }
+    }
+
+    /// A fixed name of the outcome: a metric label and the decision log's `outcome`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Decided(_) => "decided",
+            Outcome::StoreUnavailable(_) => "entity_store_unavailable",
+            Outcome::DataInvalid { .. } => "entity_data_invalid",
+            Outcome::DescriptionInvalid(_) => "invalid_properties",
+            Outcome::Undecidable(_) => "undecidable",
+        }
+    }
+}
+
+/// An entity the request describes itself: AuthZEN `properties`, already converted to
+/// Cedar's JSON attribute values. `field` names it in messages (`subject`).
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub uid: EntityUid,
+    pub attrs: Map<String, Value>,
+    pub field: &'static str,
+}
+
+/// Decides one checked request: fetches the entities it reads, lays the entities the
+/// request describes over them (as the mapping's precedence allows), evaluates, and
+/// records the outcome (metrics and the decision log) when `call` has a recorder.
+pub async fn decide(
+    snapshot: &Snapshot,
+    source: &dyn EntitySource,
+    call: &Call<'_>,
+    request: &CheckedRequest,
+    described: &[Described],
+) -> Outcome {
+    let outcome = fetch_and_evaluate(snapshot, source, request, described).await;
+    call.record(Some(request), &outcome);
+    outcome
+}
+
+async fn fetch_and_evaluate(
+    snapshot: &Snapshot,
+    source: &dyn EntitySource,
+    request: &CheckedRequest,
+    described: &[Described],
+) -> Outcome {
+    let uids = [request.principal.clone(), request.resource.clone()];
+    let stored = match source.entities_for(&uids, snapshot).await {
+        Ok(e) => e,
+        Err(EntitySourceError::Unavailable(m)) => {
+            return Outcome::StoreUnavailable(format!("entity store unavailable: {m}"))
+        }
+        Err(EntitySourceError::InvalidData { uid, message }) => {
+            return Outcome::DataInvalid {
+                uid: uid.map(|u| *u),
+                message: format!("invalid entity data: {message}"),
+            }
+        }
+    };
+    let entities = match overlay(snapshot, stored, described) {
+        Ok(e) => e,
+        Err(m) => return Outcome::DescriptionInvalid(m),
+    };
+    Outcome::Decided(evaluate(snapshot, request, &entities))
+}
+
+/// Lays described entities over the stored ones. With `store` precedence a stored
+/// entity wins whole; with `request` each described attribute replaces the stored one
+/// (parents and tags stay: request properties can never create them); with `ignore`
+/// nothing described is used.
+fn overlay(
+    snapshot: &Snapshot,
+    stored: Arc<Entities>,
+    described: &[Described],
+) -> Result<Arc<Entities>, String> {
+    let precedence = snapshot.mapping.precedence;
+    let mut extra = Vec::new();
+    for d in described {
+        if d.attrs.is_empty() {
+            continue;
+        }
+        let existing = stored.get(&d.uid);
+        let used = match precedence {
+            Precedence::Ignore => false,
+            Precedence::Store => existing.is_none(),
+            Precedence::Request => true,
+        };
+        if !used {
+            continue;
+        }
+        let json = match existing {
+            Some(e) => {
+                let mut json = e
+                    .to_json_value()
+                    .map_err(|err| format!("`{}.properties`: {err}", d.field))?;
+                if let Some(Value::Object(attrs)) = json.get_mut("attrs") {
+                    attrs.extend(d.attrs.clone());
+                }
+                json
+            }
+            None => serde_json::json!({
+                "uid": {"type": d.uid.type_name().to_string(), "id": d.uid.id().unescaped()},
+                "attrs": d.attrs,
+                "parents": [],
+            }),
+        };
+        let entity = Entity::from_json_value(json, Some(&snapshot.schema))
+            .map_err(|e| format!("`{}.properties`: {}", d.field, crate::error_chain(&e)))?;
+        extra.push(entity);
+    }
+    if extra.is_empty() {
+        return Ok(stored);
+    }
+    (*stored)
+        .clone()
+        .upsert_entities(extra, Some(&snapshot.schema))
+        .map(Arc::new)
+        .map_err(|e| {
+            format!(
+                "properties do not fit the schema: {}",
+                crate::error_chain(&e)
+            )
+        })
+}
+
+/// Cedar's evaluation of a checked request on its entities. Total: never panics, never
+/// errors.
+pub fn evaluate(snapshot: &Snapshot, request: &CheckedRequest, entities: &Entities) -> Decision {
+    let response = Authorizer::new().is_authorized(&request.request, &snapshot.policies, entities);
+    Decision {
+        allowed: response.decision() == cedar_policy::Decision::Allow,
+        reasons: response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect(),
+        errors: response
+            .diagnostics()
+            .errors()
+            .map(|e| crate::error_chain(e))
+            .collect(),
+    }
+}

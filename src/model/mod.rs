@@ -1,0 +1,31 @@
+//! The model: the schema, policies, template links, gateway route table, AuthZEN
+//! mapping and (for the file source) entity data, compiled into one immutable
+//! [`Snapshot`] with every index the request path reads, and reloaded as one unit.
+//!
+//! - [`source`]: the source files and the problems found in them (`file:line:col`).
+//! - [`compile`]: parse, link, validate and derive, into a [`Snapshot`].
+//! - [`snapshot`]: the snapshot and what it knows about each policy.
+//! - [`routes`], [`mapping`], [`schema_types`]: the indexes derived from the schema:
+//!   the gateway route table, the AuthZEN mapping and attribute types.
+//! - [`reload`]: the serving [`Model`], file watching, SIGHUP and the atomic swap.
+//!
+//! Nothing here does network I/O or knows HTTP; data held outside the model is
+//! checked through the [`Gate`] the entity layer implements.
+
+pub mod compile;
+pub mod mapping;
+pub mod reload;
+pub mod routes;
+pub mod schema_types;
+pub mod snapshot;
+pub mod source;
+
+pub use compile::{compile, load, parse_schema, TemplateLink};
+pub use mapping::{Mapping, Precedence, SearchConfig};
+pub use reload::{Gate, Model, ReloadOptions, ReloadOutcome, ReloadStatus, ReloadTask, Trigger};
+pub use routes::RouteTable;
+pub use schema_types::SchemaTypes;
+pub use snapshot::{EntityData, PolicyInfo, PolicyKind, Snapshot};
+pub use source::{
+    embedded, line_col, policy_files, EntityFile, Problem, Problems, SourceFile, Sources,
+};
