@@ -120,23 +120,24 @@ fn violations(src: &Path) -> Vec<String> {
 fn each_module_imports_only_from_the_layers_below_it() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let found = violations(&src);
-    assert!(found.is_empty(), "layering violations:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "layering violations:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
 fn every_module_of_the_crate_has_a_layer() {
-    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
-        .unwrap();
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
     let declared: Vec<&str> = lib
         .lines()
         .filter_map(|l| l.strip_prefix("pub mod "))
         .map(|l| l.trim_end_matches(';'))
         .collect();
     assert!(declared.len() >= 10, "{declared:?}");
-    let missing: Vec<&&str> = declared
-        .iter()
-        .filter(|m| layer_of(m).is_none())
-        .collect();
+    let missing: Vec<&&str> = declared.iter().filter(|m| layer_of(m).is_none()).collect();
     assert!(missing.is_empty(), "modules without a layer: {missing:?}");
 }
 
