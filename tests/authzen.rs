@@ -950,24 +950,10 @@ mod tls {
     async fn plain_http_is_not_answered_on_a_tls_listener() {
         let pki = pki();
         let server = TestServer::start(args(&pki, false)).await;
-        let plain = tokio::spawn({
-            let addr = server.addr;
-            async move {
-                let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-                    hyper_util::client::legacy::Client::builder(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .build_http();
-                let req = http::Request::builder()
-                    .uri(format!("http://{addr}/healthz"))
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
-                client.request(req).await.map(|r| r.status())
-            }
-        })
-        .await
-        .unwrap();
-        assert!(plain.is_err(), "{plain:?}");
+        let plain = common::try_send(server.addr, http::Method::GET, "/healthz", &[], Vec::new())
+            .await
+            .map(|r| r.status);
+        assert!(plain.is_none(), "{plain:?}");
         server.stop().await;
     }
 

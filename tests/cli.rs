@@ -7,6 +7,8 @@
 //! The command line: `validate`, `authorize`, and `serve` as a process (start-up
 //! errors, the decision log, graceful shutdown on SIGTERM).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -224,24 +226,18 @@ fn serve_logs_decisions_as_json_lines_and_drains_on_sigterm() {
     let addr = started["listen"].as_str().unwrap().to_string();
 
     let body = r#"{"principal":"Portal::User::\"bea\"","action":"Portal::Action::\"PayInvoice\"","resource":"Portal::Invoice::\"inv-1001\""}"#;
-    let curl = Command::new("curl")
-        .args([
-            "-s",
-            "-H",
-            "content-type: application/json",
-            "-H",
-            "x-request-id: log-me",
-            "-d",
-            body,
-        ])
-        .arg(format!("http://{addr}/v1/is_authorized"))
-        .output();
-    // curl is on every machine this runs on; without it, talk HTTP by hand.
-    let answered = match curl {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).to_string(),
-        Err(_) => raw_post(&addr, body),
-    };
-    assert!(answered.contains("Allow"), "{answered}");
+    let answered = common::send_blocking(
+        addr.parse().unwrap(),
+        http::Method::POST,
+        "/v1/is_authorized",
+        &[
+            ("content-type", "application/json"),
+            ("x-request-id", "log-me"),
+        ],
+        body.as_bytes().to_vec(),
+    )
+    .unwrap();
+    assert_eq!(answered.json["decision"], "Allow", "{}", answered.text);
 
     let logged = wait_for_line(&mut lines, |v| v["target"] == "portcullis::decision");
     assert_eq!(logged["request_id"], "log-me");
@@ -274,18 +270,4 @@ fn serve_logs_decisions_as_json_lines_and_drains_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit after SIGTERM: {status}");
-}
-
-fn raw_post(addr: &str, body: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST /v1/is_authorized HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Request-Id: log-me\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }

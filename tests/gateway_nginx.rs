@@ -10,13 +10,13 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::jwt::{claims, claims_2fa, TestKey, AUDIENCE, ISSUER};
-use common::TestServer;
+use common::{free_port, TestServer};
 use http::{Method, StatusCode};
 use portcullis::config::{GatewayArgs, ServeArgs};
 use serde_json::json;
@@ -34,14 +34,6 @@ fn nginx_binary() -> PathBuf {
         .chain([PathBuf::from("/usr/sbin/nginx")])
         .find(|p| p.is_file())
         .expect("nginx is installed (run `bash scripts/deps/nginx.sh`)")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An nginx started by the test, killed when dropped.

@@ -11,13 +11,13 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -625,32 +625,8 @@ impl Drop for Running {
     }
 }
 
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    http(
-        port,
-        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
-    )
-}
-
-fn http_post_json(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
-    http(
-        port,
-        &format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-}
-
-fn http(port: u16, request: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let status = reply.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, reply))
+fn loopback(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -723,11 +699,7 @@ fn a_pod_started_with_the_rendered_arguments_answers_its_probes() {
         let dir = tempfile::tempdir().unwrap();
         let args = localized_args(render, dir.path(), &known).unwrap();
         // Loopback instead of the pod IP; the port is checked against the probes above.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let args: Vec<String> = args
             .into_iter()
             .map(|a| {
@@ -748,20 +720,17 @@ fn a_pod_started_with_the_rendered_arguments_answers_its_probes() {
                 .spawn()
                 .unwrap(),
         );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some((200, _)) = http_get(port, "/healthz") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{case}: /healthz never answered 200"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let get = |path: &str| {
+            common::send_blocking(loopback(port), http::Method::GET, path, &[], Vec::new())
+        };
+        common::wait_until(
+            &format!("{case}: /healthz answers 200"),
+            Duration::from_secs(60),
+            || get("/healthz").filter(|r| r.status == 200),
+        );
         for path in ["/readyz", "/metrics"] {
-            let (status, reply) = http_get(port, path).unwrap();
-            assert_eq!(status, 200, "{case}: {path}: {reply}");
+            let reply = get(path).unwrap();
+            assert_eq!(reply.status, 200, "{case}: {path}: {}", reply.text);
         }
         if case == "default" {
             // The request NOTES.txt suggests is one the service decides: the bookkeeper
@@ -774,9 +743,16 @@ fn a_pod_started_with_the_rendered_arguments_answers_its_probes() {
                 .split('\'')
                 .next()
                 .unwrap();
-            let (status, reply) = http_post_json(port, "/v1/is_authorized", body).unwrap();
-            assert_eq!(status, 200, "{reply}");
-            assert!(reply.contains(r#""decision":"Allow""#), "{reply}");
+            let reply = common::send_blocking(
+                loopback(port),
+                http::Method::POST,
+                "/v1/is_authorized",
+                &[("content-type", "application/json")],
+                body.as_bytes().to_vec(),
+            )
+            .unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            assert_eq!(reply.json["decision"], "Allow", "{}", reply.text);
         }
     }
 }
@@ -996,38 +972,4 @@ fn the_dockerfile_builds_with_the_release_script_and_runs_as_non_root() {
             "the Dockerfile sets {var}, which serve does not read"
         );
     }
-}
-
-#[test]
-fn the_release_build_of_the_image_succeeds() {
-    // The same command as the Dockerfile's builder stage, run once per test run.
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/build-release.sh"))
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/build-release.sh failed:\n{}",
-        text(&out.stderr)
-    );
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
-    let binary = repo().join(target).join("release/portcullis");
-    let version = Command::new(&binary).arg("--version").output().unwrap();
-    assert!(version.status.success());
-    assert!(text(&version.stdout).starts_with("portcullis "));
-    // The image's defaults: the shipped model, loaded by the release binary.
-    let check = Command::new(&binary)
-        .args(["serve", "--check-config"])
-        .env_clear()
-        .env("PORTCULLIS_LISTEN", "0.0.0.0:8180")
-        .env(
-            "PORTCULLIS_SCHEMA",
-            repo().join("schema/portal.cedarschema"),
-        )
-        .env("PORTCULLIS_POLICIES", repo().join("policies"))
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{}", text(&check.stderr));
 }

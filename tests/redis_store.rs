@@ -12,11 +12,10 @@ mod common;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cedar_policy::{EntityTypeName, EntityUid};
 use common::redis::{RedisCluster, RedisServer};
-use common::{request, uid, Reply, TestServer};
+use common::{eventually, request, uid, Reply, TestServer, DEADLINE};
 use portcullis::config::RedisArgs;
 use portcullis::config::ServeArgs;
 use portcullis::decision::{self, Call, RawRequest};
@@ -54,19 +53,10 @@ async fn entities_cli(target: &[&str], args: &[&str]) -> String {
 }
 
 async fn wait_ready(server: &TestServer, ready: bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = server.get("/readyz").await;
-        if (r.status == 200) == ready {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "readiness never became {ready}: {}",
-            r.text
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(&format!("readiness {ready}"), DEADLINE, || async {
+        ((server.get("/readyz").await.status == 200) == ready).then_some(())
+    })
+    .await;
 }
 
 async fn decide(server: &TestServer, principal: &str, action: &str, resource: &str) -> Reply {
@@ -620,11 +610,10 @@ async fn a_dropped_subscription_clears_the_cache_before_serving_again() {
         r#"portcullis:e:Portal::User::"bea""#,
         &bea_with_permissions(&["tickets"]),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while flushes(&server).await <= before {
-        assert!(Instant::now() < deadline, "the cache was never flushed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the cache is flushed", DEADLINE, || async {
+        (flushes(&server).await > before).then_some(())
+    })
+    .await;
     wait_ready(&server, true).await;
     let r = decide(&server, &bea, "PayInvoice", &invoice).await;
     assert_eq!(r.json["decision"], "Deny", "{}", r.text);
@@ -649,14 +638,10 @@ async fn keyspace_notifications_evict_for_writers_that_cannot_publish() {
         r#"portcullis:e:Portal::User::"bea""#,
         &bea_with_permissions(&["tickets"]),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while allowed(&decide(&server, &bea, "PayInvoice", &invoice).await) {
-        assert!(
-            Instant::now() < deadline,
-            "the keyspace notification never evicted bea"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the keyspace notification evicts bea", DEADLINE, || async {
+        (!allowed(&decide(&server, &bea, "PayInvoice", &invoice).await)).then_some(())
+    })
+    .await;
     let metrics = server.get("/metrics").await.text;
     assert!(
         metrics.contains("portcullis_entity_invalidations_total{source=\"keyspace\"}"),

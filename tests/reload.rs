@@ -18,36 +18,22 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{request, uid, TestServer};
+use common::{request, uid, TestServer, DEADLINE};
 use portcullis::config::{ModelArgs, ServeArgs};
 use portcullis::entities::SourceGate;
 use portcullis::model::reload::{self, ReloadOptions, ReloadTask, Trigger};
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// How long any awaited condition may take before the test fails. Generous, because
-/// the machine is shared; the time actually taken is printed.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// Polls `check` until it yields a value or [`DEADLINE`] passes.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> (T, Duration)
+/// Waits for `check` like [`common::eventually`], and says how long it took.
+async fn eventually<T, F, Fut>(what: &str, check: F) -> (T, Duration)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
     let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            let took = started.elapsed();
-            eprintln!("{what}: after {} ms", took.as_millis());
-            return (v, took);
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let value = common::eventually(what, DEADLINE, check).await;
+    (value, started.elapsed())
 }
 
 fn repo(path: &str) -> PathBuf {

@@ -11,6 +11,11 @@ cd "$(dirname "$0")/../.."
 if [ -n "${CVC5:-}" ] && [ -x "${CVC5}" ]; then
   exit 0
 fi
+# Installed and checked by an earlier run: nothing to do.
+stamp=.tools/cvc5-1.3.1.ok
+if [ -x .tools/bin/cvc5 ] && [ -f "$stamp" ]; then
+  exit 0
+fi
 
 if ! command -v python3 >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then
@@ -42,3 +47,4 @@ if [ "$answer" != "sat" ]; then
   echo "scripts/deps/cvc5.sh: .tools/bin/cvc5 does not answer (got: $answer)" >&2
   exit 1
 fi
+touch "$stamp"

@@ -191,6 +191,38 @@ pub struct Route {
     pub context: Vec<(String, ContextSource)>,
 }
 
+impl Route {
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// A path this route matches, each variable filled by `value_of`: the route table
+    /// read backwards, for documentation and tests. Values are percent-encoded where
+    /// a path needs it.
+    pub fn path_with(&self, value_of: impl Fn(&str) -> String) -> String {
+        let mut path = String::new();
+        for s in &self.segments {
+            path.push('/');
+            match s {
+                Segment::Literal(l) => path.push_str(l),
+                Segment::Var(v) => {
+                    for b in value_of(v).bytes() {
+                        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                            path.push(char::from(b));
+                        } else {
+                            path.push_str(&format!("%{b:02X}"));
+                        }
+                    }
+                }
+            }
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        path
+    }
+}
+
 /// A route that matched a request, with the path variables' values.
 #[derive(Debug)]
 pub struct RouteMatch<'a> {

@@ -1,12 +1,15 @@
-//! Shared test harness: a real server on `127.0.0.1:0` and a small HTTP client.
+//! Shared test harness: a real server on `127.0.0.1:0`, the one HTTP client of the
+//! tests ([`send`]), the one way to wait for a condition ([`eventually`], and
+//! [`wait_until`] for code without a runtime) and the one free-port helper.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod jwt;
 pub mod redis;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -128,6 +131,8 @@ impl Reply {
     }
 }
 
+/// Sends one request over HTTP/1.1 and reads the whole answer. Panics when the server
+/// cannot be reached: use [`try_send`] where that is an expected outcome.
 pub async fn send(
     addr: SocketAddr,
     method: Method,
@@ -135,6 +140,19 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Reply {
+    try_send(addr, method, path, headers, body)
+        .await
+        .expect("request reaches the server")
+}
+
+/// [`send`], or `None` when the server cannot be reached or does not answer.
+pub async fn try_send(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Option<Reply> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::builder()
         .method(method)
@@ -143,21 +161,18 @@ pub async fn send(
         req = req.header(*k, *v);
     }
     let req = req.body(Full::new(Bytes::from(body))).unwrap();
-    let resp = client
-        .request(req)
-        .await
-        .expect("request reaches the server");
+    let resp = client.request(req).await.ok()?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let bytes = resp.into_body().collect().await.ok()?.to_bytes();
     let text = String::from_utf8_lossy(&bytes).to_string();
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
+    Some(Reply {
         status,
         headers,
         text,
         json,
-    }
+    })
 }
 
 /// A Cedar uid string in the portal namespace: `uid("User", "bea")`.
@@ -171,5 +186,77 @@ pub fn request(principal: &str, action: &str, resource: &str) -> Value {
         "principal": principal,
         "action": format!("Portal::Action::\"{action}\""),
         "resource": resource,
+    })
+}
+
+/// How long an awaited condition may take before a test fails: generous, because the
+/// machine is shared; the time actually taken is printed.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it yields a value or `deadline` passes; panics naming `what`.
+/// Prints how long the condition took, so slow conditions show in the test output.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            eprintln!("{what}: after {} ms", started.elapsed().as_millis());
+            return v;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`eventually`] for code that runs outside a runtime (process helpers, `Drop`).
+pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loopback port that is free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// [`send`] for code that runs outside a runtime.
+pub fn send_blocking(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Option<Reply> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            try_send(addr, method, path, headers, body),
+        )
+        .await
+        .ok()
+        .flatten()
     })
 }

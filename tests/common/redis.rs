@@ -5,19 +5,14 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A port that is free now, and (for cluster nodes) whose bus port is free too.
-fn free_port(with_bus: bool) -> u16 {
+use super::{free_port, wait_until};
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn free_port_with_bus() -> u16 {
     for _ in 0..200 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !with_bus {
-            return port;
-        }
+        let port = free_port();
         if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
             return port;
         }
@@ -41,15 +36,6 @@ pub fn cli_with(port: u16, options: &[String], args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Polls `f` until it holds or `limit` passes; panics with `what` on timeout.
-pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// One `redis-server` process.
 pub struct RedisServer {
     pub port: u16,
@@ -68,7 +54,7 @@ impl RedisServer {
 
     /// Starts a standalone server with extra `--option value` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::launch(free_port(false), extra)
+        Self::launch(free_port(), extra)
     }
 
     fn launch(port: u16, extra: &[&str]) -> Self {
@@ -146,7 +132,7 @@ impl RedisServer {
             "-extfile",
             "ext",
         ]);
-        let port = free_port(false);
+        let port = free_port();
         let path = |f: &str| d.join(f).display().to_string();
         let extra = [
             "--port".to_string(),
@@ -200,8 +186,8 @@ impl RedisServer {
             .expect("redis-server runs (scripts/deps/redis.sh installs it)");
         self.child = Some(child);
         let (port, options) = (self.port, self.cli_options.clone());
-        wait_until(Duration::from_secs(10), "redis-server to answer", || {
-            cli_with(port, &options, &["PING"]) == "PONG"
+        wait_until("redis-server to answer", Duration::from_secs(10), || {
+            (cli_with(port, &options, &["PING"]) == "PONG").then_some(())
         });
     }
 
@@ -248,7 +234,7 @@ impl RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 RedisServer::launch(
-                    free_port(true),
+                    free_port_with_bus(),
                     &[
                         "--cluster-enabled",
                         "yes",
@@ -277,8 +263,10 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout)
         );
         for n in &nodes {
-            wait_until(Duration::from_secs(20), "the cluster to settle", || {
-                n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            wait_until("the cluster to settle", Duration::from_secs(20), || {
+                n.cli(&["CLUSTER", "INFO"])
+                    .contains("cluster_state:ok")
+                    .then_some(())
             });
         }
         Self { nodes }
