@@ -16,13 +16,13 @@
     clippy::indexing_slicing
 )]
 
-#[path = "../tests/common/redis.rs"]
-#[allow(dead_code)]
-mod redis_helper;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::redis::RedisServer;
 use criterion::{BenchmarkId, Criterion};
 use portcullis::config::ModelArgs;
 use portcullis::config::{EntitiesArgs, EntitiesCommand, RedisArgs};
@@ -30,7 +30,6 @@ use portcullis::decision::{self, Call, CheckedRequest, Decision, RawRequest};
 use portcullis::entities::redis::cli::Writer;
 use portcullis::entities::{EntitySource, RedisSource};
 use portcullis::model::{EntityFile, Snapshot as PolicySnapshot};
-use redis_helper::RedisServer;
 
 /// Ten entities per group: one account, four users (the last owns the account), five
 /// invoices.

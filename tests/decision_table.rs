@@ -154,12 +154,12 @@ async fn authzen(server: &TestServer, body: &CaseBody) -> Answer {
     }
 }
 
+/// A forward-auth check request: method, path and headers.
+type Question = (Method, String, Vec<(String, String)>);
+
 /// The gateway's question for a case, when the route table has a route for its action
 /// and resource and the gateway can express its principal and context.
-fn gateway_request(
-    snapshot: &Snapshot,
-    body: &CaseBody,
-) -> Option<(Method, String, Vec<(String, String)>)> {
+fn gateway_request(snapshot: &Snapshot, body: &CaseBody) -> Option<Question> {
     let r = &body.request;
     let (principal, action, resource) = (uid(&r.principal), uid(&r.action), uid(&r.resource));
     if principal.type_name().to_string() != "Portal::User" {
@@ -203,10 +203,7 @@ fn gateway_request(
     ))
 }
 
-async fn gateway(
-    server: &TestServer,
-    question: &(Method, String, Vec<(String, String)>),
-) -> Answer {
+async fn gateway(server: &TestServer, question: &Question) -> Answer {
     let (method, path, headers) = question;
     let headers: Vec<(&str, &str)> = headers
         .iter()
