@@ -52,8 +52,13 @@ BASELINE=target/release/examples/hyper_baseline
 
 WORK="$(mktemp -d)"
 PIDS=()
+WRK_PID=""
 cleanup() {
     local pid
+    if [[ -n "$WRK_PID" ]]; then
+        kill "$WRK_PID" 2>/dev/null || true
+        wait "$WRK_PID" 2>/dev/null || true
+    fi
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -158,11 +163,15 @@ fi
 # run_wrk <server> <addr> <duration> <label>: one wrk run; its summary line goes to
 # $WORK/results as `<label> <server> BENCH ...`.
 run_wrk() {
-    local server="$1" addr="$2" duration="$3" label="$4" out
-    out="$(nice -n "$NICE" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --latency \
-        -s "$WORK/request.lua" "http://$addr")"
-    echo "$out" >"$WORK/wrk-$label-$server.txt"
-    echo "$label $server $(grep '^BENCH ' <<<"$out")" >>"$WORK/results"
+    local server="$1" addr="$2" duration="$3" label="$4"
+    local out="$WORK/wrk-$label-$server.txt"
+    # In the background, so that the traps run at once on INT/TERM and stop it.
+    nice -n "$NICE" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --latency \
+        -s "$WORK/request.lua" "http://$addr" >"$out" &
+    WRK_PID=$!
+    wait "$WRK_PID"
+    WRK_PID=""
+    echo "$label $server $(grep '^BENCH ' "$out")" >>"$WORK/results"
 }
 
 echo "endpoint $ENDPOINT; wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, warm-up $WARMUP each"

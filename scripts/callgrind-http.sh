@@ -34,8 +34,9 @@
 #                        kcachegrind (line tables should not change the generated
 #                        code; not checked here). Costs a second full build.
 #   CALLGRIND_SKIP_BUILD 1 = do not run cargo [0]
-# The dumps are kept in target/callgrind-http/ (open them with callgrind_annotate or
-# kcachegrind). Needs valgrind (Debian: `apt-get install -y valgrind`) and python3.
+# The dumps are kept in target/callgrind-http/<endpoint>/ (open them with
+# callgrind_annotate or kcachegrind). Needs valgrind (Debian:
+# `apt-get install -y valgrind`) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,11 +76,12 @@ case "$ENDPOINT" in
         ;;
 esac
 
-OUT=target/callgrind-http
+OUT="target/callgrind-http/$ENDPOINT"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 SERVER_PID=""
+CLIENT_PID=""
 stop_server() {
     if [[ -n "$SERVER_PID" ]]; then
         kill "$SERVER_PID" 2>/dev/null || true
@@ -88,6 +90,10 @@ stop_server() {
     fi
 }
 cleanup() {
+    if [[ -n "$CLIENT_PID" ]]; then
+        kill "$CLIENT_PID" 2>/dev/null || true
+        wait "$CLIENT_PID" 2>/dev/null || true
+    fi
     stop_server
     rm -rf "$WORK"
 }
@@ -129,8 +135,12 @@ measure() {
         --callgrind-out-file="$base.callgrind" "${cmd[@]}" >"$base.log" 2>&1 &
     SERVER_PID=$!
     addr="$(wait_for_addr "$base.log" "$pattern" "$SERVER_PID")"
+    # In the background, so that the traps run at once on INT/TERM and stop it.
     python3 scripts/callgrind_http_client.py "$addr" "$SERVER_PID" "$ENDPOINT" \
-        "$WARMUP" "$REQUESTS" "$EXPECT"
+        "$WARMUP" "$REQUESTS" "$EXPECT" &
+    CLIENT_PID=$!
+    wait "$CLIENT_PID"
+    CLIENT_PID=""
     # callgrind_control -d writes <out-file>.1: the counts since the -z.
     dump="$base.callgrind.1"
     [[ -s "$dump" ]] || { echo "callgrind-http: no dump $dump" >&2; ls "$WORK" >&2; exit 1; }
