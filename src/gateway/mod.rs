@@ -263,6 +263,15 @@ impl Gateway {
                 self.count(protocol, route, "error");
                 Verdict::Unavailable(m)
             }
+            Outcome::DataInvalid { message, .. } => {
+                // Said as it is, so the operator reading the proxy's log sees which
+                // entity to repair; the decision log carries it too.
+                self.count(protocol, route, "deny");
+                Verdict::Deny {
+                    code: "entity_data_invalid",
+                    message,
+                }
+            }
             Outcome::Decided(d) if d.allowed => {
                 self.count(protocol, route, "allow");
                 let mut policies = d.reasons;

@@ -207,6 +207,29 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server without closing its connections (SIGSTOP): a hung server, or a
+    /// network that silently drops packets.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the server runs");
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        // SAFETY: `kill` has no memory effects; the pid is our own child's.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Starts a stopped server again on the same port, empty.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// Starts the server again on the same port, empty.
     pub fn restart(&mut self) {
         self.stop();
