@@ -82,6 +82,12 @@ impl TestServer {
         .await
     }
 
+    /// GETs an operational endpoint (`/metrics`, `/v1/policies`, `/readyz`, ...) from
+    /// the listener that serves it.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        self.get(path).await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, &[], Vec::new()).await
     }
