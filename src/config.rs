@@ -127,6 +127,40 @@ pub struct EntityArgs {
     /// The Redis entity store (used instead of `--entities` when a Redis is named).
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Which of a request's principal and resource must exist (in the entity data, or
+    /// described by the request where the API allows): a request about one that does
+    /// not is a Deny naming it. `none` keeps plain Cedar semantics, under which a
+    /// missing entity only makes conditions that read it fail.
+    #[arg(
+        long,
+        env = "PORTCULLIS_REQUIRE_ENTITIES",
+        value_enum,
+        default_value_t = RequireEntities::PrincipalResource
+    )]
+    pub require_entities: RequireEntities,
+}
+
+/// Which entities of a request must exist for it to be decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum RequireEntities {
+    /// Both the principal and the resource (the default).
+    #[default]
+    #[value(name = "principal,resource")]
+    PrincipalResource,
+    /// Only the principal.
+    Principal,
+    /// Neither: plain Cedar semantics.
+    None,
+}
+
+impl RequireEntities {
+    pub fn principal(self) -> bool {
+        self != RequireEntities::None
+    }
+
+    pub fn resource(self) -> bool {
+        self == RequireEntities::PrincipalResource
+    }
 }
 
 impl Default for EntityArgs {

@@ -175,7 +175,7 @@ const FAILING: &[Failing] = &[
         diff: &[
             "FAIL  a missing invoice is denied without errors",
             "- errors: 0",
-            "+ errors: 1 (error while evaluating policy `member-invoices`",
+            "+ errors: 1 (the resource `Portal::Invoice::\"inv-missing\"` does not exist",
         ],
     },
     Failing {

@@ -55,6 +55,9 @@ pub enum Outcome {
     /// The request cannot be decided for the schema (a gateway route whose principal
     /// does not fit the action, say): a Deny that says why.
     Undecidable(String),
+    /// The request's principal or resource is neither in the entity data nor described
+    /// by the request: a Deny naming it (`--require-entities`).
+    MissingEntity { uid: EntityUid, role: &'static str },
 }
 
 impl Outcome {
@@ -70,6 +73,9 @@ impl Outcome {
             | Outcome::DescriptionInvalid(m)
             | Outcome::Undecidable(m)
             | Outcome::DataInvalid { message: m, .. } => Decision::deny(m.clone()),
+            Outcome::MissingEntity { uid, role } => Decision::deny(format!(
+                "the {role} `{uid}` does not exist: neither the entity data holds it nor the request describes it"
+            )),
         }
     }
 
@@ -81,6 +87,7 @@ impl Outcome {
             Outcome::DataInvalid { .. } => "entity_data_invalid",
             Outcome::DescriptionInvalid(_) => "invalid_properties",
             Outcome::Undecidable(_) => "undecidable",
+            Outcome::MissingEntity { .. } => "entity_missing",
         }
     }
 }
@@ -104,7 +111,7 @@ pub async fn decide(
     request: &CheckedRequest,
     described: &[Described],
 ) -> Outcome {
-    let outcome = fetch_and_evaluate(snapshot, source, request, described).await;
+    let outcome = fetch_and_evaluate(snapshot, source, call, request, described).await;
     call.record(Some(request), &outcome);
     outcome
 }
@@ -112,6 +119,7 @@ pub async fn decide(
 async fn fetch_and_evaluate(
     snapshot: &Snapshot,
     source: &dyn EntitySource,
+    call: &Call<'_>,
     request: &CheckedRequest,
     described: &[Described],
 ) -> Outcome {
@@ -132,6 +140,21 @@ async fn fetch_and_evaluate(
         Ok(e) => e,
         Err(m) => return Outcome::DescriptionInvalid(m),
     };
+    // Cedar skips a policy whose condition errors, so a guard reading a missing
+    // principal's attributes would be skipped while a permit comparing uids still
+    // applies: a request about an entity nobody holds is denied before Cedar runs.
+    let required = [
+        (call.require.principal(), &request.principal, "principal"),
+        (call.require.resource(), &request.resource, "resource"),
+    ];
+    for (required, uid, role) in required {
+        if required && entities.get(uid).is_none() {
+            return Outcome::MissingEntity {
+                uid: uid.clone(),
+                role,
+            };
+        }
+    }
     Outcome::Decided(evaluate(snapshot, request, &entities))
 }
 

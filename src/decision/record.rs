@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::pipeline::Outcome;
 use super::request::CheckedRequest;
-use crate::config::DecisionLog;
+use crate::config::{DecisionLog, RequireEntities};
 use crate::metrics::Metrics;
 
 /// Which API a decision was asked through. A small fixed set: a log field and part of
@@ -45,14 +45,17 @@ pub struct Recorder {
     log: DecisionLog,
     /// Decisions seen, for deterministic sampling of the decision log.
     seen: AtomicU64,
+    /// The service's `--require-entities`, handed to every call.
+    require: RequireEntities,
 }
 
 impl Recorder {
-    pub fn new(metrics: Arc<Metrics>, log: DecisionLog) -> Self {
+    pub fn new(metrics: Arc<Metrics>, log: DecisionLog, require: RequireEntities) -> Self {
         Self {
             metrics,
             log,
             seen: AtomicU64::new(0),
+            require,
         }
     }
 
@@ -80,6 +83,8 @@ pub struct Call<'a> {
     pub route: Option<&'a str>,
     /// `None` for the command-line tools, whose decisions are not service metrics.
     pub recorder: Option<&'a Recorder>,
+    /// Which of the request's entities must exist.
+    pub require: RequireEntities,
 }
 
 impl<'a> Call<'a> {
@@ -92,6 +97,7 @@ impl<'a> Call<'a> {
             protocol: None,
             route: None,
             recorder: Some(recorder),
+            require: recorder.require,
         }
     }
 
@@ -104,6 +110,7 @@ impl<'a> Call<'a> {
             protocol: None,
             route: None,
             recorder: None,
+            require: RequireEntities::default(),
         }
     }
 

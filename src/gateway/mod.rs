@@ -263,6 +263,13 @@ impl Gateway {
                 self.count(protocol, route, "error");
                 Verdict::Unavailable(m)
             }
+            outcome @ Outcome::MissingEntity { .. } => {
+                self.count(protocol, route, "deny");
+                Verdict::Deny {
+                    code: "entity_missing",
+                    message: outcome.decision().errors.join("; "),
+                }
+            }
             Outcome::DataInvalid { message, .. } => {
                 // Said as it is, so the operator reading the proxy's log sees which
                 // entity to repair; the decision log carries it too.

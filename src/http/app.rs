@@ -82,7 +82,11 @@ impl App {
         Ok(Self {
             model,
             entities,
-            recorder: Recorder::new(metrics.clone(), args.decision_log),
+            recorder: Recorder::new(
+                metrics.clone(),
+                args.decision_log,
+                args.entity.require_entities,
+            ),
             metrics,
             authzen,
             gateway,

@@ -116,7 +116,10 @@ pub fn outcome_error(outcome: &Outcome) -> Option<ApiError> {
         Outcome::DescriptionInvalid(m) => {
             Some(ApiError::bad_request("invalid_properties", m.clone()))
         }
-        Outcome::Decided(_) | Outcome::DataInvalid { .. } | Outcome::Undecidable(_) => None,
+        Outcome::Decided(_)
+        | Outcome::DataInvalid { .. }
+        | Outcome::Undecidable(_)
+        | Outcome::MissingEntity { .. } => None,
     }
 }
 
