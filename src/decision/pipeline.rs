@@ -136,7 +136,7 @@ async fn fetch_and_evaluate(
             }
         }
     };
-    let entities = match overlay(snapshot, stored, described) {
+    let entities = match overlay(snapshot, stored, &uids, described) {
         Ok(e) => e,
         Err(m) => return Outcome::DescriptionInvalid(m),
     };
@@ -165,6 +165,7 @@ async fn fetch_and_evaluate(
 fn overlay(
     snapshot: &Snapshot,
     stored: Arc<Entities>,
+    roots: &[EntityUid],
     described: &[Described],
 ) -> Result<Arc<Entities>, String> {
     let precedence = snapshot.mapping.precedence;
@@ -205,9 +206,35 @@ fn overlay(
     if extra.is_empty() {
         return Ok(stored);
     }
-    (*stored)
-        .clone()
-        .upsert_entities(extra, Some(&snapshot.schema))
+    // Only what the decision may read is copied: the described entities' and the
+    // request's closure in the stored data (a store held in memory hands out all of
+    // it), and the schema's grouped actions.
+    let roots: Vec<EntityUid> = extra
+        .iter()
+        .map(Entity::uid)
+        .chain(roots.iter().cloned())
+        .collect();
+    let base = match crate::entities::closure(&stored, &roots) {
+        Some(mut entities) => {
+            let held: std::collections::HashSet<EntityUid> =
+                entities.iter().map(Entity::uid).collect();
+            entities.extend(
+                snapshot
+                    .action_entities
+                    .iter()
+                    .filter(|a| !held.contains(&a.uid()))
+                    .cloned(),
+            );
+            Entities::from_entities(entities, None).map_err(|e| {
+                format!(
+                    "stored entities do not assemble: {}",
+                    crate::error_chain(&e)
+                )
+            })?
+        }
+        None => (*stored).clone(),
+    };
+    base.upsert_entities(extra, Some(&snapshot.schema))
         .map(Arc::new)
         .map_err(|e| {
             format!(

@@ -110,3 +110,74 @@ fn page_of(all: &[EntityUid], cursor: Option<&str>, limit: usize) -> UidPage {
     };
     UidPage { uids: page, next }
 }
+
+/// The uids an entity in Cedar's JSON format points to: its parents and every entity
+/// reference in its attributes and tags. What a decision about it may read next.
+pub fn references(json: &serde_json::Value) -> Vec<EntityUid> {
+    let mut refs = Vec::new();
+    if let Some(parents) = json.get("parents").and_then(|p| p.as_array()) {
+        refs.extend(parents.iter().filter_map(uid_of_json));
+    }
+    for field in ["attrs", "tags"] {
+        if let Some(v) = json.get(field) {
+            collect_refs(v, &mut refs);
+        }
+    }
+    refs
+}
+
+/// The entities of `all` that a decision about `roots` may read: the roots, their
+/// ancestors and whatever their attributes reference, transitively. What a store
+/// held in memory hands out when a request's own entities must be laid over it,
+/// without copying the whole store. `None` when an entity cannot be read back (it
+/// holds no unknowns in stored data, so never in practice): the caller then uses all.
+pub fn closure(all: &Entities, roots: &[EntityUid]) -> Option<Vec<cedar_policy::Entity>> {
+    let mut seen: std::collections::HashSet<EntityUid> = std::collections::HashSet::new();
+    let mut queue: Vec<EntityUid> = roots.to_vec();
+    let mut out = Vec::new();
+    while let Some(uid) = queue.pop() {
+        if !seen.insert(uid.clone()) {
+            continue;
+        }
+        let Some(entity) = all.get(&uid) else {
+            continue;
+        };
+        queue.extend(references(&entity.to_json_value().ok()?));
+        out.push(entity.clone());
+    }
+    Some(out)
+}
+
+/// A uid in JSON form: `{"type": .., "id": ..}` or `{"__entity": {...}}`.
+pub(crate) fn uid_of_json(v: &serde_json::Value) -> Option<EntityUid> {
+    let v = v.get("__entity").unwrap_or(v);
+    let ty = v.get("type")?.as_str()?;
+    let id = v.get("id")?.as_str()?;
+    let ty: EntityTypeName = ty.parse().ok()?;
+    Some(EntityUid::from_type_name_and_id(
+        ty,
+        cedar_policy::EntityId::new(id),
+    ))
+}
+
+/// Every entity reference inside an attribute or tag value. A record that merely
+/// looks like a reference costs one extra key lookup at worst.
+fn collect_refs(v: &serde_json::Value, out: &mut Vec<EntityUid>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(uid) = uid_of_json(v) {
+                out.push(uid);
+                return;
+            }
+            for inner in map.values() {
+                collect_refs(inner, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for inner in items {
+                collect_refs(inner, out);
+            }
+        }
+        _ => {}
+    }
+}

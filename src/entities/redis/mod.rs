@@ -301,55 +301,13 @@ impl RedisSource {
                 entity.uid()
             ));
         }
-        let mut refs = Vec::new();
-        if let Some(parents) = json.get("parents").and_then(|p| p.as_array()) {
-            refs.extend(parents.iter().filter_map(uid_of_json));
-        }
-        for field in ["attrs", "tags"] {
-            if let Some(v) = json.get(field) {
-                collect_refs(v, &mut refs);
-            }
-        }
+        let refs = super::references(&json);
         Ok(Cached {
             schema_hash: snapshot.schema_hash.clone(),
             entity,
             refs,
             bytes: bytes.len(),
         })
-    }
-}
-
-/// A uid in JSON form: `{"type": .., "id": ..}` or `{"__entity": {...}}`.
-fn uid_of_json(v: &serde_json::Value) -> Option<EntityUid> {
-    let v = v.get("__entity").unwrap_or(v);
-    let ty = v.get("type")?.as_str()?;
-    let id = v.get("id")?.as_str()?;
-    let ty: EntityTypeName = ty.parse().ok()?;
-    Some(EntityUid::from_type_name_and_id(
-        ty,
-        cedar_policy::EntityId::new(id),
-    ))
-}
-
-/// Every entity reference inside an attribute or tag value. A record that merely
-/// looks like a reference costs one extra key lookup at worst.
-fn collect_refs(v: &serde_json::Value, out: &mut Vec<EntityUid>) {
-    match v {
-        serde_json::Value::Object(map) => {
-            if let Some(uid) = uid_of_json(v) {
-                out.push(uid);
-                return;
-            }
-            for inner in map.values() {
-                collect_refs(inner, out);
-            }
-        }
-        serde_json::Value::Array(items) => {
-            for inner in items {
-                collect_refs(inner, out);
-            }
-        }
-        _ => {}
     }
 }
 
