@@ -257,3 +257,36 @@ async fn an_entity_the_request_describes_is_not_missing() {
         r.text
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_beyond_the_fetch_depth_does_not_silently_vanish() {
+    let redis = RedisServer::start();
+    entities_cli(&redis, &["import", DEMO]).await;
+    // Depth 0: only the principal, the resource and their ancestors are fetched. Walt
+    // asking for globex's invoice reaches globex only through the invoice's `account`.
+    let mut entity = redis_entities(&redis, RequireEntities::PrincipalResource);
+    entity.redis.redis_fetch_depth = 0;
+    let server = TestServer::start(serve(entity)).await;
+    eventually("ready", DEADLINE, || async {
+        (server.get("/readyz").await.status == 200).then_some(())
+    })
+    .await;
+    let walt = ("walt", "ViewInvoice", ("Invoice", "inv-9001"));
+    for (surface, r) in ask_everywhere(
+        &server,
+        walt,
+        Some(("GET", "/accounts/globex/invoices/inv-9001")),
+    )
+    .await
+    {
+        assert!(!allowed(&r), "{surface}: {}", r.text);
+        assert!(
+            r.text.contains("beyond the fetch depth") && r.text.contains("globex"),
+            "{surface}: {}",
+            r.text
+        );
+    }
+    // Bea's own invoice needs nothing beyond her account, her ancestor: still allowed.
+    let bea = ("bea", "PayInvoice", ("Invoice", "inv-1001"));
+    all_allowed(&ask_everywhere(&server, bea, None).await);
+}

@@ -55,6 +55,9 @@ pub enum Outcome {
     /// The request cannot be decided for the schema (a gateway route whose principal
     /// does not fit the action, say): a Deny that says why.
     Undecidable(String),
+    /// Evaluation read an entity the source left out because it lies beyond the fetch
+    /// depth: a Deny saying so, since the decision was made on cut data.
+    DepthExceeded { uid: EntityUid, depth: usize },
     /// The request's principal or resource is neither in the entity data nor described
     /// by the request: a Deny naming it (`--require-entities`).
     MissingEntity { uid: EntityUid, role: &'static str },
@@ -73,6 +76,9 @@ impl Outcome {
             | Outcome::DescriptionInvalid(m)
             | Outcome::Undecidable(m)
             | Outcome::DataInvalid { message: m, .. } => Decision::deny(m.clone()),
+            Outcome::DepthExceeded { uid, depth } => Decision::deny(format!(
+                "entity `{uid}` lies beyond the fetch depth of {depth} reference levels and was not fetched; the decision needs it (raise `--redis-fetch-depth`)"
+            )),
             Outcome::MissingEntity { uid, role } => Decision::deny(format!(
                 "the {role} `{uid}` does not exist: neither the entity data holds it nor the request describes it"
             )),
@@ -88,6 +94,7 @@ impl Outcome {
             Outcome::DescriptionInvalid(_) => "invalid_properties",
             Outcome::Undecidable(_) => "undecidable",
             Outcome::MissingEntity { .. } => "entity_missing",
+            Outcome::DepthExceeded { .. } => "entity_depth_exceeded",
         }
     }
 }
@@ -124,7 +131,7 @@ async fn fetch_and_evaluate(
     described: &[Described],
 ) -> Outcome {
     let uids = [request.principal.clone(), request.resource.clone()];
-    let stored = match source.entities_for(&uids, snapshot).await {
+    let fetched = match source.entities_for(&uids, snapshot).await {
         Ok(e) => e,
         Err(EntitySourceError::Unavailable(m)) => {
             return Outcome::StoreUnavailable(format!("entity store unavailable: {m}"))
@@ -136,7 +143,7 @@ async fn fetch_and_evaluate(
             }
         }
     };
-    let entities = match overlay(snapshot, stored, &uids, described) {
+    let entities = match overlay(snapshot, fetched.entities, &uids, described) {
         Ok(e) => e,
         Err(m) => return Outcome::DescriptionInvalid(m),
     };
@@ -155,7 +162,20 @@ async fn fetch_and_evaluate(
             };
         }
     }
-    Outcome::Decided(evaluate(snapshot, request, &entities))
+    let decision = evaluate(snapshot, request, &entities);
+    // An entity left out by the fetch depth is absent to Cedar: a condition reading it
+    // errors and its policy is skipped, which for a forbid could allow. Such a
+    // decision does not stand.
+    for uid in &fetched.beyond_depth {
+        let named = uid.to_string();
+        if decision.errors.iter().any(|e| e.contains(&named)) {
+            return Outcome::DepthExceeded {
+                uid: uid.clone(),
+                depth: fetched.depth,
+            };
+        }
+    }
+    Outcome::Decided(decision)
 }
 
 /// Lays described entities over the stored ones. With `store` precedence a stored

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cedar_policy::{Entities, EntityTypeName, EntityUid};
 
-use super::{page_of, EntitySource, EntitySourceError, UidPage};
+use super::{page_of, EntitySource, EntitySourceError, Fetched, UidPage};
 use crate::model::Snapshot;
 
 /// The file source: hands out the entity data of the snapshot a decision loaded, so
@@ -21,12 +21,12 @@ impl EntitySource for FileSource {
         &self,
         _uids: &[EntityUid],
         snapshot: &Snapshot,
-    ) -> Result<Arc<Entities>, EntitySourceError> {
+    ) -> Result<Fetched, EntitySourceError> {
         // The whole data set is in memory already; handing it out is a pointer copy.
-        Ok(snapshot
-            .entities
-            .as_ref()
-            .map_or_else(|| Arc::new(Entities::empty()), |d| d.entities.clone()))
+        Ok(Fetched::whole(snapshot.entities.as_ref().map_or_else(
+            || Arc::new(Entities::empty()),
+            |d| d.entities.clone(),
+        )))
     }
 
     async fn list(
@@ -69,8 +69,8 @@ impl EntitySource for MemorySource {
         &self,
         _uids: &[EntityUid],
         _snapshot: &Snapshot,
-    ) -> Result<Arc<Entities>, EntitySourceError> {
-        Ok(self.entities.clone())
+    ) -> Result<Fetched, EntitySourceError> {
+        Ok(Fetched::whole(self.entities.clone()))
     }
 
     async fn list(

@@ -35,6 +35,30 @@ pub enum EntitySourceError {
     },
 }
 
+/// The entities a decision may read, and what the source left out.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub entities: Arc<Entities>,
+    /// Entities referenced (by attributes or tags) beyond the source's fetch depth,
+    /// which were not fetched. A decision whose evaluation reads one of them must not
+    /// stand: it is denied, saying the depth was exceeded. Ancestors are always
+    /// fetched whole, so `in` never sees a cut hierarchy.
+    pub beyond_depth: Vec<EntityUid>,
+    /// The fetch depth, for the diagnostic.
+    pub depth: usize,
+}
+
+impl Fetched {
+    /// Everything the source holds, nothing left out.
+    pub fn whole(entities: Arc<Entities>) -> Self {
+        Self {
+            entities,
+            beyond_depth: Vec::new(),
+            depth: 0,
+        }
+    }
+}
+
 /// One page of entity uids of a type, for listing and search.
 #[derive(Debug, Clone, Default)]
 pub struct UidPage {
@@ -53,7 +77,7 @@ pub trait EntitySource: Send + Sync + 'static {
         &self,
         uids: &[EntityUid],
         snapshot: &Snapshot,
-    ) -> Result<Arc<Entities>, EntitySourceError>;
+    ) -> Result<Fetched, EntitySourceError>;
 
     /// Loads what decisions about `uids` will read into the source's cache, in as few
     /// round trips as one fetch of them all, so that deciding many requests one by one
@@ -114,16 +138,25 @@ fn page_of(all: &[EntityUid], cursor: Option<&str>, limit: usize) -> UidPage {
 /// The uids an entity in Cedar's JSON format points to: its parents and every entity
 /// reference in its attributes and tags. What a decision about it may read next.
 pub fn references(json: &serde_json::Value) -> Vec<EntityUid> {
+    let (mut parents, refs) = parents_and_references(json);
+    parents.extend(refs);
+    parents
+}
+
+/// [`references`], split into the parents and the references in attributes and tags.
+pub fn parents_and_references(json: &serde_json::Value) -> (Vec<EntityUid>, Vec<EntityUid>) {
+    let parents = json
+        .get("parents")
+        .and_then(|p| p.as_array())
+        .map(|p| p.iter().filter_map(uid_of_json).collect())
+        .unwrap_or_default();
     let mut refs = Vec::new();
-    if let Some(parents) = json.get("parents").and_then(|p| p.as_array()) {
-        refs.extend(parents.iter().filter_map(uid_of_json));
-    }
     for field in ["attrs", "tags"] {
         if let Some(v) = json.get(field) {
             collect_refs(v, &mut refs);
         }
     }
-    refs
+    (parents, refs)
 }
 
 /// The entities of `all` that a decision about `roots` may read: the roots, their

@@ -263,10 +263,10 @@ impl Gateway {
                 self.count(protocol, route, "error");
                 Verdict::Unavailable(m)
             }
-            outcome @ Outcome::MissingEntity { .. } => {
+            outcome @ (Outcome::MissingEntity { .. } | Outcome::DepthExceeded { .. }) => {
                 self.count(protocol, route, "deny");
                 Verdict::Deny {
-                    code: "entity_missing",
+                    code: outcome.kind(),
                     message: outcome.decision().errors.join("; "),
                 }
             }

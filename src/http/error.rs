@@ -119,7 +119,8 @@ pub fn outcome_error(outcome: &Outcome) -> Option<ApiError> {
         Outcome::Decided(_)
         | Outcome::DataInvalid { .. }
         | Outcome::Undecidable(_)
-        | Outcome::MissingEntity { .. } => None,
+        | Outcome::MissingEntity { .. }
+        | Outcome::DepthExceeded { .. } => None,
     }
 }
 

@@ -30,7 +30,7 @@ use moka::notification::RemovalCause;
 use prometheus::Registry;
 use tokio::sync::watch;
 
-use super::{EntitySource, EntitySourceError, UidPage};
+use super::{EntitySource, EntitySourceError, Fetched, UidPage};
 use crate::config::RedisArgs;
 use crate::model::Snapshot;
 use metrics::RedisMetrics;
@@ -57,7 +57,9 @@ pub fn target(args: &RedisArgs) -> Result<Target, EntitySourceError> {
 struct Cached {
     schema_hash: String,
     entity: Entity,
-    /// Uids this entity points to: the next fetch level.
+    /// Its parents: always fetched, so ancestry is never cut.
+    parents: Vec<EntityUid>,
+    /// Uids its attributes and tags point to: fetched up to the depth.
     refs: Vec<EntityUid>,
     /// Size of the stored JSON: the entry's weight.
     bytes: usize,
@@ -69,6 +71,10 @@ enum Negative {
     Absent,
     Invalid(Arc<str>),
 }
+
+/// Levels of parents fetched beyond the reference depth before a hierarchy is called
+/// too deep (a cycle in stored parents would otherwise never end).
+const MAX_ANCESTRY: usize = 32;
 
 /// Subscription states.
 const CONNECTING: u8 = 0;
@@ -301,8 +307,9 @@ impl RedisSource {
                 entity.uid()
             ));
         }
-        let refs = super::references(&json);
+        let (parents, refs) = super::parents_and_references(&json);
         Ok(Cached {
+            parents,
             schema_hash: snapshot.schema_hash.clone(),
             entity,
             refs,
@@ -317,7 +324,7 @@ impl EntitySource for RedisSource {
         &self,
         uids: &[EntityUid],
         snapshot: &Snapshot,
-    ) -> Result<Arc<Entities>, EntitySourceError> {
+    ) -> Result<Fetched, EntitySourceError> {
         let shared = &self.shared;
         if shared.state() == CONNECTING {
             self.wait_connected(shared.timeout).await;
@@ -326,8 +333,30 @@ impl EntitySource for RedisSource {
         let mut seen: HashSet<EntityUid> = HashSet::new();
         let mut found: Vec<Entity> = Vec::new();
         let mut level: Vec<EntityUid> = uids.to_vec();
-        for _ in 0..=shared.depth {
+        let mut beyond: Vec<EntityUid> = Vec::new();
+        let mut round = 0usize;
+        while !level.is_empty() {
+            if round > shared.depth + MAX_ANCESTRY {
+                return Err(EntitySourceError::InvalidData {
+                    uid: level.first().cloned().map(Box::new),
+                    message: format!(
+                        "the hierarchy above the request is deeper than {} levels",
+                        shared.depth + MAX_ANCESTRY
+                    ),
+                });
+            }
+            // Attribute references are followed up to the depth; parents always.
+            let follow_refs = round < shared.depth;
+            round += 1;
             let mut next = Vec::new();
+            let mut take = |c: &Cached, next: &mut Vec<EntityUid>| {
+                next.extend(c.parents.iter().cloned());
+                if follow_refs {
+                    next.extend(c.refs.iter().cloned());
+                } else {
+                    beyond.extend(c.refs.iter().cloned());
+                }
+            };
             let mut misses = Vec::new();
             for uid in level {
                 if !snapshot.declares_type(uid.type_name()) || !seen.insert(uid.clone()) {
@@ -338,7 +367,7 @@ impl EntitySource for RedisSource {
                         if c.schema_hash == snapshot.schema_hash {
                             shared.metrics.cache_hits.inc();
                             found.push(c.entity.clone());
-                            next.extend(c.refs.iter().cloned());
+                            take(&c, &mut next);
                             continue;
                         }
                     }
@@ -375,7 +404,7 @@ impl EntitySource for RedisSource {
                     match entry {
                         Ok(c) => {
                             found.push(c.entity.clone());
-                            next.extend(c.refs.iter().cloned());
+                            take(&c, &mut next);
                             if use_cache {
                                 shared.cache.insert(uid.clone(), Arc::new(c)).await;
                             }
@@ -410,18 +439,23 @@ impl EntitySource for RedisSource {
             }
             level = next;
         }
+        beyond.retain(|u| snapshot.declares_type(u.type_name()) && !seen.contains(u));
         // Each entity was checked against this schema when it was parsed, so the set
         // is assembled without checking again; the schema's grouped actions join it.
-        Entities::from_entities(
+        let entities = Entities::from_entities(
             found
                 .into_iter()
                 .chain(snapshot.action_entities.iter().cloned()),
             None,
         )
-        .map(Arc::new)
         .map_err(|e| EntitySourceError::InvalidData {
             uid: None,
             message: crate::error_chain(&e),
+        })?;
+        Ok(Fetched {
+            entities: Arc::new(entities),
+            beyond_depth: beyond,
+            depth: shared.depth,
         })
     }
 
