@@ -107,6 +107,9 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
                     routes.file
                 );
             }
+            for warning in crate::model::lint::forbids_skipped_on_missing_data(&snap) {
+                println!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -60,6 +60,13 @@ fn validate_accepts_the_shipped_model() {
         repo("policies").to_str().unwrap(),
     ]);
     assert!(from_disk.status.success(), "{}", text(&from_disk));
+    // Valid, with one warning: the isolation guard reads the resource's account's
+    // owner, so it would be skipped for an account missing from the data.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warning: policies/guards.cedar:23: forbid `user-account-isolation` reads `resource.account.owner`"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -7,12 +7,14 @@
 //! - [`snapshot`]: the snapshot and what it knows about each policy.
 //! - [`routes`], [`mapping`], [`schema_types`]: the indexes derived from the schema:
 //!   the gateway route table, the AuthZEN mapping and attribute types.
+//! - [`lint`]: warnings about a valid model (forbids that missing data would skip).
 //! - [`reload`]: the serving [`Model`], file watching, SIGHUP and the atomic swap.
 //!
 //! Nothing here does network I/O or knows HTTP; data held outside the model is
 //! checked through the [`Gate`] the entity layer implements.
 
 pub mod compile;
+pub mod lint;
 pub mod mapping;
 pub mod reload;
 pub mod routes;

@@ -137,6 +137,19 @@ impl SchemaTypes {
             .unwrap_or_else(|| Ty::Record(BTreeMap::new()))
     }
 
+    /// Whether an attribute of this name holds an entity reference in some entity type
+    /// or some action's context: reading through it reads another entity, which may be
+    /// missing from the data.
+    pub fn is_reference(&self, attr: &str) -> bool {
+        let in_record = |ty: &Ty| match ty {
+            Ty::Record(attrs) => attrs
+                .get(attr)
+                .is_some_and(|a| matches!(a.ty, Ty::Entity(_))),
+            _ => false,
+        };
+        self.entity_attrs.values().any(in_record) || self.action_context.values().any(in_record)
+    }
+
     /// The context type of an action.
     pub fn context(&self, action: &EntityUid) -> Ty {
         if !self.known {
