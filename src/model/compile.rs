@@ -25,6 +25,7 @@ use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::index::PolicyIndex;
 use super::mapping::Mapping;
 use super::schema_types::SchemaTypes;
 use super::snapshot::{EntityData, PolicyInfo, PolicyKind, Snapshot};
@@ -49,6 +50,12 @@ pub fn compile(sources: &Sources) -> Result<Snapshot, Problems> {
     let (Some(schema), Some(derived)) = (schema, derived) else {
         return Err(Problems(problems));
     };
+    let index = PolicyIndex::build(&set).map_err(|e| {
+        Problems::single(Problem::file(
+            sources.schema.name.clone(),
+            format!("policy index: {e}"),
+        ))
+    })?;
     let files = sources.files();
     let mut all: Vec<&str> = Vec::with_capacity(files.len() * 2);
     for f in &files {
@@ -61,6 +68,7 @@ pub fn compile(sources: &Sources) -> Result<Snapshot, Problems> {
         loaded_at: SystemTime::now(),
         paths: files.iter().filter_map(|f| f.path.clone()).collect(),
         policies: set,
+        index,
         info,
         routes: derived.routes,
         mapping: derived.mapping,

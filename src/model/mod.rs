@@ -7,6 +7,8 @@
 //! - [`snapshot`]: the snapshot and what it knows about each policy.
 //! - [`routes`], [`mapping`], [`schema_types`]: the indexes derived from the schema:
 //!   the gateway route table, the AuthZEN mapping and attribute types.
+//! - [`index`]: the policy index: per request, only the policies whose scope can
+//!   match, so decisions stay flat in the number of grants.
 //! - [`lint`]: warnings about a valid model (forbids that missing data would skip).
 //! - [`reload`]: the serving [`Model`], file watching, SIGHUP and the atomic swap.
 //!
@@ -14,6 +16,7 @@
 //! checked through the [`Gate`] the entity layer implements.
 
 pub mod compile;
+pub mod index;
 pub mod lint;
 pub mod mapping;
 pub mod reload;

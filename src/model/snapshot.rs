@@ -42,6 +42,9 @@ pub struct PolicyInfo {
 pub struct Snapshot {
     pub schema: Schema,
     pub policies: PolicySet,
+    /// The policies filed by what their scopes pin: a decision hands Cedar only the
+    /// candidates its request can match, with exactly full evaluation's answer.
+    pub index: super::index::PolicyIndex,
     /// Policies, templates and links in load order.
     pub info: Vec<PolicyInfo>,
     /// SHA-256 over every source file's name and text, hex.

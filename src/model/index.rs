@@ -1,0 +1,744 @@
+//! A scope index over a Cedar policy set, so that a decision evaluates only the
+//! policies whose scope can match the request.
+//!
+//! # Why
+//!
+//! Cedar's `Authorizer::is_authorized` evaluates every policy of the set for every
+//! request. Sharing grows a set by one small policy or template link per shared
+//! object, so with tens of thousands of grants almost all of the time of a decision
+//! goes into scopes that do not match (10 grants vs 10,000 grants: 280x slower).
+//!
+//! # How candidates are found
+//!
+//! At build time every static and template-linked policy is filed, in each of the
+//! three scope dimensions (principal, action, resource), by what its scope pins:
+//!
+//! | scope                         | filed under                            |
+//! |-------------------------------|----------------------------------------|
+//! | `principal == E`              | `eq[E]`                                |
+//! | `principal in E`              | `within[E]`                            |
+//! | `principal is T in E`         | `within[E]` (the type is checked later)|
+//! | `principal is T`              | `of_type[T]`                           |
+//! | `principal`                   | `any`                                  |
+//! | `action in [A, B]`            | `within[A]` and `within[B]`            |
+//!
+//! A linked policy is filed by its linked values: for `principal == ?principal` its
+//! slot value is the `E` above, exactly as Cedar substitutes it when it evaluates.
+//! A policy whose scope pins nothing sits in every dimension's `any` list (the
+//! general bucket).
+//!
+//! Per request, each dimension yields the lists that can hold a policy matching the
+//! request's entity `X` there: `eq[X]`, `within[X]`, `within[A]` for every ancestor
+//! `A` of `X`, `of_type[type of X]` and `any`. Every policy whose scope matches is
+//! in the lists of each of the three dimensions, so the lists of any one dimension
+//! are enough. The index takes the dimension whose lists are shortest (the most
+//! selective one for this request), then filters those policies exactly: it checks
+//! all three scope constraints of each with Cedar's semantics (below). What is left
+//! is exactly the set of policies whose scope is satisfied by the request.
+//!
+//! Ancestors are read from the request's own `Entities`, for the action as well as
+//! for the principal and the resource: Cedar evaluates `in` against that data and
+//! nothing else, so an action group counts only when the entity data holds the
+//! action entities (as it does when it is built with the schema).
+//!
+//! # Why the result is exactly Cedar's
+//!
+//! Cedar evaluates a policy as `principal_scope && action_scope && resource_scope &&
+//! conditions`, and `&&` short-circuits. A scope constraint never errors: `==` and
+//! `is` compare the request's entity uid, and `in` on an entity that is missing from
+//! the data is plain equality (Cedar's `eval_in`). So a policy whose scope does not
+//! match the request evaluates to `false` without error and without looking at its
+//! `when`/`unless` body. Such a policy can therefore neither be satisfied (so it is
+//! never among the determining policies and cannot change the decision) nor add an
+//! error. The authorizer evaluates every policy, without short-circuiting across
+//! policies, so leaving a non-matching policy out changes nothing else either.
+//! The index hands Cedar every policy whose scope matches, and the very same
+//! `Policy` values (a link is re-linked from the same template with the same
+//! values and id), in the order of the original set. Cedar evaluates them exactly
+//! as in the whole set: same satisfied policies, same determining policies, and the
+//! same errors (equal as values, source locations included) in the same order.
+//! A cached set is keyed by the exact candidate list, so it is the set that would
+//! be built afresh.
+//!
+//! Cases that look special and why they need nothing more: an entity missing from
+//! the data has no ancestors, so `in` reduces to `==` in the filter as in Cedar; a
+//! linked policy's slots are read as its linked values, as Cedar substitutes them;
+//! `action in []` matches nothing and is filed nowhere in the action dimension; a
+//! template without links is not evaluated by Cedar and is not indexed. Cedar 4
+//! has no unspecified principal or resource in a concrete request; a partial
+//! request (`Request::principal()` and the like returning `None`) is decided over
+//! the whole set. This argument rests on Cedar's evaluation order and scope
+//! semantics (version pinned by the project); the differential test re-checks it
+//! on every upgrade.
+//!
+//! The scope filter mirrors Cedar as follows, `X` being the request's entity:
+//! `== E` is `X == E`; `in E` is `X == E` or `E` among the ancestors of `X` in the
+//! entity data (none when `X` is missing from it); `is T` compares `X`'s type;
+//! `is T in E` is both; `action in [A, B]` is `action in A || action in B`. The
+//! differential test checks this against Cedar's own evaluation of scope-only copies
+//! of the policies.
+//!
+//! A request whose principal, action or resource is unknown (a partial request) is
+//! evaluated over the whole set, which the index rebuilds when it first needs it.
+//!
+//! # How the subset is evaluated
+//!
+//! `Authorizer::is_authorized` needs a `PolicySet`, so the candidates are put into a
+//! fresh set, in the order of `PolicySet::policies()` (the order Cedar evaluates
+//! in, and so reports errors in): static policies with `PolicySet::add` (the clone
+//! of a `Policy` is an `Arc` and the policy's text), links with
+//! `PolicySet::add_template` once per template and `PolicySet::link`, because
+//! `PolicySet::add` refuses a linked policy.
+//!
+//! Converting each link to a static policy with the link's id at build time (print
+//! the linked policy, parse it back) was measured as well. Without the cache it
+//! saved up to a fifth of a decision in one run and nothing in another (within the
+//! noise of a shared machine); with the cache, which serves most requests, there is
+//! nothing left to save. And the converted policy is parsed from other text, so the
+//! source locations carried by its evaluation errors point into that text instead of
+//! the template's: messages stay equal, the errors as values do not. Re-linking
+//! keeps them equal, so links are re-linked.
+//!
+//! Sets are cached by their candidate list: most requests of a workload share a
+//! few lists (the base policies alone, or with the grants of one user on one
+//! object), and a hit replaces building the set (a third of the time of an indexed
+//! decision in the bench) with one hash lookup under a read lock. The cache holds
+//! at most `PolicyIndexOptions::cache_capacity` sets and is emptied when full, which
+//! keeps it bounded without bookkeeping on the hot path.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use cedar_policy::{
+    ActionConstraint, Authorizer, Decision, Entities, EntityTypeName, EntityUid, Policy, PolicyId,
+    PolicySet, PrincipalConstraint, Request, ResourceConstraint, Response, SlotId, Template,
+};
+
+/// Options of a [`PolicyIndex`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyIndexOptions {
+    /// How many per-request policy sets the index keeps, keyed by their candidate
+    /// list. Zero disables the cache: every request then builds its own set.
+    pub cache_capacity: usize,
+}
+
+impl Default for PolicyIndexOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 4096,
+        }
+    }
+}
+
+/// Why a [`PolicyIndex`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyIndexError {
+    /// A template-linked policy names a template that the set does not hold.
+    #[error(
+        "policy `{link}` is linked to template `{template}`, which the policy set does not hold"
+    )]
+    MissingTemplate {
+        /// The linked policy.
+        link: PolicyId,
+        /// The template it names.
+        template: PolicyId,
+    },
+    /// The set holds more policies than the index's 32-bit positions can number.
+    #[error("the policy set holds {0} policies, more than the index can number")]
+    TooManyPolicies(usize),
+}
+
+/// What one scope constraint on the principal or the resource pins.
+#[derive(Debug, Clone)]
+enum EntityScope {
+    Any,
+    Eq(EntityUid),
+    In(EntityUid),
+    Is(EntityTypeName),
+    IsIn(EntityTypeName, EntityUid),
+}
+
+impl EntityScope {
+    fn from_principal(c: PrincipalConstraint) -> Self {
+        match c {
+            PrincipalConstraint::Any => Self::Any,
+            PrincipalConstraint::Eq(e) => Self::Eq(e),
+            PrincipalConstraint::In(e) => Self::In(e),
+            PrincipalConstraint::Is(t) => Self::Is(t),
+            PrincipalConstraint::IsIn(t, e) => Self::IsIn(t, e),
+        }
+    }
+
+    fn from_resource(c: ResourceConstraint) -> Self {
+        match c {
+            ResourceConstraint::Any => Self::Any,
+            ResourceConstraint::Eq(e) => Self::Eq(e),
+            ResourceConstraint::In(e) => Self::In(e),
+            ResourceConstraint::Is(t) => Self::Is(t),
+            ResourceConstraint::IsIn(t, e) => Self::IsIn(t, e),
+        }
+    }
+
+    /// Cedar's value of this constraint for the request's entity.
+    fn matches(&self, x: &Lineage<'_>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Eq(e) => x.uid == e,
+            Self::In(e) => x.is_in(e),
+            Self::Is(t) => x.uid.type_name() == t,
+            Self::IsIn(t, e) => x.uid.type_name() == t && x.is_in(e),
+        }
+    }
+}
+
+/// What the scope constraint on the action pins.
+#[derive(Debug, Clone)]
+enum ActionScope {
+    Any,
+    Eq(EntityUid),
+    In(Vec<EntityUid>),
+}
+
+impl ActionScope {
+    fn from_constraint(c: ActionConstraint) -> Self {
+        match c {
+            ActionConstraint::Any => Self::Any,
+            ActionConstraint::Eq(e) => Self::Eq(e),
+            ActionConstraint::In(list) => Self::In(list),
+        }
+    }
+
+    /// Cedar's value of this constraint for the request's action.
+    fn matches(&self, x: &Lineage<'_>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Eq(e) => x.uid == e,
+            Self::In(list) => list.iter().any(|e| x.is_in(e)),
+        }
+    }
+}
+
+/// How a candidate is put into a per-request policy set.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Boxed: a `Policy` is about 400 bytes, ten times a link's values.
+    Static(Box<Policy>),
+    /// Re-linked from the template with the link's own id and values, so that the
+    /// per-request policy is the same as the original link.
+    Link {
+        template: PolicyId,
+        values: HashMap<SlotId, EntityUid>,
+    },
+}
+
+/// One policy of the set: its scope and how to rebuild it.
+#[derive(Debug, Clone)]
+struct Entry {
+    id: PolicyId,
+    principal: EntityScope,
+    action: ActionScope,
+    resource: EntityScope,
+    source: Source,
+}
+
+impl Entry {
+    fn matches(&self, p: &Lineage<'_>, a: &Lineage<'_>, r: &Lineage<'_>) -> bool {
+        self.principal.matches(p) && self.action.matches(a) && self.resource.matches(r)
+    }
+}
+
+/// The policies of one scope dimension, filed by what their constraint pins.
+/// Values are positions in `PolicyIndex::entries`, ascending.
+#[derive(Debug, Default)]
+struct Dimension {
+    eq: HashMap<EntityUid, Vec<u32>>,
+    within: HashMap<EntityUid, Vec<u32>>,
+    of_type: HashMap<EntityTypeName, Vec<u32>>,
+    any: Vec<u32>,
+}
+
+impl Dimension {
+    fn file_entity(&mut self, scope: &EntityScope, at: u32) {
+        match scope {
+            EntityScope::Any => self.any.push(at),
+            EntityScope::Eq(e) => push(&mut self.eq, e, at),
+            EntityScope::In(e) | EntityScope::IsIn(_, e) => push(&mut self.within, e, at),
+            EntityScope::Is(t) => push(&mut self.of_type, t, at),
+        }
+    }
+
+    fn file_action(&mut self, scope: &ActionScope, at: u32) {
+        match scope {
+            ActionScope::Any => self.any.push(at),
+            ActionScope::Eq(e) => push(&mut self.eq, e, at),
+            ActionScope::In(list) => {
+                // `action in [A, A]` is filed once: a list holds each position once.
+                let distinct: HashSet<&EntityUid> = list.iter().collect();
+                for e in distinct {
+                    push(&mut self.within, e, at);
+                }
+            }
+        }
+    }
+
+    /// The lists that hold every policy whose constraint in this dimension can match
+    /// the request's entity `x`, and their total length.
+    fn lists<'s>(&'s self, x: &Lineage<'_>) -> (Vec<&'s [u32]>, usize) {
+        let mut lists: Vec<&[u32]> = Vec::with_capacity(4 + x.ancestors.len());
+        let mut add = |list: Option<&'s Vec<u32>>| {
+            if let Some(list) = list {
+                if !list.is_empty() {
+                    lists.push(list);
+                }
+            }
+        };
+        add(Some(&self.any));
+        add(self.eq.get(x.uid));
+        add(self.of_type.get(x.uid.type_name()));
+        if !self.within.is_empty() {
+            add(self.within.get(x.uid));
+            for a in &x.ancestors {
+                add(self.within.get(*a));
+            }
+        }
+        let total = lists.iter().map(|l| l.len()).sum();
+        (lists, total)
+    }
+}
+
+fn push<K: Eq + Hash + Clone>(map: &mut HashMap<K, Vec<u32>>, key: &K, at: u32) {
+    map.entry(key.clone()).or_default().push(at);
+}
+
+/// The request's entity in one dimension together with its ancestors in the
+/// request's entity data.
+struct Lineage<'a> {
+    uid: &'a EntityUid,
+    ancestors: Vec<&'a EntityUid>,
+    /// Built only for long ancestor lists, where a linear search would cost more
+    /// than hashing.
+    lookup: Option<HashSet<&'a EntityUid>>,
+}
+
+impl<'a> Lineage<'a> {
+    const LINEAR_LIMIT: usize = 16;
+
+    fn new(uid: &'a EntityUid, entities: &'a Entities) -> Self {
+        // An entity missing from the data has no ancestors: Cedar then reads `X in E`
+        // as `X == E`.
+        let ancestors: Vec<&EntityUid> = entities
+            .ancestors(uid)
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        let lookup = (ancestors.len() > Self::LINEAR_LIMIT)
+            .then(|| ancestors.iter().copied().collect::<HashSet<_>>());
+        Self {
+            uid,
+            ancestors,
+            lookup,
+        }
+    }
+
+    /// Cedar's `X in E` for this entity `X`.
+    fn is_in(&self, e: &EntityUid) -> bool {
+        self.uid == e
+            || match &self.lookup {
+                Some(set) => set.contains(e),
+                None => self.ancestors.contains(&e),
+            }
+    }
+}
+
+/// Per-request policy sets, keyed by their candidate positions.
+struct SetCache {
+    capacity: usize,
+    sets: RwLock<HashMap<Box<[u32]>, Arc<PolicySet>>>,
+}
+
+impl SetCache {
+    fn get(&self, key: &[u32]) -> Option<Arc<PolicySet>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        // A poisoned lock only means that another thread panicked while holding
+        // it; the cache is then skipped, never trusted half-written.
+        self.sets.read().ok()?.get(key).cloned()
+    }
+
+    fn insert(&self, key: &[u32], set: Arc<PolicySet>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let evicted = match self.sets.write() {
+            Ok(mut sets) => {
+                let evicted = if sets.len() >= self.capacity {
+                    std::mem::take(&mut *sets)
+                } else {
+                    HashMap::new()
+                };
+                sets.insert(key.into(), set);
+                evicted
+            }
+            Err(_) => HashMap::new(),
+        };
+        // Dropping thousands of sets takes a while: do it after the lock is released,
+        // so that readers do not wait for it.
+        drop(evicted);
+    }
+
+    fn len(&self) -> usize {
+        self.sets.read().map(|s| s.len()).unwrap_or(0)
+    }
+}
+
+/// Counts that describe a built index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyIndexStats {
+    /// Static and template-linked policies indexed.
+    pub policies: usize,
+    /// Policies whose scope pins nothing: candidates for every request.
+    pub general: usize,
+    /// Per-request policy sets currently cached.
+    pub cached_sets: usize,
+}
+
+/// A policy set indexed by scope. Decisions through [`PolicyIndex::is_authorized`]
+/// equal `Authorizer::is_authorized` over the whole set: decision, determining
+/// policies and errors.
+pub struct PolicyIndex {
+    entries: Vec<Entry>,
+    principal: Dimension,
+    action: Dimension,
+    resource: Dimension,
+    /// Templates of the linked policies, for re-linking them in per-request sets.
+    templates: HashMap<PolicyId, Template>,
+    /// The whole set, rebuilt from `entries` when first needed: only requests with
+    /// an unknown principal, action or resource use it. Building it eagerly would
+    /// double the build time (a copy of a 100k-policy set costs as much as indexing
+    /// it).
+    whole: OnceLock<Option<Arc<PolicySet>>>,
+    general: usize,
+    cache: SetCache,
+    authorizer: Authorizer,
+}
+
+impl fmt::Debug for PolicyIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyIndex")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyIndex {
+    /// Indexes every static and template-linked policy of `policies`, with the
+    /// default options.
+    pub fn build(policies: &PolicySet) -> Result<Self, PolicyIndexError> {
+        Self::build_with_options(policies, PolicyIndexOptions::default())
+    }
+
+    /// Indexes every static and template-linked policy of `policies`.
+    pub fn build_with_options(
+        policies: &PolicySet,
+        options: PolicyIndexOptions,
+    ) -> Result<Self, PolicyIndexError> {
+        let count = policies.num_of_policies();
+        if u32::try_from(count).is_err() {
+            return Err(PolicyIndexError::TooManyPolicies(count));
+        }
+        let mut entries = Vec::with_capacity(count);
+        let mut templates = HashMap::new();
+        for policy in policies.policies() {
+            let source = match (policy.template_id(), policy.template_links()) {
+                (Some(template), Some(values)) => {
+                    if !templates.contains_key(template) {
+                        let Some(t) = policies.template(template) else {
+                            return Err(PolicyIndexError::MissingTemplate {
+                                link: policy.id().clone(),
+                                template: template.clone(),
+                            });
+                        };
+                        templates.insert(template.clone(), t.clone());
+                    }
+                    Source::Link {
+                        template: template.clone(),
+                        values,
+                    }
+                }
+                _ => Source::Static(Box::new(policy.clone())),
+            };
+            entries.push(Entry {
+                id: policy.id().clone(),
+                // For a linked policy these accessors return the linked values in
+                // place of the slots: the values Cedar evaluates the scope with.
+                principal: EntityScope::from_principal(policy.principal_constraint()),
+                action: ActionScope::from_constraint(policy.action_constraint()),
+                resource: EntityScope::from_resource(policy.resource_constraint()),
+                source,
+            });
+        }
+
+        let mut principal = Dimension::default();
+        let mut action = Dimension::default();
+        let mut resource = Dimension::default();
+        let mut general = 0;
+        for (at, entry) in (0u32..).zip(&entries) {
+            principal.file_entity(&entry.principal, at);
+            action.file_action(&entry.action, at);
+            resource.file_entity(&entry.resource, at);
+            if matches!(
+                (&entry.principal, &entry.action, &entry.resource),
+                (EntityScope::Any, ActionScope::Any, EntityScope::Any)
+            ) {
+                general += 1;
+            }
+        }
+
+        Ok(Self {
+            entries,
+            principal,
+            action,
+            resource,
+            templates,
+            whole: OnceLock::new(),
+            general,
+            cache: SetCache {
+                capacity: options.cache_capacity,
+                sets: RwLock::new(HashMap::new()),
+            },
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    /// Decides `request` as `Authorizer::is_authorized` over the whole set would,
+    /// evaluating only the policies whose scope matches it.
+    pub fn is_authorized(&self, request: &Request, entities: &Entities) -> Response {
+        let set = match self.candidate_positions(request, entities) {
+            Some(positions) => self.set_for(&positions),
+            None => self.whole(),
+        };
+        match set {
+            Some(set) => self.authorizer.is_authorized(request, &set, entities),
+            // Unreachable: a fresh set takes every policy of the set the index was
+            // built from (see `subset`). Deny is the safe answer if it ever were not.
+            None => Response::new(Decision::Deny, HashSet::new(), Vec::new()),
+        }
+    }
+
+    /// The ids of the policies whose scope matches `request`, in the order of the
+    /// set: the policies that [`PolicyIndex::is_authorized`] hands to Cedar. `None`
+    /// when the request's principal, action or resource is unknown, which is decided
+    /// over the whole set.
+    pub fn candidates(&self, request: &Request, entities: &Entities) -> Option<Vec<PolicyId>> {
+        let positions = self.candidate_positions(request, entities)?;
+        Some(
+            positions
+                .iter()
+                .filter_map(|&at| self.entry(at))
+                .map(|e| e.id.clone())
+                .collect(),
+        )
+    }
+
+    /// Number of static and template-linked policies indexed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// `true` when the set holds no static or template-linked policy.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Counts that describe the index.
+    pub fn stats(&self) -> PolicyIndexStats {
+        PolicyIndexStats {
+            policies: self.entries.len(),
+            general: self.general,
+            cached_sets: self.cache.len(),
+        }
+    }
+
+    fn entry(&self, at: u32) -> Option<&Entry> {
+        self.entries.get(usize::try_from(at).ok()?)
+    }
+
+    /// Positions of the policies whose scope matches the request, ascending.
+    fn candidate_positions(&self, request: &Request, entities: &Entities) -> Option<Vec<u32>> {
+        let p = Lineage::new(request.principal()?, entities);
+        let a = Lineage::new(request.action()?, entities);
+        let r = Lineage::new(request.resource()?, entities);
+
+        let (p_lists, p_total) = self.principal.lists(&p);
+        let (a_lists, a_total) = self.action.lists(&a);
+        let (r_lists, r_total) = self.resource.lists(&r);
+        // Each dimension's lists hold every matching policy; the shortest are the
+        // cheapest to filter.
+        let lists = if p_total <= a_total && p_total <= r_total {
+            p_lists
+        } else if r_total <= a_total {
+            r_lists
+        } else {
+            a_lists
+        };
+
+        let mut out: Vec<u32> = Vec::new();
+        for list in lists {
+            for &at in list {
+                if self.entry(at).is_some_and(|e| e.matches(&p, &a, &r)) {
+                    out.push(at);
+                }
+            }
+        }
+        // A policy is in one list per matching key, and `action in [A, B]` can
+        // match through both `A` and `B`; sorting also restores the set's order,
+        // which is the order Cedar reports errors in.
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+
+    /// The policy set for these candidate positions: a cached set or a new one.
+    fn set_for(&self, positions: &[u32]) -> Option<Arc<PolicySet>> {
+        if let Some(set) = self.cache.get(positions) {
+            return Some(set);
+        }
+        match self.subset(positions) {
+            Some(set) => {
+                let set = Arc::new(set);
+                self.cache.insert(positions, Arc::clone(&set));
+                Some(set)
+            }
+            None => self.whole(),
+        }
+    }
+
+    /// The whole set, in the original order.
+    fn whole(&self) -> Option<Arc<PolicySet>> {
+        self.whole
+            .get_or_init(|| {
+                let all: Vec<u32> = (0u32..).take(self.entries.len()).collect();
+                self.subset(&all).map(Arc::new)
+            })
+            .clone()
+    }
+
+    /// A fresh policy set holding the entries at `positions`, in that order.
+    ///
+    /// This cannot fail for positions of this index: the entries come from one
+    /// policy set, so their ids are distinct; a static policy is added as it was;
+    /// a link is re-linked from its own template (added first) with the values it
+    /// was linked with, which filled that template's slots before.
+    fn subset(&self, positions: &[u32]) -> Option<PolicySet> {
+        let mut set = PolicySet::new();
+        for &at in positions {
+            let entry = self.entry(at)?;
+            match &entry.source {
+                Source::Static(policy) => set.add(Policy::clone(policy)).ok()?,
+                Source::Link { template, values } => {
+                    if set.template(template).is_none() {
+                        set.add_template(self.templates.get(template)?.clone())
+                            .ok()?;
+                    }
+                    set.link(template.clone(), entry.id.clone(), values.clone())
+                        .ok()?;
+                }
+            }
+        }
+        Some(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn uid(s: &str) -> EntityUid {
+        EntityUid::from_str(s).unwrap()
+    }
+
+    fn request(p: &str, a: &str, r: &str) -> Request {
+        Request::new(uid(p), uid(a), uid(r), cedar_policy::Context::empty(), None).unwrap()
+    }
+
+    #[test]
+    fn grants_are_filed_by_principal_and_resource() {
+        let set = PolicySet::from_str(
+            r#"
+            permit (principal == User::"u1", action == Action::"view", resource == Doc::"d1");
+            permit (principal == User::"u2", action == Action::"view", resource == Doc::"d1");
+            permit (principal, action, resource) when { principal.admin };
+            "#,
+        )
+        .unwrap();
+        let index = PolicyIndex::build(&set).unwrap();
+        let entities = Entities::empty();
+        let req = request(r#"User::"u1""#, r#"Action::"view""#, r#"Doc::"d1""#);
+        let ids = index.candidates(&req, &entities).unwrap();
+        assert_eq!(
+            ids,
+            vec![PolicyId::new("policy0"), PolicyId::new("policy2")]
+        );
+        assert_eq!(index.stats().general, 1);
+        let full = Authorizer::new().is_authorized(&req, &set, &entities);
+        let indexed = index.is_authorized(&req, &entities);
+        assert_eq!(full.decision(), indexed.decision());
+        assert_eq!(
+            full.diagnostics().errors().collect::<Vec<_>>(),
+            indexed.diagnostics().errors().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn links_are_filed_by_their_values() {
+        let mut set = PolicySet::from_str(
+            r#"permit (principal == ?principal, action, resource in ?resource);"#,
+        )
+        .unwrap();
+        let vals = |p: &str, r: &str| {
+            HashMap::from([(SlotId::principal(), uid(p)), (SlotId::resource(), uid(r))])
+        };
+        set.link(
+            PolicyId::new("policy0"),
+            PolicyId::new("l1"),
+            vals(r#"User::"u1""#, r#"Folder::"f""#),
+        )
+        .unwrap();
+        set.link(
+            PolicyId::new("policy0"),
+            PolicyId::new("l2"),
+            vals(r#"User::"u2""#, r#"Folder::"f""#),
+        )
+        .unwrap();
+        let entities = Entities::from_json_str(
+            r#"[{"uid": {"type": "Doc", "id": "d"}, "attrs": {},
+                 "parents": [{"type": "Folder", "id": "f"}]}]"#,
+            None,
+        )
+        .unwrap();
+        let index = PolicyIndex::build(&set).unwrap();
+        let req = request(r#"User::"u2""#, r#"Action::"any""#, r#"Doc::"d""#);
+        assert_eq!(
+            index.candidates(&req, &entities).unwrap(),
+            vec![PolicyId::new("l2")]
+        );
+        let indexed = index.is_authorized(&req, &entities);
+        assert_eq!(indexed.decision(), cedar_policy::Decision::Allow);
+        assert_eq!(
+            indexed.diagnostics().reason().collect::<Vec<_>>(),
+            vec![&PolicyId::new("l2")]
+        );
+    }
+
+    #[test]
+    fn empty_set_denies() {
+        let index = PolicyIndex::build(&PolicySet::new()).unwrap();
+        assert!(index.is_empty());
+        let req = request(r#"User::"u""#, r#"Action::"a""#, r#"Doc::"d""#);
+        let response = index.is_authorized(&req, &Entities::empty());
+        assert_eq!(response.decision(), cedar_policy::Decision::Deny);
+    }
+}
