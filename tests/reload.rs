@@ -147,7 +147,7 @@ impl Served {
     }
 
     async fn policies(&self) -> Value {
-        let reply = self.server.get("/v1/policies").await;
+        let reply = self.server.admin_get("/v1/policies").await;
         assert_eq!(reply.status, 200, "{}", reply.text);
         reply.json
     }
@@ -208,7 +208,7 @@ async fn decide(server: &TestServer, principal: &str, action: &str, resource: &s
 
 /// The value of the first metric line starting with `line_prefix`, 0 when absent.
 async fn metric(server: &TestServer, line_prefix: &str) -> f64 {
-    let reply = server.get("/metrics").await;
+    let reply = server.admin_get("/metrics").await;
     reply
         .text
         .lines()
@@ -691,7 +691,7 @@ async fn a_manual_reload_reports_what_it_did() {
         )
         .await
     );
-    let body = server.get("/v1/policies").await.json;
+    let body = server.admin_get("/v1/policies").await.json;
     assert_eq!(body["reload"]["last_trigger"], "manual");
     // No task runs here, so nothing watches.
     assert_eq!(body["reload"]["watching"], false);
@@ -708,6 +708,7 @@ impl Process {
         let arg = |p: &Option<PathBuf>| p.clone().unwrap().display().to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--schema", &arg(&model.schema)])
             .args(["--policies", &arg(&model.policies)])
             .args(["--template-links", &arg(&model.template_links)])
@@ -772,7 +773,7 @@ async fn sighup_reloads_a_server_that_does_not_watch() {
     let model = copy_model(dir.path());
     let server = Process::start(&model, &["--no-watch"]);
     let walt = (user("walt"), "ViewInvoice", uid("Invoice", "inv-1001"));
-    let status = server.get("/v1/policies").await.json;
+    let status = server.admin_get("/v1/policies").await.json;
     assert_eq!(status["reload"]["watching"], false);
 
     write_atomically(
@@ -786,7 +787,7 @@ async fn sighup_reloads_a_server_that_does_not_watch() {
         server.allowed(&walt.0, walt.1, &walt.2).await.then_some(())
     })
     .await;
-    let status = server.get("/v1/policies").await.json;
+    let status = server.admin_get("/v1/policies").await.json;
     assert_eq!(status["reload"]["last_trigger"], "signal");
     assert_eq!(status["reload"]["last_result"], "applied");
 
@@ -803,7 +804,7 @@ async fn the_binary_watches_its_model_files_by_default() {
     let model = copy_model(dir.path());
     let server = Process::start(&model, &["--reload-debounce-ms", "50"]);
     eventually("the binary is watching", || async {
-        (server.get("/v1/policies").await.json["reload"]["watching"] == true).then_some(())
+        (server.admin_get("/v1/policies").await.json["reload"]["watching"] == true).then_some(())
     })
     .await;
     let walt = (user("walt"), "ViewInvoice", uid("Invoice", "inv-1001"));
