@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// A running `portcullis serve` on loopback ports, killed when dropped.
@@ -13,6 +13,8 @@ pub struct Served {
     pub child: Child,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Every line the server logged so far.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Served {
@@ -47,8 +49,11 @@ impl Served {
         // The log is read on a thread for the whole run, so the server never blocks on
         // a full pipe; the start-up line is handed back.
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let logged = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                logged.lock().unwrap().push(line.clone());
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if v["message"] == "portcullis serving" {
                         let _ = tx.send(v);
@@ -65,7 +70,15 @@ impl Served {
             child,
             addr,
             admin_addr,
+            log,
         }
+    }
+}
+
+impl Served {
+    /// Whether a logged line contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
     }
 }
 
