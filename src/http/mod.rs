@@ -74,12 +74,20 @@ async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Result<Res
         started,
     };
     let http1 = req.version() < http::Version::HTTP_2;
+    let path = req.uri().path().to_string();
     let (endpoint, result) = route(&ctx, role, req).await;
     let mut response = match result {
         Ok(r) => r,
         Err(e) => {
             app.metrics.error(e.code);
             let mut r = json_response(e.status, e.body());
+            // RFC 9110: a 405 lists the methods the resource does accept.
+            if e.status == StatusCode::METHOD_NOT_ALLOWED {
+                let allow = find_route(&ctx, role, &path).map(|r| r.methods.join(", "));
+                if let Some(v) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+                    r.headers_mut().insert(http::header::ALLOW, v);
+                }
+            }
             // The rest of a body that timed out may still be on its way: an HTTP/1
             // connection cannot be reused after it (an HTTP/2 stream ends alone).
             if e.code == error::BODY_TIMEOUT && http1 {
