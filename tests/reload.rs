@@ -701,6 +701,7 @@ async fn a_manual_reload_reports_what_it_did() {
 struct Process {
     child: Child,
     addr: std::net::SocketAddr,
+    admin_addr: std::net::SocketAddr,
 }
 
 impl Process {
@@ -720,17 +721,22 @@ impl Process {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        // The start-up line names the bound address.
-        let addr = loop {
+        // The start-up line names the bound addresses.
+        let (addr, admin_addr) = loop {
             let line = lines.next().expect("the server logs its start").unwrap();
             let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
             if v["message"] == "portcullis serving" {
-                break v["listen"].as_str().unwrap().parse().unwrap();
+                let bound = |key: &str| v[key].as_str().unwrap().parse().unwrap();
+                break (bound("listen"), bound("admin_listen"));
             }
         };
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines.by_ref() {});
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            admin_addr,
+        }
     }
 
     fn signal(&self, signal: libc::c_int) {
@@ -739,8 +745,8 @@ impl Process {
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
-    async fn get(&self, path: &str) -> common::Reply {
-        common::send(self.addr, http::Method::GET, path, &[], Vec::new()).await
+    async fn admin_get(&self, path: &str) -> common::Reply {
+        common::send(self.admin_addr, http::Method::GET, path, &[], Vec::new()).await
     }
 
     async fn allowed(&self, principal: &str, action: &str, resource: &str) -> bool {

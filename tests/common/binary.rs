@@ -1,3 +1,4 @@
+#![allow(clippy::indexing_slicing)] // test code: a missing field is a failed test
 //! The real `portcullis serve` binary in its own process, for tests that need what an
 //! in-process server cannot give: a lowered open-files limit, or a tool (schemathesis)
 //! that talks to it from outside.
