@@ -30,12 +30,15 @@ COPY --from=builder /out/portcullis /usr/local/bin/portcullis
 # The shipped portal schema and policies, the defaults when nothing is mounted.
 COPY schema/ /usr/share/portcullis/schema/
 COPY policies/ /usr/share/portcullis/policies/
+# Both listeners on the container's address: in a pod the kubelet reaches the admin
+# port (probes) over the pod IP.
 ENV PORTCULLIS_LISTEN=0.0.0.0:8180 \
+    PORTCULLIS_ADMIN_LISTEN=0.0.0.0:9180 \
     PORTCULLIS_SCHEMA=/usr/share/portcullis/schema/portal.cedarschema \
     PORTCULLIS_POLICIES=/usr/share/portcullis/policies
 # A fixed numeric non-root user, so Kubernetes' runAsNonRoot can verify it without
 # reading /etc/passwd; the chart's runAsUser is the same.
 USER 65532:65532
-EXPOSE 8180
+EXPOSE 8180 9180
 ENTRYPOINT ["/usr/local/bin/portcullis"]
 CMD ["serve"]

@@ -76,12 +76,17 @@ fn in_process(c: &mut Criterion) {
 fn over_http(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let app = Arc::new(App::build(&ServeArgs::default()).unwrap());
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let bind = || {
+        rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap()
+    };
+    let listeners = portcullis::http::Listeners {
+        decision: bind(),
+        admin: bind(),
+    };
+    let addr = listeners.decision.local_addr().unwrap();
     rt.spawn(portcullis::http::serve(
-        listener,
+        listeners,
         app,
         std::future::pending(),
         Duration::from_secs(1),

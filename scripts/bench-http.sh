@@ -88,7 +88,7 @@ wait_for_addr() {
     return 1
 }
 
-PORTCULLIS_ARGS=(serve --listen 127.0.0.1:0)
+PORTCULLIS_ARGS=(serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0)
 case "$ENDPOINT" in
     is_authorized)
         cat >"$WORK/request.lua" <<'LUA'

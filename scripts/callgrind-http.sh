@@ -64,7 +64,7 @@ fi
 PORTCULLIS="$TARGET/release/portcullis"
 BASELINE="$TARGET/release/examples/hyper_baseline"
 
-PORTCULLIS_ARGS=(serve --listen 127.0.0.1:0)
+PORTCULLIS_ARGS=(serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0)
 # Both servers' answers say "Allow" (Portcullis's gateway answer is JSON too).
 EXPECT='"Allow"'
 case "$ENDPOINT" in

@@ -11,7 +11,7 @@ use crate::config::{
 use crate::decision::{self, Call, RawRequest};
 use crate::entities::SourceGate;
 use crate::http::app::{entity_file, open_entities};
-use crate::http::App;
+use crate::http::{App, Listeners};
 use crate::model::{reload, EntityFile, ReloadOptions};
 
 /// `portcullis serve`.
@@ -27,7 +27,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.check_config {
         let (_, _, links) = snap.counts();
         println!(
-            "configuration ok: {} policies ({} active, {links} template links), entity source `{}`, listen {} ({}), authzen mapping `{}`",
+            "configuration ok: {} policies ({} active, {links} template links), entity source `{}`, listen {} ({}), admin {}, authzen mapping `{}`",
             snap.info.len(),
             snap.active_policy_count(),
             app.entities.kind(),
@@ -37,6 +37,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Some(t) if t.client_auth => "https, client certificates required",
                 Some(_) => "https",
             },
+            args.listener.admin_listen,
             snap.mapping.source,
         );
         println!(
@@ -46,7 +47,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let listener = TcpListener::bind(args.listen).await?;
+    let listeners = Listeners {
+        decision: bind(args.listen, "--listen").await?,
+        admin: bind(args.listener.admin_listen, "--admin-listen").await?,
+    };
     let app = Arc::new(app);
     // The reload task lives exactly as long as the listener: it stops after the drain.
     // It starts before the start-up line, so a SIGHUP sent after that line reloads.
@@ -56,17 +60,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ReloadOptions::from(&args.reload),
     );
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %listeners.decision.local_addr()?,
+        admin_listen = %listeners.admin.local_addr()?,
         entity_source = app.entities.kind(),
         policies = snap.active_policy_count(),
         model = %App::model_origin(&args.model, &entity_file(&args.entity)),
         "portcullis serving"
     );
     drop(snap);
-    let served = crate::http::serve(listener, app, shutdown_signal(), args.shutdown_grace()).await;
+    let served = crate::http::serve(listeners, app, shutdown_signal(), args.shutdown_grace()).await;
     reloader.shutdown().await;
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds one listener; the error names the flag, since two addresses are bound.
+async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}"))
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -267,6 +267,8 @@ pub struct ServeArgs {
     pub reload: ReloadArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub listener: ListenerArgs,
     /// Address to listen on.
     #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8180")]
     pub listen: SocketAddr,
@@ -304,6 +306,98 @@ impl Default for ServeArgs {
 impl ServeArgs {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// The admin listener, and what a connection may cost: the timeouts that close a
+/// connection that holds resources without using them, and the limits that keep a
+/// flood of connections from starving the ones being served.
+#[derive(Debug, Clone, Args)]
+pub struct ListenerArgs {
+    /// Address of the admin listener: `/healthz`, `/readyz`, `/metrics`, `/v1/policies`
+    /// and `/openapi.json`, with its own connection budget. In a pod, bind `0.0.0.0`
+    /// so the kubelet reaches it.
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9180"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Most connections the admin listener serves at once; it is small and separate so
+    /// probes and scrapes answer while the decision listener is full.
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_MAX_CONNECTIONS",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub admin_max_connections: u32,
+    /// Most open connections on the decision listener. Beyond it new connections wait
+    /// in the kernel's accept queue until one closes; open ones keep being served.
+    #[arg(
+        long,
+        env = "PORTCULLIS_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+    /// Seconds a client has to send a request's headers: from connecting, or from the
+    /// first byte of a later request on a kept-alive connection.
+    #[arg(
+        long,
+        env = "PORTCULLIS_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request has to send its whole body once its headers arrived.
+    #[arg(
+        long,
+        env = "PORTCULLIS_BODY_READ_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub body_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in flight: between the
+    /// requests of a kept-alive HTTP/1 connection, or an HTTP/2 connection without
+    /// streams.
+    #[arg(
+        long,
+        env = "PORTCULLIS_IDLE_TIMEOUT_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub idle_timeout_secs: u64,
+    /// Seconds between HTTP/2 keep-alive pings, which find peers that vanished.
+    #[arg(
+        long,
+        env = "PORTCULLIS_HTTP2_KEEPALIVE_INTERVAL_SECS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub http2_keepalive_interval_secs: u64,
+    /// Seconds an HTTP/2 peer has to answer a keep-alive ping before the connection is
+    /// closed.
+    #[arg(
+        long,
+        env = "PORTCULLIS_HTTP2_KEEPALIVE_TIMEOUT_SECS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub http2_keepalive_timeout_secs: u64,
+    /// Most concurrent streams (requests) one HTTP/2 connection may open.
+    #[arg(
+        long,
+        env = "PORTCULLIS_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for ListenerArgs {
+    fn default() -> Self {
+        defaults()
     }
 }
 
@@ -698,6 +792,13 @@ mod tests {
         assert_eq!(serve.entity.redis.redis_fetch_depth, 3);
         assert_eq!(serve.reload.reload_debounce_ms, 150);
         assert!(serve.model.is_embedded());
+        assert_eq!(
+            serve.listener.admin_listen,
+            SocketAddr::from(([127, 0, 0, 1], 9180))
+        );
+        assert_eq!(serve.listener.max_connections, 4096);
+        assert_eq!(serve.listener.header_read_timeout_secs, 10);
+        assert_eq!(serve.listener.idle_timeout_secs, 60);
         assert_eq!(TestArgs::default().path, PathBuf::from("policies/tests"));
         assert_eq!(FmtArgs::default().paths, [PathBuf::from("policies")]);
         assert_eq!(VerifyArgs::default().format, ReportFormat::Text);
@@ -728,6 +829,8 @@ mod tests {
             ["portcullis", "serve", "--log-format", "xml"],
             ["portcullis", "serve", "--client-ip-from", "x-client"],
             ["portcullis", "serve", "--decision-log", "sometimes"],
+            ["portcullis", "serve", "--max-connections", "0"],
+            ["portcullis", "serve", "--header-read-timeout-secs", "0"],
         ] {
             assert!(Cli::try_parse_from(flags).is_err(), "{flags:?}");
         }

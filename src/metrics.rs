@@ -2,7 +2,8 @@
 //! error codes, schema action names); never from principal or resource ids.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the service exports, registered in its own registry.
@@ -12,6 +13,12 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub errors: IntCounterVec,
     pub policies_loaded: IntGauge,
+    /// Open connections by listener (`decision`, `admin`).
+    pub connections_open: IntGaugeVec,
+    /// Closed connections by listener and reason (`closed` by the client or after its
+    /// last response, `header_timeout`, `body_timeout`, `idle_timeout`,
+    /// `keepalive_timeout`, `error`, `shutdown`).
+    pub connections_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -46,6 +53,22 @@ impl Metrics {
             "portcullis_policies_loaded",
             "Policies (static and template-linked) in the serving snapshot.",
         )?;
+        let connections_open = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_connections_open",
+                "Open connections by listener.",
+            ),
+            &["listener"],
+        )?;
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "portcullis_connections_closed_total",
+                "Closed connections by listener and reason.",
+            ),
+            &["listener", "reason"],
+        )?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_closed.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(errors.clone()))?;
@@ -56,6 +79,8 @@ impl Metrics {
             request_duration,
             errors,
             policies_loaded,
+            connections_open,
+            connections_closed,
         })
     }
 

@@ -464,7 +464,7 @@ async fn search_work_per_call_is_bounded_and_tokens_are_bound_to_the_request() {
     assert_eq!(ids, vec!["bea", "olivia"]);
     assert!(pages >= 4, "{pages} pages");
     // Every user was evaluated exactly once across those calls.
-    let metrics = server.get("/metrics").await.text;
+    let metrics = server.admin_get("/metrics").await.text;
     assert!(
         metrics.contains(r#"portcullis_authzen_search_candidates_total{search="subject"} 7"#),
         "{metrics}"

@@ -268,7 +268,7 @@ async fn bad_requests_get_named_4xx_errors_and_the_service_keeps_serving() {
     let after = server.post("/v1/is_authorized", &good).await;
     assert_eq!(after.status, 200);
     assert_eq!(after.json["decision"], "Allow");
-    let metrics = server.get("/metrics").await.text;
+    let metrics = server.admin_get("/metrics").await.text;
     assert!(
         metrics.contains(r#"portcullis_errors_total{kind="unknown_action"} 2"#),
         "{metrics}"
@@ -368,7 +368,7 @@ async fn metrics_count_decisions_by_decision_and_action_without_ids() {
             ),
         )
         .await;
-    let metrics = server.get("/metrics").await;
+    let metrics = server.admin_get("/metrics").await;
     assert_eq!(metrics.status, 200);
     let text = metrics.text;
     assert!(

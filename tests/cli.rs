@@ -179,6 +179,8 @@ fn serve_refuses_to_start_on_an_invalid_policy_set() {
         "serve",
         "--listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
         "--policies",
         dir.path().to_str().unwrap(),
     ]);
@@ -223,6 +225,7 @@ fn wait_for_line(
 fn serve_logs_decisions_as_json_lines_and_drains_on_sigterm() {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--decision-log", "on"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -331,7 +331,7 @@ async fn metrics_count_checks_per_route_template_never_per_path() {
         Some(&bea),
     )
     .await;
-    let text = server.get("/metrics").await.text;
+    let text = server.admin_get("/metrics").await.text;
     let line = |needle: &str| {
         text.lines()
             .find(|l| l.starts_with("portcullis_gateway_checks_total{") && l.contains(needle))

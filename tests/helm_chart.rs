@@ -358,8 +358,9 @@ fn the_service_monitor_scrapes_the_metrics_port() {
                 ep["port"]
             );
             assert_eq!(ep["path"], "/metrics");
-            let tls = render.arg("--tls-cert").is_some();
-            assert_eq!(ep["scheme"], if tls { "https" } else { "http" });
+            // The admin port, plain HTTP whether or not the decision port has TLS.
+            assert_eq!(ep["port"], "admin", "{}", render.case.name);
+            assert_eq!(ep["scheme"], "http", "{}", render.case.name);
             for field in ["interval", "scrapeTimeout"] {
                 let d = ep[field].as_str().unwrap();
                 assert!(
@@ -392,7 +393,7 @@ fn the_service_monitor_scrapes_the_metrics_port() {
 }
 
 #[test]
-fn probes_point_at_the_health_endpoints_on_the_port_portcullis_listens_on() {
+fn probes_point_at_the_health_endpoints_on_the_admin_port_portcullis_listens_on() {
     for render in renders() {
         let c = render.portcullis();
         let port = &c["ports"][0];
@@ -405,11 +406,18 @@ fn probes_point_at_the_health_endpoints_on_the_port_portcullis_listens_on() {
             "{}: the pod must listen on its pod IP, on the declared port",
             render.case.name
         );
-        let scheme = if render.arg("--tls-cert").is_some() {
-            "HTTPS"
-        } else {
-            "HTTP"
-        };
+        // The admin listener must bind the pod IP too, or the kubelet cannot reach it.
+        let admin = &c["ports"][1];
+        assert_eq!(admin["name"], "admin");
+        let admin_port = admin["containerPort"].as_u64().unwrap();
+        assert_eq!(
+            render.arg("--admin-listen").unwrap(),
+            format!("0.0.0.0:{admin_port}"),
+            "{}: the admin listener must listen on the pod IP, on the declared port",
+            render.case.name
+        );
+        // The admin listener is plain HTTP, with or without TLS on the decision port.
+        let scheme = "HTTP";
         for (probe, path) in [
             ("startupProbe", "/healthz"),
             ("livenessProbe", "/healthz"),
@@ -417,11 +425,81 @@ fn probes_point_at_the_health_endpoints_on_the_port_portcullis_listens_on() {
         ] {
             let get = &c[probe]["httpGet"];
             assert_eq!(get["path"], path, "{}: {probe}", render.case.name);
-            assert_eq!(get["port"], "http", "{}: {probe}", render.case.name);
+            assert_eq!(get["port"], "admin", "{}: {probe}", render.case.name);
             assert_eq!(get["scheme"], scheme, "{}: {probe}", render.case.name);
         }
         let service = render.one("Service");
         assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+        assert_eq!(service["spec"]["ports"][1]["name"], "admin");
+        assert_eq!(service["spec"]["ports"][1]["targetPort"], "admin");
+    }
+}
+
+#[test]
+fn the_network_policy_admits_scrapers_to_the_admin_port_only_from_their_peers() {
+    let mut seen = 0;
+    for render in renders() {
+        for np in render.of_kind("NetworkPolicy") {
+            seen += 1;
+            let rules = np["spec"]["ingress"].as_array().unwrap();
+            let admin: Vec<&Value> = rules
+                .iter()
+                .filter(|r| {
+                    r["ports"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["port"] == "admin")
+                })
+                .collect();
+            assert_eq!(
+                admin.len(),
+                1,
+                "{}: one rule for the admin port",
+                render.case.name
+            );
+            // The decision rule does not open the admin port, nor the admin rule the
+            // decision port.
+            assert_eq!(admin[0]["ports"].as_array().unwrap().len(), 1);
+            for rule in rules.iter().filter(|r| !std::ptr::eq(*r, admin[0])) {
+                assert!(
+                    rule["ports"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|p| p["port"] != "admin"),
+                    "{}: {rule}",
+                    render.case.name
+                );
+            }
+            if render.case.name == "ci/monitoring-values" {
+                assert_eq!(
+                    admin[0]["from"][0]["namespaceSelector"]["matchLabels"]
+                        ["kubernetes.io/metadata.name"],
+                    "monitoring"
+                );
+            }
+        }
+    }
+    assert!(seen >= 1, "no values file turns the NetworkPolicy on");
+}
+
+#[test]
+fn connection_limits_and_timeouts_reach_the_command_line_only_when_set() {
+    let tuned = render_named("ci/monitoring-values");
+    for (flag, value) in [
+        ("--max-connections", "1024"),
+        ("--admin-max-connections", "8"),
+        ("--header-read-timeout-secs", "5"),
+        ("--body-read-timeout-secs", "15"),
+        ("--idle-timeout-secs", "90"),
+        ("--http2-keepalive-interval-secs", "30"),
+        ("--http2-keepalive-timeout-secs", "10"),
+        ("--http2-max-concurrent-streams", "64"),
+    ] {
+        assert_eq!(tuned.arg(flag).as_deref(), Some(value), "{flag}");
+        // 0 in the values keeps the binary's default: the flag is left out.
+        assert_eq!(render_named("default").arg(flag), None, "{flag}");
     }
 }
 
@@ -498,7 +576,11 @@ fn the_sidecar_examples_put_a_gateway_beside_portcullis_in_one_pod() {
             .collect();
         assert_eq!(
             service_ports,
-            [&Value::from("http"), &Value::from("gateway")]
+            [
+                &Value::from("http"),
+                &Value::from("admin"),
+                &Value::from("gateway")
+            ]
         );
     }
 }
@@ -698,13 +780,16 @@ fn a_pod_started_with_the_rendered_arguments_answers_its_probes() {
         let render = render_named(case);
         let dir = tempfile::tempdir().unwrap();
         let args = localized_args(render, dir.path(), &known).unwrap();
-        // Loopback instead of the pod IP; the port is checked against the probes above.
+        // Loopback instead of the pod IP; the ports are checked against the probes above.
         let port = common::free_port();
+        let admin_port = common::free_port();
         let args: Vec<String> = args
             .into_iter()
             .map(|a| {
                 if a.starts_with("--listen=") {
                     format!("--listen=127.0.0.1:{port}")
+                } else if a.starts_with("--admin-listen=") {
+                    format!("--admin-listen=127.0.0.1:{admin_port}")
                 } else {
                     a
                 }
@@ -723,15 +808,27 @@ fn a_pod_started_with_the_rendered_arguments_answers_its_probes() {
         let get = |path: &str| {
             common::send_blocking(loopback(port), http::Method::GET, path, &[], Vec::new())
         };
+        let admin_get = |path: &str| {
+            common::send_blocking(
+                loopback(admin_port),
+                http::Method::GET,
+                path,
+                &[],
+                Vec::new(),
+            )
+        };
+        // The probes' endpoints on the admin port; health also on the decision port.
         common::wait_until(
             &format!("{case}: /healthz answers 200"),
             Duration::from_secs(60),
-            || get("/healthz").filter(|r| r.status == 200),
+            || admin_get("/healthz").filter(|r| r.status == 200),
         );
-        for path in ["/readyz", "/metrics"] {
-            let reply = get(path).unwrap();
-            assert_eq!(reply.status, 200, "{case}: {path}: {}", reply.text);
+        for path in ["/readyz", "/metrics", "/v1/policies"] {
+            let reply = admin_get(path).unwrap();
+            assert_eq!(reply.status, 200, "{case}: admin {path}: {}", reply.text);
         }
+        assert_eq!(get("/healthz").unwrap().status, 200, "{case}");
+        assert_eq!(get("/metrics").unwrap().status, 404, "{case}");
         if case == "default" {
             // The request NOTES.txt suggests is one the service decides: the bookkeeper
             // bea may pay acme's invoice in the demo data.

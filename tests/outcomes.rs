@@ -273,7 +273,7 @@ async fn a_stored_entity_that_does_not_fit_the_schema_denies_on_every_surface_na
         );
         assert!(!reports || names_bea, "{}: {}", q.surface, r.text);
     }
-    let metrics = server.get("/metrics").await.text;
+    let metrics = server.admin_get("/metrics").await.text;
     assert!(
         metrics.contains(r#"portcullis_errors_total{kind="entity_data_invalid"}"#),
         "{metrics}"

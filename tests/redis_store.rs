@@ -302,7 +302,7 @@ async fn warm_decisions_make_no_redis_call() {
         "warm decisions reached Redis"
     );
 
-    let metrics = server.get("/metrics").await.text;
+    let metrics = server.admin_get("/metrics").await.text;
     for name in [
         "portcullis_entity_cache_hits_total",
         "portcullis_entity_cache_misses_total",
@@ -582,7 +582,7 @@ async fn a_tls_redis_with_a_password_serves_decisions() {
 
 /// The flush count from `/metrics`.
 async fn flushes(server: &TestServer) -> u64 {
-    let metrics = server.get("/metrics").await.text;
+    let metrics = server.admin_get("/metrics").await.text;
     metrics
         .lines()
         .find(|l| l.starts_with("portcullis_entity_invalidations_total{source=\"flush\"}"))
@@ -642,7 +642,7 @@ async fn keyspace_notifications_evict_for_writers_that_cannot_publish() {
         (!allowed(&decide(&server, &bea, "PayInvoice", &invoice).await)).then_some(())
     })
     .await;
-    let metrics = server.get("/metrics").await.text;
+    let metrics = server.admin_get("/metrics").await.text;
     assert!(
         metrics.contains("portcullis_entity_invalidations_total{source=\"keyspace\"}"),
         "{metrics}"

@@ -147,7 +147,7 @@ impl Served {
     }
 
     async fn policies(&self) -> Value {
-        let reply = self.server.get("/v1/policies").await;
+        let reply = self.server.admin_get("/v1/policies").await;
         assert_eq!(reply.status, 200, "{}", reply.text);
         reply.json
     }
@@ -208,7 +208,7 @@ async fn decide(server: &TestServer, principal: &str, action: &str, resource: &s
 
 /// The value of the first metric line starting with `line_prefix`, 0 when absent.
 async fn metric(server: &TestServer, line_prefix: &str) -> f64 {
-    let reply = server.get("/metrics").await;
+    let reply = server.admin_get("/metrics").await;
     reply
         .text
         .lines()
@@ -691,7 +691,7 @@ async fn a_manual_reload_reports_what_it_did() {
         )
         .await
     );
-    let body = server.get("/v1/policies").await.json;
+    let body = server.admin_get("/v1/policies").await.json;
     assert_eq!(body["reload"]["last_trigger"], "manual");
     // No task runs here, so nothing watches.
     assert_eq!(body["reload"]["watching"], false);
@@ -701,6 +701,7 @@ async fn a_manual_reload_reports_what_it_did() {
 struct Process {
     child: Child,
     addr: std::net::SocketAddr,
+    admin_addr: std::net::SocketAddr,
 }
 
 impl Process {
@@ -708,6 +709,7 @@ impl Process {
         let arg = |p: &Option<PathBuf>| p.clone().unwrap().display().to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--schema", &arg(&model.schema)])
             .args(["--policies", &arg(&model.policies)])
             .args(["--template-links", &arg(&model.template_links)])
@@ -719,17 +721,22 @@ impl Process {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        // The start-up line names the bound address.
-        let addr = loop {
+        // The start-up line names the bound addresses.
+        let (addr, admin_addr) = loop {
             let line = lines.next().expect("the server logs its start").unwrap();
             let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
             if v["message"] == "portcullis serving" {
-                break v["listen"].as_str().unwrap().parse().unwrap();
+                let bound = |key: &str| v[key].as_str().unwrap().parse().unwrap();
+                break (bound("listen"), bound("admin_listen"));
             }
         };
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines.by_ref() {});
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            admin_addr,
+        }
     }
 
     fn signal(&self, signal: libc::c_int) {
@@ -738,8 +745,8 @@ impl Process {
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
-    async fn get(&self, path: &str) -> common::Reply {
-        common::send(self.addr, http::Method::GET, path, &[], Vec::new()).await
+    async fn admin_get(&self, path: &str) -> common::Reply {
+        common::send(self.admin_addr, http::Method::GET, path, &[], Vec::new()).await
     }
 
     async fn allowed(&self, principal: &str, action: &str, resource: &str) -> bool {
@@ -772,7 +779,7 @@ async fn sighup_reloads_a_server_that_does_not_watch() {
     let model = copy_model(dir.path());
     let server = Process::start(&model, &["--no-watch"]);
     let walt = (user("walt"), "ViewInvoice", uid("Invoice", "inv-1001"));
-    let status = server.get("/v1/policies").await.json;
+    let status = server.admin_get("/v1/policies").await.json;
     assert_eq!(status["reload"]["watching"], false);
 
     write_atomically(
@@ -786,7 +793,7 @@ async fn sighup_reloads_a_server_that_does_not_watch() {
         server.allowed(&walt.0, walt.1, &walt.2).await.then_some(())
     })
     .await;
-    let status = server.get("/v1/policies").await.json;
+    let status = server.admin_get("/v1/policies").await.json;
     assert_eq!(status["reload"]["last_trigger"], "signal");
     assert_eq!(status["reload"]["last_result"], "applied");
 
@@ -803,7 +810,7 @@ async fn the_binary_watches_its_model_files_by_default() {
     let model = copy_model(dir.path());
     let server = Process::start(&model, &["--reload-debounce-ms", "50"]);
     eventually("the binary is watching", || async {
-        (server.get("/v1/policies").await.json["reload"]["watching"] == true).then_some(())
+        (server.admin_get("/v1/policies").await.json["reload"]["watching"] == true).then_some(())
     })
     .await;
     let walt = (user("walt"), "ViewInvoice", uid("Invoice", "inv-1001"));

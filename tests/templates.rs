@@ -64,7 +64,7 @@ async fn the_shipped_grant_lets_the_bookkeeper_view_one_quote_and_nothing_more()
 #[tokio::test]
 async fn policies_lists_policies_templates_and_links_with_their_files_and_hashes() {
     let server = TestServer::portal().await;
-    let reply = server.get("/v1/policies").await;
+    let reply = server.admin_get("/v1/policies").await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     let body = &reply.json;
 
@@ -112,9 +112,14 @@ async fn policies_lists_policies_templates_and_links_with_their_files_and_hashes
     assert!(body["reload"]["last_error"].is_null());
     assert!(body["reload"]["last_result"].is_null());
 
-    let wrong = server
-        .send(http::Method::POST, "/v1/policies", &[], Vec::new())
-        .await;
+    let wrong = common::send(
+        server.admin_addr,
+        http::Method::POST,
+        "/v1/policies",
+        &[],
+        Vec::new(),
+    )
+    .await;
     assert_eq!(wrong.status, 405);
     assert_eq!(wrong.json["error"], "method_not_allowed");
     server.stop().await;

@@ -1,8 +1,9 @@
-//! The operational endpoints: `/healthz`, `/readyz`, `/metrics`, and `/v1/policies`
-//! (what the service enforces right now, and whether the files on disk could be loaded
-//! the last time they were read).
+//! The operational endpoints: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, and
+//! `/v1/policies` (what the service enforces right now, and whether the files on disk
+//! could be loaded the last time they were read).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use cedar_policy::PolicyId;
@@ -19,16 +20,34 @@ pub fn healthz() -> Response {
     json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())
 }
 
-/// Ready when the entity source can serve (the model is loaded before the listener
-/// opens).
+/// Ready when the entity source can serve (the first snapshot is loaded before the
+/// listeners open). Until the source was usable once the status is `starting`;
+/// afterwards a source that stops serving makes it `not_ready`.
 pub async fn readyz(ctx: &Ctx) -> Response {
     match ctx.app.entities.ready().await {
-        Ok(()) => json_response(StatusCode::OK, r#"{"status":"ready"}"#.into()),
-        Err(e) => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"status": "not_ready", "reason": e.to_string()}).to_string(),
-        ),
+        Ok(()) => {
+            ctx.app.became_ready.store(true, Ordering::Release);
+            json_response(StatusCode::OK, r#"{"status":"ready"}"#.into())
+        }
+        Err(e) => {
+            let status = if ctx.app.became_ready.load(Ordering::Acquire) {
+                "not_ready"
+            } else {
+                "starting"
+            };
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": status, "reason": e.to_string()}).to_string(),
+            )
+        }
     }
+}
+
+/// The OpenAPI 3.1 document of every route of both listeners (docs/openapi.json).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+pub fn openapi() -> Response {
+    json_response(StatusCode::OK, OPENAPI.to_string())
 }
 
 pub fn metrics(ctx: &Ctx) -> Response {

@@ -1,6 +1,7 @@
 //! The running service's state, built once from configuration: the model, the entity
 //! source, metrics and the decision recorder, the AuthZEN and gateway settings, TLS.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::authzen::Authzen;
@@ -11,6 +12,7 @@ use crate::gateway::{Gateway, GatewaySettings};
 use crate::metrics::Metrics;
 use crate::model::{EntityFile, Model};
 
+use super::listener::ConnectionSettings;
 use super::tls::Tls;
 
 /// Limits of the HTTP layer.
@@ -34,6 +36,11 @@ pub struct App {
     /// HTTPS for the listener; `None` serves plain HTTP.
     pub tls: Option<Tls>,
     pub limits: Limits,
+    /// Connection budgets and timeouts of both listeners.
+    pub connections: ConnectionSettings,
+    /// Set the first time `/readyz` found the entity source usable (the first snapshot
+    /// is loaded before the listeners open): until then the service is `starting`.
+    pub became_ready: AtomicBool,
 }
 
 /// Where the entity data of `serve` (and `authorize`) comes from.
@@ -95,6 +102,8 @@ impl App {
                 max_body_bytes: args.max_body_bytes,
                 batch_limit: args.batch_limit,
             },
+            connections: ConnectionSettings::from(&args.listener),
+            became_ready: AtomicBool::new(false),
         })
     }
 

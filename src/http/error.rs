@@ -10,6 +10,9 @@ use crate::authzen::AuthzenError;
 use crate::decision::{Outcome, RequestError};
 use crate::gateway::Verdict;
 
+/// The code of a request whose body did not arrive in time.
+pub const BODY_TIMEOUT: &str = "body_timeout";
+
 /// An error answered to the caller: a status, a stable code and a message that names
 /// what was wrong. Never carries internals.
 #[derive(Debug, Clone)]
@@ -76,6 +79,17 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            BODY_TIMEOUT,
+            format!(
+                "request body did not arrive within {} s (`--body-read-timeout-secs`)",
+                limit.as_secs()
+            ),
         )
     }
 

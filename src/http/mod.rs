@@ -2,6 +2,8 @@
 //! handlers of each surface. Only this module knows HTTP statuses and JSON bodies.
 //!
 //! - [`app`]: the application state, built once from configuration.
+//! - [`listener`]: the decision and admin listeners, connection budgets and timeouts.
+//! - [`ROUTES`]: the routing table of both listeners (docs/openapi.json documents it).
 //! - [`cedar`], [`authzen`], [`gateway`], [`admin`]: the handlers of each surface.
 //! - [`error`]: the one mapping of outcomes and errors to statuses and bodies.
 //! - [`tls`]: HTTPS and mutual TLS for the listener.
@@ -12,111 +14,25 @@ pub mod authzen;
 pub mod cedar;
 pub mod error;
 pub mod gateway;
+pub mod listener;
 pub mod tls;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::TcpListener;
 
 use crate::decision::{Call, Surface};
 pub use app::App;
 use error::{json_error, ApiError};
+pub use listener::{serve, CloseReason, Listeners, Role};
 
 pub const REQUEST_ID: &str = "x-request-id";
-
-/// Serves `app` on `listener` until `shutdown` completes, then stops accepting and
-/// gives open connections `grace` to finish before returning.
-pub async fn serve(
-    listener: TcpListener,
-    app: Arc<App>,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Accept errors (e.g. too many open files) are transient:
-                        // back off briefly instead of spinning or exiting.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let watcher = graceful.watcher();
-                match app.tls.clone() {
-                    None => spawn_connection(&builder, watcher, stream, app),
-                    Some(tls) => {
-                        let builder = builder.clone();
-                        // The handshake runs in its own task so that a slow or silent
-                        // client cannot hold up the accept loop; it gets a bounded time.
-                        tokio::spawn(async move {
-                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
-                                Ok(Ok(stream)) => spawn_connection(&builder, watcher, stream, app),
-                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!("TLS handshake timed out"),
-                            }
-                        });
-                    }
-                }
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: draining connections"
-    );
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!("drain timed out; closing remaining connections"),
-    }
-    Ok(())
-}
-
-/// How long a client may take to complete the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves one accepted connection (plain or TLS) in its own task, watched by the
-/// graceful shutdown.
-fn spawn_connection<I>(
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-    io: I,
-    app: Arc<App>,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req| handle(app.clone(), req));
-    let conn = builder
-        .serve_connection(TokioIo::new(io), service)
-        .into_owned();
-    tokio::spawn(async move {
-        if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!(error = %e, "connection closed with error");
-        }
-    });
-}
 
 type Body = Full<Bytes>;
 pub type Response = http::Response<Body>;
@@ -149,7 +65,7 @@ impl Ctx {
     }
 }
 
-async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response, Infallible> {
+async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Result<Response, Infallible> {
     let started = Instant::now();
     let rid = request_id(req.headers());
     let ctx = Ctx {
@@ -157,12 +73,29 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response, Infal
         request_id: rid.clone(),
         started,
     };
-    let (endpoint, result) = route(&ctx, req).await;
+    let http1 = req.version() < http::Version::HTTP_2;
+    let path = req.uri().path().to_string();
+    let (endpoint, result) = route(&ctx, role, req).await;
     let mut response = match result {
         Ok(r) => r,
         Err(e) => {
             app.metrics.error(e.code);
-            json_response(e.status, e.body())
+            let mut r = json_response(e.status, e.body());
+            // RFC 9110: a 405 lists the methods the resource does accept.
+            if e.status == StatusCode::METHOD_NOT_ALLOWED {
+                let allow = find_route(&ctx, role, &path).map(|r| r.methods.join(", "));
+                if let Some(v) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+                    r.headers_mut().insert(http::header::ALLOW, v);
+                }
+            }
+            // The rest of a body that timed out may still be on its way: an HTTP/1
+            // connection cannot be reused after it (an HTTP/2 stream ends alone).
+            if e.code == error::BODY_TIMEOUT && http1 {
+                r.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                r.extensions_mut().insert(CloseReason("body_timeout"));
+            }
+            r
         }
     };
     if let Ok(v) = HeaderValue::from_str(&rid) {
@@ -175,48 +108,194 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response, Infal
     Ok(response)
 }
 
-/// Routes a request. Returns the endpoint label for metrics (a fixed name, never the
-/// path as sent) and the response.
-async fn route(ctx: &Ctx, req: Request<Incoming>) -> (&'static str, Reply) {
+/// Which listener serves a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    Decision,
+    Admin,
+    Both,
+}
+
+impl Serves {
+    fn includes(self, role: Role) -> bool {
+        matches!(
+            (self, role),
+            (Serves::Both, _) | (Serves::Decision, Role::Decision) | (Serves::Admin, Role::Admin)
+        )
+    }
+}
+
+/// What answers a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Healthz,
+    Readyz,
+    Metrics,
+    Policies,
+    OpenApi,
+    IsAuthorized,
+    BatchIsAuthorized,
+    /// Every AuthZEN path; [`authzen::route`] tells them apart.
+    Authzen,
+    ForwardAuthNginx,
+    ForwardAuthTraefik,
+    /// Envoy's check requests: `--ext-authz-prefix` followed by the original path.
+    ExtAuthz,
+}
+
+/// One row of the routing table.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The path; for [`Endpoint::ExtAuthz`] the default prefix followed by `{path}`.
+    pub path: &'static str,
+    /// Methods it accepts; empty means any (a proxy may forward the original one, and
+    /// Envoy always does).
+    pub methods: &'static [&'static str],
+    pub serves: Serves,
+    pub endpoint: Endpoint,
+}
+
+const fn row(
+    path: &'static str,
+    methods: &'static [&'static str],
+    serves: Serves,
+    endpoint: Endpoint,
+) -> Route {
+    Route {
+        path,
+        methods,
+        serves,
+        endpoint,
+    }
+}
+
+const GET: &[&str] = &["GET"];
+const POST: &[&str] = &["POST"];
+const ANY: &[&str] = &[];
+
+/// The routing table of both listeners: the decision listener keeps `/healthz` and
+/// `/readyz` for proxies that health-check their upstream; metrics and the policy
+/// status are the admin listener's only.
+pub const ROUTES: &[Route] = &[
+    row("/healthz", GET, Serves::Both, Endpoint::Healthz),
+    row("/readyz", GET, Serves::Both, Endpoint::Readyz),
+    row("/openapi.json", GET, Serves::Both, Endpoint::OpenApi),
+    row("/metrics", GET, Serves::Admin, Endpoint::Metrics),
+    row("/v1/policies", GET, Serves::Admin, Endpoint::Policies),
+    row(
+        "/v1/is_authorized",
+        POST,
+        Serves::Decision,
+        Endpoint::IsAuthorized,
+    ),
+    row(
+        "/v1/batch_is_authorized",
+        POST,
+        Serves::Decision,
+        Endpoint::BatchIsAuthorized,
+    ),
+    row(
+        crate::authzen::wire::EVALUATION,
+        POST,
+        Serves::Decision,
+        Endpoint::Authzen,
+    ),
+    row(
+        crate::authzen::wire::EVALUATIONS,
+        POST,
+        Serves::Decision,
+        Endpoint::Authzen,
+    ),
+    row(
+        crate::authzen::wire::SEARCH_SUBJECT,
+        POST,
+        Serves::Decision,
+        Endpoint::Authzen,
+    ),
+    row(
+        crate::authzen::wire::SEARCH_RESOURCE,
+        POST,
+        Serves::Decision,
+        Endpoint::Authzen,
+    ),
+    row(
+        crate::authzen::wire::SEARCH_ACTION,
+        POST,
+        Serves::Decision,
+        Endpoint::Authzen,
+    ),
+    row(
+        crate::authzen::wire::DISCOVERY,
+        GET,
+        Serves::Decision,
+        Endpoint::Authzen,
+    ),
+    row(
+        "/forward-auth/nginx",
+        ANY,
+        Serves::Decision,
+        Endpoint::ForwardAuthNginx,
+    ),
+    row(
+        "/forward-auth/traefik",
+        ANY,
+        Serves::Decision,
+        Endpoint::ForwardAuthTraefik,
+    ),
+    row(
+        "/ext-authz/{path}",
+        ANY,
+        Serves::Decision,
+        Endpoint::ExtAuthz,
+    ),
+];
+
+/// The row of `ROUTES` that answers `path` on `role`'s listener.
+fn find_route(ctx: &Ctx, role: Role, path: &str) -> Option<&'static Route> {
+    ROUTES.iter().find(|r| {
+        r.serves.includes(role)
+            && match r.endpoint {
+                Endpoint::ExtAuthz => ctx.app.gateway.is_ext_authz(path),
+                _ => r.path == path,
+            }
+    })
+}
+
+/// Routes a request through [`ROUTES`]. Returns the endpoint label for metrics (a
+/// fixed name, never the path as sent) and the response.
+async fn route(ctx: &Ctx, role: Role, req: Request<Incoming>) -> (&'static str, Reply) {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    match (path.as_str(), &method) {
-        ("/healthz", &Method::GET) => ("healthz", Ok(admin::healthz())),
-        ("/readyz", &Method::GET) => ("readyz", Ok(admin::readyz(ctx).await)),
-        ("/metrics", &Method::GET) => ("metrics", Ok(admin::metrics(ctx))),
-        ("/v1/policies", &Method::GET) => ("policies", Ok(admin::policies(ctx))),
-        ("/v1/is_authorized", &Method::POST) => {
-            ("is_authorized", cedar::is_authorized(ctx, req).await)
-        }
-        ("/v1/batch_is_authorized", &Method::POST) => (
+    let Some(found) = find_route(ctx, role, &path) else {
+        return ("other", Err(ApiError::not_found(&path)));
+    };
+    if !found.methods.is_empty() && !found.methods.contains(&method.as_str()) {
+        return ("other", Err(ApiError::method_not_allowed(&method, &path)));
+    }
+    match found.endpoint {
+        Endpoint::Healthz => ("healthz", Ok(admin::healthz())),
+        Endpoint::Readyz => ("readyz", Ok(admin::readyz(ctx).await)),
+        Endpoint::Metrics => ("metrics", Ok(admin::metrics(ctx))),
+        Endpoint::Policies => ("policies", Ok(admin::policies(ctx))),
+        Endpoint::OpenApi => ("openapi", Ok(admin::openapi())),
+        Endpoint::IsAuthorized => ("is_authorized", cedar::is_authorized(ctx, req).await),
+        Endpoint::BatchIsAuthorized => (
             "batch_is_authorized",
             cedar::batch_is_authorized(ctx, req).await,
         ),
-        (
-            "/healthz"
-            | "/readyz"
-            | "/metrics"
-            | "/v1/is_authorized"
-            | "/v1/batch_is_authorized"
-            | "/v1/policies",
-            _,
-        ) => ("other", Err(ApiError::method_not_allowed(&method, &path))),
-        (p, _) if authzen::owns(p) => authzen::route(ctx, req).await,
-        // The gateway endpoints take any method: the proxy may forward the original
-        // one (Envoy always does).
-        ("/forward-auth/nginx", _) => (
+        Endpoint::Authzen => authzen::route(ctx, req).await,
+        Endpoint::ForwardAuthNginx => (
             "forward_auth_nginx",
             Ok(gateway::check(ctx, req, crate::gateway::Protocol::Nginx).await),
         ),
-        ("/forward-auth/traefik", _) => (
+        Endpoint::ForwardAuthTraefik => (
             "forward_auth_traefik",
             Ok(gateway::check(ctx, req, crate::gateway::Protocol::Traefik).await),
         ),
-        (p, _) if ctx.app.gateway.is_ext_authz(p) => (
+        Endpoint::ExtAuthz => (
             "ext_authz",
             Ok(gateway::check(ctx, req, crate::gateway::Protocol::Envoy).await),
         ),
-        _ => ("other", Err(ApiError::not_found(&path))),
     }
 }
 
@@ -253,7 +332,12 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+    let read = Limited::new(req.into_body(), limit).collect();
+    let timeout = ctx.app.connections.body_read;
+    let Ok(collected) = tokio::time::timeout(timeout, read).await else {
+        return Err(ApiError::body_timeout(timeout));
+    };
+    let bytes = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()

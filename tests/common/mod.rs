@@ -3,6 +3,7 @@
 //! [`wait_until`] for code without a runtime) and the one free-port helper.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod binary;
 pub mod jwt;
 pub mod redis;
 
@@ -24,7 +25,10 @@ use tokio::sync::oneshot;
 
 /// A server running in this process until dropped.
 pub struct TestServer {
+    /// The decision listener.
     pub addr: SocketAddr,
+    /// The admin listener: `/metrics`, `/v1/policies`, `/readyz`, ...
+    pub admin_addr: SocketAddr,
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -43,13 +47,17 @@ impl TestServer {
 
     pub async fn start_app(app: App) -> Self {
         let app = Arc::new(app);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = portcullis::http::Listeners {
+            decision: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let addr = listeners.decision.local_addr().unwrap();
+        let admin_addr = listeners.admin.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let served = app.clone();
         let handle = tokio::spawn(async move {
             portcullis::http::serve(
-                listener,
+                listeners,
                 served,
                 async {
                     let _ = rx.await;
@@ -61,6 +69,7 @@ impl TestServer {
         });
         Self {
             addr,
+            admin_addr,
             app,
             stop: Some(tx),
             handle: Some(handle),
@@ -85,7 +94,7 @@ impl TestServer {
     /// GETs an operational endpoint (`/metrics`, `/v1/policies`, `/readyz`, ...) from
     /// the listener that serves it.
     pub async fn admin_get(&self, path: &str) -> Reply {
-        self.get(path).await
+        send(self.admin_addr, Method::GET, path, &[], Vec::new()).await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -265,4 +274,11 @@ pub fn send_blocking(
         .ok()
         .flatten()
     })
+}
+
+/// The value of one series in Prometheus text (`name{labels}` exactly as exported),
+/// or `None` when it is not there.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

@@ -5,6 +5,15 @@ every flag and variable the chart renders against `portcullis serve --help`.
 */}}
 {{- define "portcullis.flags" -}}
 listen: --listen
+adminListen: --admin-listen
+maxConnections: --max-connections
+adminMaxConnections: --admin-max-connections
+headerReadTimeout: --header-read-timeout-secs
+bodyReadTimeout: --body-read-timeout-secs
+idleTimeout: --idle-timeout-secs
+http2KeepaliveInterval: --http2-keepalive-interval-secs
+http2KeepaliveTimeout: --http2-keepalive-timeout-secs
+http2MaxConcurrentStreams: --http2-max-concurrent-streams
 schema: --schema
 policies: --policies
 templateLinks: --template-links
@@ -122,7 +131,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The scheme of the listening port, for the probes and the ServiceMonitor. */}}
+{{/* The scheme of the decision port. */}}
 {{- define "portcullis.scheme" -}}
 {{- if .Values.tls.enabled }}HTTPS{{ else }}HTTP{{ end }}
 {{- end }}
@@ -133,6 +142,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $v := .Values -}}
 - serve
 - {{ printf "%s=0.0.0.0:%d" $f.listen (int $v.containerPort) | quote }}
+- {{ printf "%s=0.0.0.0:%d" $f.adminListen (int $v.adminPort) | quote }}
 - {{ printf "%s=%s/%s" $f.schema $v.policies.mountPath (include "portcullis.schemaKey" .) | quote }}
 - {{ printf "%s=%s" $f.policies $v.policies.mountPath | quote }}
 {{- with include "portcullis.templateLinksKey" . }}
@@ -156,6 +166,11 @@ comes from. */}}
 - {{ printf "%s=%s" $f.decisionLog (toString $v.server.decisionLog) | quote }}
 - {{ printf "%s=%s" $f.logFormat $v.server.logFormat | quote }}
 - {{ printf "%s=%d" $f.shutdownGrace (int64 $v.server.shutdownGraceSecs) | quote }}
+{{- range $key, $flag := dict "maxConnections" $f.maxConnections "adminMaxConnections" $f.adminMaxConnections "headerReadTimeoutSecs" $f.headerReadTimeout "bodyReadTimeoutSecs" $f.bodyReadTimeout "idleTimeoutSecs" $f.idleTimeout "http2KeepaliveIntervalSecs" $f.http2KeepaliveInterval "http2KeepaliveTimeoutSecs" $f.http2KeepaliveTimeout "http2MaxConcurrentStreams" $f.http2MaxConcurrentStreams }}
+{{- with (get $v.server $key) }}
+- {{ printf "%s=%d" $flag (int64 .) | quote }}
+{{- end }}
+{{- end }}
 {{- if $v.redis.enabled }}
 {{- with $v.redis.prefix }}
 - {{ printf "%s=%s" $f.redisPrefix . | quote }}
