@@ -165,7 +165,7 @@ async fn a_deleted_owner_loses_its_account_on_every_surface() {
         .await,
         olivia,
     );
-    let metrics = server.get("/metrics").await.text;
+    let metrics = server.admin_get("/metrics").await.text;
     assert!(
         metrics.contains(r#"portcullis_errors_total{kind="entity_missing"}"#),
         "{metrics}"
