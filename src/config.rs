@@ -483,6 +483,11 @@ pub struct ReloadArgs {
     /// burst of writes (an editor, a `git checkout`, a ConfigMap swap) loads once.
     #[arg(long, env = "PORTCULLIS_RELOAD_DEBOUNCE_MS", default_value_t = 150)]
     pub reload_debounce_ms: u64,
+    /// Milliseconds between the two reads of a reload: the files apply only if both
+    /// reads agree and no change arrived between them, so a file written in steps is
+    /// not served half-written. `0` reads once.
+    #[arg(long, env = "PORTCULLIS_RELOAD_SETTLE_MS", default_value_t = 200)]
+    pub reload_settle_ms: u64,
 }
 
 impl Default for ReloadArgs {
@@ -503,6 +508,10 @@ impl ReloadArgs {
 
     pub fn debounce(&self) -> Duration {
         Duration::from_millis(self.reload_debounce_ms)
+    }
+
+    pub fn settle(&self) -> Duration {
+        Duration::from_millis(self.reload_settle_ms)
     }
 }
 
@@ -791,6 +800,7 @@ mod tests {
         assert_eq!(serve.gateway.client_ip_from, ClientIpFrom::None);
         assert_eq!(serve.entity.redis.redis_fetch_depth, 3);
         assert_eq!(serve.reload.reload_debounce_ms, 150);
+        assert_eq!(serve.reload.reload_settle_ms, 200);
         assert!(serve.model.is_embedded());
         assert_eq!(
             serve.listener.admin_listen,

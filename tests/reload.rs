@@ -115,6 +115,7 @@ impl Served {
             ReloadOptions {
                 watch: None,
                 debounce: Duration::from_millis(50),
+                settle: Duration::from_millis(50),
                 sighup: false,
             },
         );
@@ -822,4 +823,328 @@ async fn the_binary_watches_its_model_files_by_default() {
         server.allowed(&walt.0, walt.1, &walt.2).await.then_some(())
     })
     .await;
+}
+
+// Policy changes apply whole or not at all, through the real binary: a file caught
+// mid-write, a file emptied, a policy directory behind a swapped link, and writes
+// that are no change of the model.
+
+impl Process {
+    async fn policies(&self) -> Value {
+        let reply = self.admin_get("/v1/policies").await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json
+    }
+
+    async fn until_watching(&self) {
+        eventually("the binary is watching", || async {
+            (self.policies().await["reload"]["watching"] == true).then_some(())
+        })
+        .await;
+    }
+
+    async fn until_allowed(&self, what: &str, (p, a, r): (&str, &str, &str), allowed: bool) {
+        eventually(what, || async {
+            (self.allowed(p, a, r).await == allowed).then_some(())
+        })
+        .await;
+    }
+
+    /// Awaits a rejected reload with a message containing every one of `needles`.
+    async fn until_rejected(&self, what: &str, needles: &[&str]) -> Vec<String> {
+        eventually(what, || async {
+            let body = self.policies().await;
+            let messages: Vec<String> = body["reload"]["last_error"]["messages"]
+                .as_array()?
+                .iter()
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect();
+            messages
+                .iter()
+                .any(|m| needles.iter().all(|n| m.contains(n)))
+                .then_some(messages)
+        })
+        .await
+        .0
+    }
+
+    async fn until_no_error(&self, what: &str) {
+        eventually(what, || async {
+            self.policies().await["reload"]["last_error"]
+                .is_null()
+                .then_some(())
+        })
+        .await;
+    }
+
+    async fn metrics(&self) -> String {
+        self.admin_get("/metrics").await.text
+    }
+
+    /// Reload attempts so far, of every result and trigger.
+    async fn reloads(&self) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("portcullis_reload_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    async fn series(&self, series: &str) -> f64 {
+        common::metric(&self.metrics().await, series).unwrap_or(0.0)
+    }
+}
+
+/// A guard that never applies: its id shows that a revision of `guards.cedar` serves.
+const REVISED_GUARD: &str = r#"
+@id("guards-revised")
+forbid (principal, action, resource) when { false };
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guards_written_in_two_steps_never_let_a_disabled_user_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = copy_model(dir.path());
+    let server = Arc::new(Process::start(&model, &[]));
+    server.until_watching().await;
+    let dora = (user("dora"), "ViewInvoice", uid("Invoice", "inv-1001"));
+    assert!(!server.allowed(&dora.0, dora.1, &dora.2).await);
+
+    // Disabled dora asks again and again while guards.cedar is rewritten.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (decided, allowed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let asking = {
+        let (server, stop, decided, allowed) = (
+            server.clone(),
+            stop.clone(),
+            decided.clone(),
+            allowed.clone(),
+        );
+        let dora = dora.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if server.allowed(&dora.0, dora.1, &dora.2).await {
+                    allowed.fetch_add(1, Ordering::Relaxed);
+                }
+                decided.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    // `( sleep 0.4; cat guards.bak ) > guards.cedar`: the shell truncates the file, and
+    // the text arrives 400 ms later. The pause is the writer's, not a wait for the
+    // server.
+    let guards = model.policies.clone().unwrap().join("guards.cedar");
+    let revised = format!(
+        "{}{REVISED_GUARD}",
+        std::fs::read_to_string(&guards).unwrap()
+    );
+    let mut file = std::fs::File::create(&guards).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    std::io::Write::write_all(&mut file, revised.as_bytes()).unwrap();
+    drop(file);
+
+    eventually("the complete guards apply", || async {
+        server.policies().await["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == "guards-revised")
+            .then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    asking.await.unwrap();
+    let (decided, allowed) = (
+        decided.load(Ordering::Relaxed),
+        allowed.load(Ordering::Relaxed),
+    );
+    eprintln!("dora asked {decided} times while guards.cedar was rewritten");
+    assert!(decided > 0);
+    assert_eq!(allowed, 0, "disabled dora was allowed {allowed} times");
+    assert!(!server.allowed(&dora.0, dora.1, &dora.2).await);
+    assert!(server.policies().await["reload"]["last_error"].is_null());
+}
+
+#[tokio::test]
+async fn emptying_a_policy_file_is_rejected_unless_the_file_confirms_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = copy_model(dir.path());
+    let server = Process::start(&model, &[]);
+    server.until_watching().await;
+    let guards = model.policies.clone().unwrap().join("guards.cedar");
+    // The bookkeeper's session used no second factor.
+    let bea = (user("bea"), "UpdatePaymentMethod", uid("Account", "acme"));
+    let bea = (bea.0.as_str(), bea.1, bea.2.as_str());
+    assert!(!server.allowed(bea.0, bea.1, bea.2).await);
+    let serving = server.policies().await["hash"].clone();
+
+    write_atomically(&guards, "");
+    server
+        .until_rejected(
+            "an emptied guards.cedar is rejected",
+            &["guards.cedar", "no policies", "// portcullis: empty"],
+        )
+        .await;
+    let status = server.policies().await;
+    assert_eq!(status["reload"]["last_result"], "rejected");
+    assert_eq!(status["hash"], serving);
+    assert_eq!(server.series("portcullis_reload_failing").await, 1.0);
+    assert!(!server.allowed(bea.0, bea.1, bea.2).await);
+
+    // Emptied on purpose: the file says so.
+    write_atomically(
+        &guards,
+        "// portcullis: empty\n// The guards moved to the gateway.\n",
+    );
+    server
+        .until_allowed("a confirmed empty guards.cedar applies", bea, true)
+        .await;
+    server
+        .until_no_error("the confirmation clears the error")
+        .await;
+    assert_eq!(server.policies().await["reload"]["last_result"], "applied");
+}
+
+/// Copies the files of directory `from` into a new directory `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// Points the symlink `link` at `target` in one step, as `ln -sfn` to a temporary name
+/// and a rename over the link do.
+fn swap_link(link: &Path, target: &str) {
+    let tmp = link.with_extension("tmp");
+    std::os::unix::fs::symlink(target, &tmp).unwrap();
+    std::fs::rename(&tmp, link).unwrap();
+}
+
+#[tokio::test]
+async fn a_policy_directory_behind_a_swapped_symlink_is_followed() {
+    // Releases side by side in a directory of their own, `current` pointing at the one
+    // that serves; the schema lives elsewhere.
+    let dir = tempfile::tempdir().unwrap();
+    let copied = copy_model(dir.path());
+    let releases = dir.path().join("releases");
+    std::fs::create_dir(&releases).unwrap();
+    let (v1, v2, current) = (
+        releases.join("v1"),
+        releases.join("v2"),
+        releases.join("current"),
+    );
+    std::fs::rename(copied.policies.unwrap(), &v1).unwrap();
+    std::os::unix::fs::symlink("v1", &current).unwrap();
+    let model = ModelArgs {
+        policies: Some(current.clone()),
+        template_links: Some(current.join("links.json")),
+        ..copied
+    };
+    let server = Process::start(&model, &[]);
+    server.until_watching().await;
+    let walt = (user("walt"), "ViewInvoice", uid("Invoice", "inv-1001"));
+    let walt = (walt.0.as_str(), walt.1, walt.2.as_str());
+    assert!(!server.allowed(walt.0, walt.1, walt.2).await);
+
+    // Release v2 lets the webmaster view invoices; `current` swaps to it.
+    copy_dir(&v1, &v2);
+    std::fs::write(v2.join("webmaster.cedar"), WALT_VIEWS_INVOICES).unwrap();
+    swap_link(&current, "v2");
+    server
+        .until_allowed("the swap to v2 applies without SIGHUP", walt, true)
+        .await;
+    assert_eq!(server.policies().await["reload"]["watching"], true);
+
+    // v2 is removed: nothing to read, so the reload is rejected and v2's policies
+    // keep serving.
+    std::fs::remove_dir_all(&v2).unwrap();
+    server
+        .until_rejected("a removed policy directory is reported", &["current"])
+        .await;
+    assert!(server.allowed(walt.0, walt.1, walt.2).await);
+
+    // v2 is created again, without the webmaster's policy.
+    let staged = releases.join("v2.staged");
+    copy_dir(&v1, &staged);
+    std::fs::rename(&staged, &v2).unwrap();
+    server
+        .until_allowed("the re-created v2 applies", walt, false)
+        .await;
+    server.until_no_error("the re-created v2 loads").await;
+
+    // The re-created directory is watched: a direct edit in it applies.
+    write_atomically(&v2.join("webmaster.cedar"), WALT_VIEWS_INVOICES);
+    server
+        .until_allowed("an edit in the re-created v2 applies", walt, true)
+        .await;
+    assert_eq!(server.policies().await["reload"]["watching"], true);
+}
+
+#[tokio::test]
+async fn writes_beside_the_model_reload_nothing_and_touches_compile_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = copy_model(dir.path());
+    let policies = model.policies.clone().unwrap();
+    let server = Process::start(&model, &["--reload-debounce-ms", "50"]);
+    server.until_watching().await;
+    let reloads_before = server.reloads().await;
+
+    // A logger writing into the policy directory, slower than the debounce: if its
+    // writes counted, each would be a reload of its own. Its rhythm is the workload,
+    // not a wait for the server.
+    let mut logger = tokio::time::interval(Duration::from_millis(100));
+    for line in 0..10 {
+        logger.tick().await;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(policies.join("app.log"))
+            .unwrap();
+        std::io::Write::write_all(&mut log, format!("request {line} served\n").as_bytes()).unwrap();
+    }
+
+    // A real edit after the logger: the one reload there is.
+    let walt = (user("walt"), "ViewInvoice", uid("Invoice", "inv-1001"));
+    write_atomically(&policies.join("webmaster.cedar"), WALT_VIEWS_INVOICES);
+    server
+        .until_allowed("the edit applies", (&walt.0, walt.1, &walt.2), true)
+        .await;
+    eventually("the edit's reload is counted", || async {
+        (server.reloads().await > reloads_before).then_some(())
+    })
+    .await;
+    assert_eq!(
+        server.reloads().await - reloads_before,
+        1.0,
+        "only the policy edit reloads, not the log writes"
+    );
+    let compiles = server.series("portcullis_reload_compiles_total").await;
+    assert!(compiles >= 1.0, "the edit compiled the model");
+
+    // Touched and rewritten with the same text: a reload that finds nothing new.
+    let unchanged = r#"portcullis_reload_total{result="unchanged",trigger="file_change"}"#;
+    let unchanged_before = server.series(unchanged).await;
+    let guards = policies.join("guards.cedar");
+    std::fs::File::options()
+        .append(true)
+        .open(&guards)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+    write_atomically(&guards, &std::fs::read_to_string(&guards).unwrap());
+    eventually("the touch is looked at", || async {
+        (server.series(unchanged).await > unchanged_before).then_some(())
+    })
+    .await;
+    assert_eq!(
+        server.series("portcullis_reload_compiles_total").await,
+        compiles,
+        "files that read as the serving snapshot's are not compiled"
+    );
 }

@@ -57,13 +57,8 @@ pub fn compile(sources: &Sources) -> Result<Snapshot, Problems> {
         ))
     })?;
     let files = sources.files();
-    let mut all: Vec<&str> = Vec::with_capacity(files.len() * 2);
-    for f in &files {
-        all.push(&f.name);
-        all.push(&f.text);
-    }
     Ok(Snapshot {
-        hash: sha256_hex(&all),
+        hash: sources.content_hash(),
         schema_hash: sha256_hex(&[&sources.schema.text]),
         loaded_at: SystemTime::now(),
         paths: files.iter().filter_map(|f| f.path.clone()).collect(),

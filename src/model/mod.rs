@@ -10,7 +10,10 @@
 //! - [`index`]: the policy index: per request, only the policies whose scope can
 //!   match, so decisions stay flat in the number of grants.
 //! - [`lint`]: warnings about a valid model (forbids that missing data would skip).
-//! - [`reload`]: the serving [`Model`], file watching, SIGHUP and the atomic swap.
+//! - [`reload`]: the serving [`Model`], the reload task (SIGHUP, file changes, settling)
+//!   and the atomic swap.
+//! - [`watch`]: which paths the model is read from, links followed, and the file
+//!   watcher that reports their changes and nothing else.
 //!
 //! Nothing here does network I/O or knows HTTP; data held outside the model is
 //! checked through the [`Gate`] the entity layer implements.
@@ -24,6 +27,7 @@ pub mod routes;
 pub mod schema_types;
 pub mod snapshot;
 pub mod source;
+pub mod watch;
 
 pub use compile::{compile, load, parse_schema, TemplateLink};
 pub use mapping::{Mapping, Precedence, SearchConfig};
@@ -32,5 +36,6 @@ pub use routes::RouteTable;
 pub use schema_types::SchemaTypes;
 pub use snapshot::{EntityData, PolicyInfo, PolicyKind, Snapshot};
 pub use source::{
-    embedded, line_col, policy_files, EntityFile, Problem, Problems, SourceFile, Sources,
+    confirms_empty, embedded, line_col, policy_files, EntityFile, Problem, Problems, SourceFile,
+    Sources,
 };

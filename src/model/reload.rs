@@ -2,21 +2,25 @@
 //! the AuthZEN mapping and the entity file, all of [`Sources`](super::Sources).
 //!
 //! One background task, started by `serve` and owned by the [`ReloadTask`] it returns,
-//! waits for a trigger (a file change in a watched directory, SIGHUP) and then calls
-//! [`Model::reload`]: the sources are read and compiled off the async workers, checked
-//! by a [`Gate`] (data held outside the model, such as the Redis store, must fit the
-//! new schema), and a good snapshot is swapped in with one atomic store. Requests that
-//! loaded the old snapshot finish on it; no request ever sees a half-built or empty
-//! set. A bad edit changes nothing that serves: its problems are logged, counted and
-//! kept for `/v1/policies` until a later reload succeeds.
+//! waits for a trigger (a change of a model file, SIGHUP), waits for the files to
+//! settle, and reloads: the sources are read off the async workers, compiled unless
+//! they are the serving snapshot's, checked by a [`Gate`] (data held outside the
+//! model, such as the Redis store, must fit the new schema), and a good snapshot is
+//! swapped in with one atomic store. Requests that loaded the old snapshot finish on
+//! it; no request ever sees a half-built or empty set. A bad edit changes nothing that
+//! serves: its problems are logged, counted and kept for `/v1/policies` until a later
+//! reload succeeds.
 //!
-//! Watching directories rather than files is what makes Kubernetes ConfigMaps work: a
-//! ConfigMap volume swaps a `..data` symlink to a new timestamped directory, which
-//! shows up as events in the mounted directory while the files' own inodes never
-//! change. Every reload reads every file again through its path, symlinks included.
+//! A policy change applies whole or not at all. A file is read twice, a settle
+//! interval apart, and applies only if both reads agree and no change arrived
+//! between them, so a file being written in steps is not served half-written. A file
+//! caught truncated parses as a valid empty file, so a reload that takes every policy
+//! out of a policy file that still exists is rejected unless the file says
+//! [`EMPTY_MARKER`](super::source::EMPTY_MARKER).
+//!
+//! Which files are the model's, and how swapped symlinks (a ConfigMap's `..data`, a
+//! `current -> v2` link) are followed, is [`super::watch`]'s part.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -24,14 +28,13 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use std::time::{Duration, Instant, SystemTime};
 
-use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::snapshot::Snapshot;
-use super::source::{EntityFile, Problem, Problems};
+use super::snapshot::{PolicyKind, Snapshot};
+use super::source::{confirms_empty, EntityFile, Problem, Problems, Sources, EMPTY_MARKER};
+use super::watch::Watches;
 use crate::config::{ModelArgs, ReloadArgs};
 use crate::metrics::Metrics;
 
@@ -108,6 +111,7 @@ struct ReloadMetrics {
     failing: IntGauge,
     last_success: Gauge,
     duration: Histogram,
+    compiles: IntCounter,
 }
 
 impl ReloadMetrics {
@@ -130,13 +134,18 @@ impl ReloadMetrics {
         let duration = Histogram::with_opts(
             HistogramOpts::new(
                 "portcullis_reload_duration_seconds",
-                "Time to read, compile and swap the model.",
+                "Time to compile and swap the model once its files are read.",
             )
             .buckets(vec![
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
         )?;
+        let compiles = IntCounter::new(
+            "portcullis_reload_compiles_total",
+            "Reloads that compiled the model; files that read as the serving snapshot's are not compiled.",
+        )?;
         metrics.registry.register(Box::new(total.clone()))?;
+        metrics.registry.register(Box::new(compiles.clone()))?;
         metrics.registry.register(Box::new(failing.clone()))?;
         metrics.registry.register(Box::new(last_success.clone()))?;
         metrics.registry.register(Box::new(duration.clone()))?;
@@ -145,6 +154,7 @@ impl ReloadMetrics {
             failing,
             last_success,
             duration,
+            compiles,
         })
     }
 }
@@ -278,27 +288,57 @@ impl Model {
         };
     }
 
-    /// Reads and compiles the model again and, if it loads, differs from the serving
-    /// one and passes the gate, swaps it in. Never leaves the service without a
-    /// snapshot: on any problem the serving snapshot stays.
+    /// Reads the model again and, if it loads, differs from the serving one and
+    /// passes the gate, swaps it in. Never leaves the service without a snapshot: on
+    /// any problem the serving snapshot stays. Reads once: the reload task reads
+    /// twice and hands a settled read to [`Model::reload_read`].
     pub async fn reload(&self, trigger: Trigger, gate: &dyn Gate) -> ReloadOutcome {
-        let _one_at_a_time = self.serial.lock().await;
-        let started = Instant::now();
+        let read = self.read().await;
+        self.reload_read(trigger, read, gate).await
+    }
+
+    /// Reads every source file of the model. Reading is blocking work; it runs beside
+    /// the request handlers, not on their workers.
+    pub async fn read(&self) -> Result<Sources, Problems> {
         let args = self.args.clone();
         let entity_file = self.entity_file.clone();
-        // Reading files and validating a policy set is blocking work; it runs beside
-        // the request handlers, not on their workers.
-        let built = tokio::task::spawn_blocking(move || super::load(&args, &entity_file))
+        tokio::task::spawn_blocking(move || Sources::read(&args, &entity_file))
             .await
-            .unwrap_or_else(|e| {
-                Err(Problems::single(Problem::file(
-                    "<reload>",
-                    format!("the reload did not finish: {e}"),
-                )))
-            });
-        let outcome = match built {
+            .unwrap_or_else(|e| Err(unfinished(&e)))
+    }
+
+    /// Reloads from sources already read: compiles them unless they are the serving
+    /// snapshot's (same content hash), and swaps in what loads, keeps every policy
+    /// file's policies and passes the gate.
+    pub async fn reload_read(
+        &self,
+        trigger: Trigger,
+        read: Result<Sources, Problems>,
+        gate: &dyn Gate,
+    ) -> ReloadOutcome {
+        let _one_at_a_time = self.serial.lock().await;
+        let started = Instant::now();
+        let outcome = match read {
             Err(e) => ReloadOutcome::Rejected(e),
-            Ok(snapshot) => self.apply(snapshot, gate).await,
+            // The files say what serves (a touch, a rewrite with the same text, a
+            // write beside them): nothing to compile.
+            Ok(sources) if sources.content_hash() == self.load().hash => ReloadOutcome::Unchanged,
+            Ok(sources) => {
+                if let Some(m) = &self.metrics {
+                    m.compiles.inc();
+                }
+                // Validating a policy set is blocking work too.
+                let compiled = tokio::task::spawn_blocking(move || {
+                    let built = super::compile(&sources);
+                    (sources, built)
+                })
+                .await;
+                match compiled {
+                    Err(e) => ReloadOutcome::Rejected(unfinished(&e)),
+                    Ok((_, Err(e))) => ReloadOutcome::Rejected(e),
+                    Ok((sources, Ok(snapshot))) => self.apply(&sources, snapshot, gate).await,
+                }
+            }
         };
         let took = started.elapsed();
         self.record(trigger, &outcome, took);
@@ -325,8 +365,8 @@ impl Model {
     }
 
     /// Swaps in a compiled snapshot unless it is the serving one, has lost every
-    /// policy, or the gate refuses it.
-    async fn apply(&self, snapshot: Snapshot, gate: &dyn Gate) -> ReloadOutcome {
+    /// policy or every policy of a file, or the gate refuses it.
+    async fn apply(&self, sources: &Sources, snapshot: Snapshot, gate: &dyn Gate) -> ReloadOutcome {
         let current = self.load();
         if snapshot.hash == current.hash {
             return ReloadOutcome::Unchanged;
@@ -342,6 +382,10 @@ impl Model {
                 "the new policy set has no policies; it would deny every request",
             )));
         }
+        let emptied = emptied_files(sources, &current, &snapshot);
+        if !emptied.is_empty() {
+            return ReloadOutcome::Rejected(Problems(emptied));
+        }
         if let Err(problems) = gate.admit(&snapshot).await {
             return ReloadOutcome::Rejected(Problems(problems));
         }
@@ -354,6 +398,46 @@ impl Model {
     }
 }
 
+/// A problem for a reload whose blocking work did not finish (it panicked).
+fn unfinished(e: &tokio::task::JoinError) -> Problems {
+    Problems::single(Problem::file(
+        "<reload>",
+        format!("the reload did not finish: {e}"),
+    ))
+}
+
+/// The policy files that still exist but hold no policies any more, while the serving
+/// snapshot has some from them, unless the file confirms it with [`EMPTY_MARKER`]. A
+/// file truncated by a writer that has not written yet reads exactly like this, and
+/// serving it would drop its guards.
+fn emptied_files(sources: &Sources, serving: &Snapshot, next: &Snapshot) -> Vec<Problem> {
+    let from = |snapshot: &Snapshot, file: &str| {
+        snapshot
+            .info
+            .iter()
+            .filter(|p| p.file == file && p.kind != PolicyKind::Link)
+            .count()
+    };
+    sources
+        .policies
+        .iter()
+        .filter(|f| !confirms_empty(&f.text))
+        .filter_map(|f| {
+            let before = from(serving, &f.name);
+            (before > 0 && from(next, &f.name) == 0).then(|| {
+                Problem::file(
+                    f.name.clone(),
+                    format!(
+                        "the file holds no policies now, and the serving model has {before} \
+                         from it; a file caught mid-write loads once it is complete, and a \
+                         file emptied on purpose says so with the line `{EMPTY_MARKER}`"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
 /// How the reload task runs.
 #[derive(Debug, Clone)]
 pub struct ReloadOptions {
@@ -361,6 +445,9 @@ pub struct ReloadOptions {
     pub watch: Option<bool>,
     /// Quiet time after the last file change before reloading.
     pub debounce: Duration,
+    /// Time between the two reads of a reload; the files apply only if both reads
+    /// agree and no change arrived between them. Zero reads once.
+    pub settle: Duration,
     /// Reload on SIGHUP. Installing the handler replaces SIGHUP's default action
     /// (terminate) for the whole process, so only `serve` turns it on.
     pub sighup: bool,
@@ -371,6 +458,7 @@ impl From<&ReloadArgs> for ReloadOptions {
         Self {
             watch: a.watch(),
             debounce: a.debounce(),
+            settle: a.settle(),
             sighup: true,
         }
     }
@@ -425,37 +513,6 @@ pub fn spawn(model: Arc<Model>, gate: Arc<dyn Gate>, options: ReloadOptions) -> 
     }
 }
 
-/// The directories holding the model's files: where a change of any of them shows.
-/// Read from the flags, not from a snapshot, so that a file that failed to load is
-/// watched too.
-pub fn watched_dirs(args: &ModelArgs, entity_file: &EntityFile) -> BTreeSet<PathBuf> {
-    let parent = |p: &std::path::Path| match p.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut dirs = BTreeSet::new();
-    let ModelArgs {
-        schema,
-        policies,
-        template_links,
-        routes,
-        authzen_mapping,
-    } = args;
-    for file in [schema, template_links, routes, authzen_mapping]
-        .into_iter()
-        .flatten()
-    {
-        dirs.insert(parent(file));
-    }
-    if let Some(p) = policies {
-        dirs.insert(if p.is_dir() { p.clone() } else { parent(p) });
-    }
-    if let EntityFile::Path(p) = entity_file {
-        dirs.insert(parent(p));
-    }
-    dirs
-}
-
 async fn run(
     model: Arc<Model>,
     gate: Arc<dyn Gate>,
@@ -466,39 +523,98 @@ async fn run(
     // Capacity one: a pending trigger already means "reload once more", so further
     // events while one is pending carry no news and are dropped.
     let (changed, mut changes) = mpsc::channel::<()>(1);
-    let dirs = watched_dirs(&model.args, &model.entity_file);
-    let watch = options.watch.unwrap_or(!dirs.is_empty());
-    let mut watcher = if watch {
-        start_watcher(changed.clone())
-    } else {
-        None
-    };
-    let mut watched = BTreeSet::new();
-    if let Some(w) = watcher.as_mut() {
-        add_watches(w, &dirs, &mut watched);
-    }
-    model.watching.store(!watched.is_empty(), Ordering::Relaxed);
+    let interest = super::watch::Interest::of(&model.args, &model.entity_file);
+    let watch = options.watch.unwrap_or(!interest.dirs().is_empty());
+    let mut watches = Watches::start(&model.args, &model.entity_file, watch, changed);
+    model.watching.store(watches.refresh(), Ordering::Relaxed);
     tracing::info!(
-        watching = ?watched,
+        watching = ?watches.dirs(),
         sighup = hangup.is_some(),
         "model reload ready"
     );
 
-    loop {
+    'triggers: loop {
         let trigger = tokio::select! {
             _ = &mut stopped => break,
             Some(()) = changes.recv() => Trigger::FileChange,
             Some(()) = next_hangup(&mut hangup) => Trigger::Signal,
         };
-        if trigger == Trigger::FileChange
-            && !settle(&mut changes, options.debounce, &mut stopped).await
-        {
-            break;
+        let mut quiet_first = trigger == Trigger::FileChange;
+        loop {
+            if quiet_first && !settle(&mut changes, options.debounce, &mut stopped).await {
+                break 'triggers;
+            }
+            // A swapped link or a directory created again moves the watches before
+            // the files are read, so that a write into the new place is seen.
+            model.watching.store(watches.refresh(), Ordering::Relaxed);
+            match read_settled(&model, &mut changes, options.settle, &mut stopped).await {
+                Settled::Stopped => break 'triggers,
+                Settled::Moving => {
+                    tracing::debug!(
+                        trigger = trigger.name(),
+                        "model files still changing; reading them again once they are quiet"
+                    );
+                    quiet_first = true;
+                }
+                Settled::Read(read) => {
+                    model.reload_read(trigger, read, gate.as_ref()).await;
+                    break;
+                }
+            }
         }
-        model.reload(trigger, gate.as_ref()).await;
+        model.watching.store(watches.refresh(), Ordering::Relaxed);
     }
     model.watching.store(false, Ordering::Relaxed);
     tracing::info!("model reload stopped");
+}
+
+/// What reading the files twice found.
+enum Settled {
+    /// Both reads agree and no change arrived between them: this is what to load.
+    Read(Result<Sources, Problems>),
+    /// The files changed between the reads: a writer is still at work.
+    Moving,
+    /// The task was told to stop.
+    Stopped,
+}
+
+/// Reads the model's files, waits `interval`, and reads them again. The files are
+/// settled when both reads agree (the same texts, or the same problems) and no change
+/// arrived in between; a file written in two steps a moment apart is then never
+/// served half-written, as long as the steps are closer than the debounce and this
+/// interval together.
+async fn read_settled(
+    model: &Model,
+    changes: &mut mpsc::Receiver<()>,
+    interval: Duration,
+    stopped: &mut oneshot::Receiver<()>,
+) -> Settled {
+    // A change already pending is in what the first read reads.
+    while changes.try_recv().is_ok() {}
+    let first = model.read().await;
+    if interval.is_zero() {
+        return Settled::Read(first);
+    }
+    tokio::select! {
+        _ = &mut *stopped => return Settled::Stopped,
+        Some(()) = changes.recv() => return Settled::Moving,
+        () = tokio::time::sleep(interval) => {}
+    }
+    let second = model.read().await;
+    if fingerprint(&first) == fingerprint(&second) {
+        Settled::Read(second)
+    } else {
+        Settled::Moving
+    }
+}
+
+/// What a read says, to compare two reads: the content hash of the files, or the
+/// problems that stopped the read.
+fn fingerprint(read: &Result<Sources, Problems>) -> Result<String, String> {
+    match read {
+        Ok(sources) => Ok(sources.content_hash()),
+        Err(problems) => Err(problems.to_string()),
+    }
 }
 
 /// Waits until no change has arrived for `quiet`, so that a burst of writes reloads
@@ -517,60 +633,6 @@ async fn settle(
                 Ok(Some(())) if Instant::now() < give_up => continue,
                 _ => return true,
             },
-        }
-    }
-}
-
-/// A file watcher that reports changes into `changed`.
-fn start_watcher(changed: mpsc::Sender<()>) -> Option<RecommendedWatcher> {
-    let handler = move |event: notify::Result<notify::Event>| match event {
-        Ok(event) if is_change(&event.kind) => {
-            // Full means a reload is already pending; closed means the task stopped.
-            let _ = changed.try_send(());
-        }
-        Ok(_) => {}
-        Err(e) => {
-            // A watcher error (an overflowed event queue, say) may hide a change:
-            // reload to be sure. A reload of unchanged files swaps nothing.
-            tracing::warn!(error = %e, "file watcher error");
-            let _ = changed.try_send(());
-        }
-    };
-    match notify::recommended_watcher(handler) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch policy files; reload on SIGHUP only");
-            None
-        }
-    }
-}
-
-/// Whether an event can mean new content. Opening and reading are not changes: the
-/// reload itself opens every file, and counting that would reload forever.
-fn is_change(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
-    }
-}
-
-fn add_watches(
-    watcher: &mut RecommendedWatcher,
-    dirs: &BTreeSet<PathBuf>,
-    watched: &mut BTreeSet<PathBuf>,
-) {
-    let missing: Vec<PathBuf> = dirs.difference(watched).cloned().collect();
-    for dir in missing {
-        match watcher.watch(&dir, RecursiveMode::NonRecursive) {
-            Ok(()) => {
-                watched.insert(dir);
-            }
-            Err(e) => tracing::warn!(
-                dir = %dir.display(),
-                error = %e,
-                "cannot watch directory; its changes reload only on SIGHUP"
-            ),
         }
     }
 }
@@ -608,30 +670,6 @@ async fn next_hangup(hangup: &mut Option<Hangup>) -> Option<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use notify::event::{CreateKind, ModifyKind, RenameMode};
-
-    #[test]
-    fn opening_a_file_is_not_a_change_but_writing_and_renaming_are() {
-        let cases = [
-            (EventKind::Access(AccessKind::Open(AccessMode::Any)), false),
-            (
-                EventKind::Access(AccessKind::Close(AccessMode::Read)),
-                false,
-            ),
-            (
-                EventKind::Access(AccessKind::Close(AccessMode::Write)),
-                true,
-            ),
-            (EventKind::Modify(ModifyKind::Any), true),
-            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), true),
-            (EventKind::Create(CreateKind::File), true),
-        ];
-        for (kind, expected) in cases {
-            assert_eq!(is_change(&kind), expected, "{kind:?}");
-        }
-    }
-
     #[test]
     fn watch_flags_choose_or_leave_it_to_the_sources() {
         use crate::config::{Cli, Command};
@@ -654,10 +692,5 @@ mod tests {
             };
             assert_eq!(watch, expected, "{flags:?}");
         }
-    }
-
-    #[test]
-    fn the_shipped_model_has_nothing_to_watch() {
-        assert!(watched_dirs(&ModelArgs::default(), &EntityFile::Shipped).is_empty());
     }
 }

@@ -209,6 +209,30 @@ impl Sources {
             .chain(entities.iter())
             .collect()
     }
+
+    /// SHA-256 over every source file's name and text, hex: the snapshot built from
+    /// these sources carries it as its `hash`, so a reload can tell that the files
+    /// still say what serves without compiling them.
+    pub fn content_hash(&self) -> String {
+        let files = self.files();
+        let mut all: Vec<&str> = Vec::with_capacity(files.len() * 2);
+        for f in &files {
+            all.push(&f.name);
+            all.push(&f.text);
+        }
+        super::compile::sha256_hex(&all)
+    }
+}
+
+/// The line that confirms that a policy file is meant to hold no policies. Without it a
+/// reload that takes every policy out of a file that still exists is rejected: a file
+/// caught truncated mid-write parses as a valid empty file, and serving it would drop
+/// the file's guards.
+pub const EMPTY_MARKER: &str = "// portcullis: empty";
+
+/// Whether `text` carries [`EMPTY_MARKER`] on a line of its own.
+pub fn confirms_empty(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == EMPTY_MARKER)
 }
 
 /// The `.cedar` files a policies path names: the file itself, or a directory's
