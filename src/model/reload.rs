@@ -557,7 +557,7 @@ async fn run(
                     quiet_first = true;
                 }
                 Settled::Read(read) => {
-                    model.reload_read(trigger, read, gate.as_ref()).await;
+                    model.reload_read(trigger, *read, gate.as_ref()).await;
                     break;
                 }
             }
@@ -571,7 +571,7 @@ async fn run(
 /// What reading the files twice found.
 enum Settled {
     /// Both reads agree and no change arrived between them: this is what to load.
-    Read(Result<Sources, Problems>),
+    Read(Box<Result<Sources, Problems>>),
     /// The files changed between the reads: a writer is still at work.
     Moving,
     /// The task was told to stop.
@@ -593,7 +593,7 @@ async fn read_settled(
     while changes.try_recv().is_ok() {}
     let first = model.read().await;
     if interval.is_zero() {
-        return Settled::Read(first);
+        return Settled::Read(Box::new(first));
     }
     tokio::select! {
         _ = &mut *stopped => return Settled::Stopped,
@@ -602,7 +602,7 @@ async fn read_settled(
     }
     let second = model.read().await;
     if fingerprint(&first) == fingerprint(&second) {
-        Settled::Read(second)
+        Settled::Read(Box::new(second))
     } else {
         Settled::Moving
     }
