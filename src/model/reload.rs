@@ -541,7 +541,7 @@ async fn run(
         };
         let mut quiet_first = trigger == Trigger::FileChange;
         loop {
-            if quiet_first && !settle(&mut changes, options.debounce, &mut stopped).await {
+            if quiet_first && !until_quiet(&mut changes, options.debounce, &mut stopped).await {
                 break 'triggers;
             }
             // A swapped link or a directory created again moves the watches before
@@ -618,9 +618,10 @@ fn fingerprint(read: &Result<Sources, Problems>) -> Result<String, String> {
 }
 
 /// Waits until no change has arrived for `quiet`, so that a burst of writes reloads
-/// once, after its last write. A stream of changes that never pauses still reloads
-/// after `20 * quiet`. Returns false when the task is told to stop.
-async fn settle(
+/// once, after its last write. A stream of changes that never pauses is read after
+/// `20 * quiet`, but applies only once [`read_settled`] finds it still. Returns false
+/// when the task is told to stop.
+async fn until_quiet(
     changes: &mut mpsc::Receiver<()>,
     quiet: Duration,
     stopped: &mut oneshot::Receiver<()>,
