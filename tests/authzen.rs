@@ -531,6 +531,7 @@ async fn discovery_advertises_every_endpoint_under_the_public_base_url() {
             "search_action_endpoint": "https://pdp.example.com/access/v1/search/action",
         })
     );
+    assert_eq!(reply.header("cache-control"), Some("max-age=300"));
     server.stop().await;
 
     // Without one, the address the request came to.
@@ -540,6 +541,21 @@ async fn discovery_advertises_every_endpoint_under_the_public_base_url() {
         reply.json["access_evaluation_endpoint"],
         format!("http://{}/access/v1/evaluation", server.addr)
     );
+    // A client-chosen `Host` shapes that document, so no cache may keep it for others.
+    let forged = server
+        .send(
+            Method::GET,
+            "/.well-known/authzen-configuration",
+            &[("host", "evil.example")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(
+        forged.json["access_evaluation_endpoint"],
+        "http://evil.example/access/v1/evaluation"
+    );
+    assert_eq!(forged.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
     server.stop().await;
 }
 

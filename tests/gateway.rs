@@ -394,6 +394,90 @@ async fn the_trusted_header_identifies_callers_when_enabled() {
 }
 
 #[tokio::test]
+async fn a_second_factor_header_sent_twice_is_refused() {
+    let server = TestServer::start(ServeArgs {
+        gateway: GatewayArgs {
+            trusted_principal_header: Some("X-Auth-User".into()),
+            trusted_second_factor_header: Some("X-Auth-2FA".into()),
+            ..GatewayArgs::default()
+        },
+        ..ServeArgs::default()
+    })
+    .await;
+    let ask = |second_factor: &'static [&'static str]| {
+        let mut headers = vec![
+            ("x-original-method", "PUT"),
+            ("x-original-uri", "/accounts/acme/payment-method"),
+            ("x-auth-user", "bea"),
+        ];
+        for v in second_factor {
+            headers.push(("x-auth-2fa", v));
+        }
+        let server = &server;
+        async move {
+            server
+                .send(Method::GET, "/forward-auth/nginx", &headers, Vec::new())
+                .await
+        }
+    };
+    assert_eq!(ask(&["true"]).await.status, StatusCode::OK);
+    assert_eq!(ask(&[]).await.status, StatusCode::FORBIDDEN);
+    // Which copy a proxy chain puts first is not a fact to authorize on.
+    for twice in [
+        &["true", "false"][..],
+        &["false", "true"],
+        &["true", "true"],
+    ] {
+        let reply = ask(twice).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{twice:?}");
+        assert!(reply.text.contains("x-auth-2fa"), "{}", reply.text);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_path_variable_that_is_not_a_plain_id_matches_no_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = TestKey::ed25519("login");
+    let server = portal_with_jwt(&dir, &key).await;
+    let olivia = key.sign(&claims("olivia"));
+    // The owner may remove acme's users, so each of these was a 200 whose path went
+    // on to the upstream, where `..;` or a backslash can mean another resource.
+    assert_eq!(
+        ask(
+            &server,
+            "nginx",
+            "DELETE",
+            "/accounts/acme/users/bea",
+            Some(&olivia)
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    for value in [
+        "..;",
+        "..;%2Fadmin",
+        "..%5C..%5Cadmin",
+        "%EF%BC%8F..%EF%BC%8Fadmin",
+        "bea%00",
+        "bea%0D%0AX-Injected:%201",
+    ] {
+        for path in [
+            format!("/accounts/acme/users/{value}"),
+            format!("/accounts/{value}/users/bea"),
+        ] {
+            for protocol in ["nginx", "traefik", "envoy"] {
+                let reply = ask(&server, protocol, "DELETE", &path, Some(&olivia)).await;
+                assert_eq!(reply.status, StatusCode::FORBIDDEN, "{protocol} {path}");
+                assert_eq!(reply.json["error"], "no_route", "{protocol} {path}");
+            }
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn without_an_identity_source_matched_routes_are_refused() {
     let server = TestServer::portal().await;
     let r = server

@@ -122,6 +122,15 @@ fn a_token_signed_with_the_configured_key_file_names_the_principal() {
                 Err("issuer"),
             ),
             (
+                "a token whose `iss` is an array holding the issuer",
+                key.sign(&with(
+                    claims("bea"),
+                    "iss",
+                    json!([ISSUER, "https://evil.example"]),
+                )),
+                Err("`iss` is not a string"),
+            ),
+            (
                 "a token signed by another key",
                 other.sign(&claims("bea")),
                 Err("signature"),
@@ -315,6 +324,12 @@ fn the_trusted_header_names_the_principal_when_enabled() {
     h.insert("x-auth-user", HeaderValue::from_static("bea"));
     h.insert("x-auth-2fa", HeaderValue::from_static("true"));
     assert_eq!(auth.identify(&h).unwrap(), user("bea", true));
+    // Sent twice, the second factor is refused rather than read from the first copy.
+    h.append("x-auth-2fa", HeaderValue::from_static("false"));
+    match auth.identify(&h) {
+        Err(IdentityError::Invalid(m)) => assert!(m.contains("x-auth-2fa"), "{m}"),
+        other => panic!("a repeated second-factor header gave {other:?}"),
+    }
     h.remove("x-auth-2fa");
     assert_eq!(auth.identify(&h).unwrap(), user("bea", false));
     h.append("x-auth-user", HeaderValue::from_static("olivia"));

@@ -121,6 +121,9 @@ http {{
       auth_request_set $pc_policy $upstream_http_x_portcullis_policy;
       proxy_set_header X-Portcullis-Principal $pc_principal;
       proxy_set_header X-Portcullis-Policy $pc_policy;
+      # Every other X-Portcullis-* header a client may send is cleared (an empty value
+      # drops it): the upstream trusts this prefix.
+      proxy_set_header X-Portcullis-Route "";
       proxy_pass http://127.0.0.1:{upstream};
     }}
     location = /_portcullis {{
@@ -138,7 +141,7 @@ http {{
     listen 127.0.0.1:{upstream};
     location / {{
       default_type text/plain;
-      return 200 "upstream: $request_method $request_uri as $http_x_portcullis_principal by $http_x_portcullis_policy\n";
+      return 200 "upstream: $request_method $request_uri as $http_x_portcullis_principal by $http_x_portcullis_policy$http_x_portcullis_route\n";
     }}
   }}
 }}
@@ -367,8 +370,10 @@ async fn portal_personas_through_nginx_get_the_domains_answers() {
     for (story, method, path, token, status, upstream_sees) in cases {
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers: Vec<(&str, &str)> = vec![
-            // A client cannot name its own principal to the upstream.
+            // A client cannot name its own principal, policy or route to the upstream.
             ("x-portcullis-principal", r#"Portal::User::"olivia""#),
+            ("x-portcullis-policy", "forged-policy"),
+            ("x-portcullis-route", " via forged route"),
         ];
         if let Some(a) = &auth {
             headers.push(("authorization", a));
@@ -386,6 +391,36 @@ async fn portal_personas_through_nginx_get_the_domains_answers() {
             assert_eq!(r.text, want, "{story}");
         }
     }
+
+    // A raw non-ASCII path reaches Portcullis as bytes that are not header text: it is
+    // a path no route matches, so a 403 nginx passes on, not a 400 it turns into 500.
+    let raw = raw_request(
+        nginx.addr,
+        format!(
+            "GET /accounts/\u{e1}cme/profile HTTP/1.1\r\nHost: portal\r\nAuthorization: Bearer {olivia}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(
+        raw.starts_with("HTTP/1.1 403"),
+        "{raw}\n{}",
+        nginx.error_log()
+    );
     drop(nginx);
     portcullis.stop().await;
+}
+
+/// Sends bytes as they are (the test client refuses a non-ASCII path) and reads the
+/// whole answer, without blocking the runtime the in-process server runs on.
+async fn raw_request(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(common::DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("nginx answers")
+        .unwrap();
+    String::from_utf8_lossy(&answer).to_string()
 }

@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -149,22 +149,9 @@ impl TrustedHeader {
     }
 
     fn identify(&self, headers: &HeaderMap) -> Result<Identity, IdentityError> {
-        let mut values = headers.get_all(&self.header).iter();
-        let value = match (values.next(), values.next()) {
-            (Some(v), None) => v,
-            (None, _) => {
-                return Err(IdentityError::Missing(format!(
-                    "header `{}` is missing",
-                    self.header
-                )))
-            }
-            (Some(_), Some(_)) => {
-                return Err(IdentityError::Invalid(format!(
-                    "header `{}` appears more than once",
-                    self.header
-                )))
-            }
-        };
+        let value = single(headers, &self.header)?.ok_or_else(|| {
+            IdentityError::Missing(format!("header `{}` is missing", self.header))
+        })?;
         let id = value
             .to_str()
             .ok()
@@ -173,12 +160,15 @@ impl TrustedHeader {
             .ok_or_else(|| {
                 IdentityError::Invalid(format!("header `{}` is empty or not text", self.header))
             })?;
-        let second_factor = self.second_factor.as_ref().map(|h| {
-            headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-        });
+        // A repeated second-factor header is refused like a repeated principal header:
+        // which copy a proxy forwards first is not something to authorize on.
+        let second_factor = match &self.second_factor {
+            Some(h) => Some(single(headers, h)?.is_some_and(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            })),
+            None => None,
+        };
         Ok(Identity {
             principal: EntityUid::from_type_name_and_id(
                 self.principal_type.clone(),
@@ -186,6 +176,21 @@ impl TrustedHeader {
             ),
             second_factor,
         })
+    }
+}
+
+/// The one value of a header that must not repeat: `None` when absent, an error when
+/// it appears more than once.
+fn single<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'h HeaderValue>, IdentityError> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (first, None) => Ok(first),
+        (Some(_), Some(_)) | (None, Some(_)) => Err(IdentityError::Invalid(format!(
+            "header `{name}` appears more than once"
+        ))),
     }
 }
 
@@ -345,7 +350,7 @@ impl JwtVerifier {
     }
 
     fn identify(&self, headers: &HeaderMap) -> Result<Identity, IdentityError> {
-        let value = headers.get(AUTHORIZATION).ok_or_else(|| {
+        let value = single(headers, &AUTHORIZATION)?.ok_or_else(|| {
             IdentityError::Missing("`Authorization: Bearer <token>` is missing".to_string())
         })?;
         let value = value
@@ -406,6 +411,12 @@ impl JwtVerifier {
                 })
             })?;
         let claims = data.claims;
+        // RFC 7519 lets `aud` be an array but `iss` is one string; the JWT library also
+        // accepts an array holding the issuer, which would let a token minted for a
+        // list of issuers pass as ours.
+        if !claims.get("iss").is_some_and(Value::is_string) {
+            return Err(invalid("token `iss` is not a string".to_string()));
+        }
         let principal = self
             .principal
             .render(|name| {

@@ -182,6 +182,13 @@ impl Gateway {
             &settings.ext_authz_prefix,
         ) {
             Ok(o) => o,
+            Err(ProtocolError::Unmatchable(message)) => {
+                self.count(protocol, UNMATCHED, "deny");
+                return Verdict::Deny {
+                    code: "no_route",
+                    message,
+                };
+            }
             Err(e) => {
                 self.count(protocol, UNMATCHED, "error");
                 return Verdict::BadCheck(e);

@@ -42,28 +42,54 @@ pub struct Original {
     pub host: Option<String>,
 }
 
-/// The proxy's check request does not say which request it is about: a proxy
-/// configuration mistake, answered with 400 (which every proxy treats as a deny).
+/// Why a check request cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ProtocolError(pub String);
+pub enum ProtocolError {
+    /// The check request does not say which request it is about: a proxy configuration
+    /// mistake, answered with 400 (which every proxy treats as a deny).
+    #[error("{0}")]
+    Incomplete(String),
+    /// The original path holds raw bytes that are not ASCII text (nginx forwards them
+    /// as the client sent them): no route can match it, so the request is denied like
+    /// any request no route allows, with a 403 the proxy passes on as such.
+    #[error("{0}")]
+    Unmatchable(String),
+}
+
+use ProtocolError::Incomplete;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ProtocolError> {
     headers
         .get(name)
-        .ok_or_else(|| ProtocolError(format!("header `{name}` is missing")))?
+        .ok_or_else(|| Incomplete(format!("header `{name}` is missing")))?
         .to_str()
         .map(str::trim)
         .ok()
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| ProtocolError(format!("header `{name}` is empty or not text")))
+        .ok_or_else(|| Incomplete(format!("header `{name}` is empty or not text")))
+}
+
+/// The header naming the original URI: missing or empty is a configuration mistake,
+/// present but not ASCII text is a path no route can match.
+fn uri_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ProtocolError> {
+    let value = headers
+        .get(name)
+        .ok_or_else(|| Incomplete(format!("header `{name}` is missing")))?;
+    let text = value.to_str().map_err(|_| {
+        ProtocolError::Unmatchable(format!(
+            "the path in `{name}` is not ASCII text: no route matches it"
+        ))
+    })?;
+    Some(text.trim())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Incomplete(format!("header `{name}` is empty")))
 }
 
 fn method(value: &str, name: &str) -> Result<Method, ProtocolError> {
     Method::from_str(value)
         .ok()
         .filter(|_| value.chars().all(|c| c.is_ascii_uppercase()))
-        .ok_or_else(|| ProtocolError(format!("header `{name}`: invalid method `{value}`")))
+        .ok_or_else(|| Incomplete(format!("header `{name}`: invalid method `{value}`")))
 }
 
 /// An original URI as a path and query; an absolute URI (`http://host/path`) is cut to
@@ -73,11 +99,11 @@ fn path_and_query(value: &str, name: &str) -> Result<String, ProtocolError> {
         return Ok(value.to_string());
     }
     let uri = http::Uri::from_str(value)
-        .map_err(|_| ProtocolError(format!("header `{name}`: invalid URI `{value}`")))?;
+        .map_err(|_| Incomplete(format!("header `{name}`: invalid URI `{value}`")))?;
     uri.path_and_query()
         .map(|p| p.as_str().to_string())
         .filter(|p| p.starts_with('/'))
-        .ok_or_else(|| ProtocolError(format!("header `{name}`: `{value}` has no path")))
+        .ok_or_else(|| Incomplete(format!("header `{name}`: `{value}` has no path")))
 }
 
 /// Reads the original request from a check request.
@@ -91,26 +117,24 @@ pub fn original(
     match protocol {
         Protocol::Nginx => Ok(Original {
             method: method(header(headers, "X-Original-Method")?, "X-Original-Method")?,
-            uri: path_and_query(header(headers, "X-Original-URI")?, "X-Original-URI")?,
+            uri: path_and_query(uri_header(headers, "X-Original-URI")?, "X-Original-URI")?,
             host: header(headers, "host").ok().map(str::to_string),
         }),
         Protocol::Traefik => Ok(Original {
             method: method(header(headers, "X-Forwarded-Method")?, "X-Forwarded-Method")?,
-            uri: path_and_query(header(headers, "X-Forwarded-Uri")?, "X-Forwarded-Uri")?,
+            uri: path_and_query(uri_header(headers, "X-Forwarded-Uri")?, "X-Forwarded-Uri")?,
             host: header(headers, "X-Forwarded-Host").ok().map(str::to_string),
         }),
         Protocol::Envoy => {
             let rest = target_of_check
                 .strip_prefix(envoy_prefix.trim_end_matches('/'))
-                .ok_or_else(|| {
-                    ProtocolError(format!("path does not start with `{envoy_prefix}`"))
-                })?;
+                .ok_or_else(|| Incomplete(format!("path does not start with `{envoy_prefix}`")))?;
             let uri = if rest.is_empty() || rest.starts_with('?') {
                 format!("/{rest}")
             } else if rest.starts_with('/') {
                 rest.to_string()
             } else {
-                return Err(ProtocolError(format!(
+                return Err(Incomplete(format!(
                     "path does not start with `{envoy_prefix}/`"
                 )));
             };
@@ -249,7 +273,10 @@ mod tests {
                 "/ext-authz",
             )
             .unwrap_err();
-            assert!(err.0.contains(fragment), "{protocol:?} {pairs:?}: {err}");
+            assert!(
+                matches!(&err, Incomplete(m) if m.contains(fragment)),
+                "{protocol:?} {pairs:?}: {err:?}"
+            );
         }
     }
 

@@ -168,7 +168,15 @@ async fn search_endpoint(ctx: &Ctx, req: Request<Incoming>, kind: SearchKind) ->
 /// The discovery document: every endpoint under the public base URL, or, when none is
 /// configured, under the scheme and host the request came in on.
 fn discovery(ctx: &Ctx, req: &Request<Incoming>) -> Response {
-    let base = ctx.app.authzen.public_base_url.clone().unwrap_or_else(|| {
+    let configured = ctx.app.authzen.public_base_url.clone();
+    // Without a configured base the document echoes the caller's `Host`: a shared cache
+    // must not keep it, or one client's forged `Host` would be served to the others.
+    let cache = if configured.is_some() {
+        "max-age=300"
+    } else {
+        "no-store"
+    };
+    let base = configured.unwrap_or_else(|| {
         let host = req
             .uri()
             .authority()
@@ -190,7 +198,7 @@ fn discovery(ctx: &Ctx, req: &Request<Incoming>) -> Response {
     let mut r = json_ok(&authzen::metadata(&base));
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("max-age=300"),
+        http::HeaderValue::from_static(cache),
     );
     r
 }

@@ -181,7 +181,9 @@ pub fn verdict_status(v: &Verdict) -> (StatusCode, Option<(&'static str, String)
                 "entity data is unavailable; the request is denied".to_string(),
             )),
         ),
-        // Every proxy treats a 400 from its authorizer as a deny.
+        // A proxy denies on a 400 from its authorizer (nginx answers its client 500):
+        // right for a proxy whose configuration does not name the request. A request
+        // that merely cannot be matched is a `Deny`, answered 403.
         Verdict::BadCheck(e) => (
             StatusCode::BAD_REQUEST,
             Some(("invalid_forward_auth_request", e.to_string())),

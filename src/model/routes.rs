@@ -69,7 +69,23 @@ struct TableWire {
     /// Context fields every route carries.
     #[serde(default)]
     context: BTreeMap<String, ContextSourceWire>,
+    /// Patterns a path variable's decoded value must match, by variable name; a
+    /// variable not listed gets [`is_plain_id`].
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
     routes: Vec<RouteWire>,
+}
+
+/// The values a path variable takes when the table sets no pattern for it: 1 to 256
+/// ASCII letters, digits and `-_.~@+`, not starting with `.`. Anything else (`..;`,
+/// backslashes, full-width slashes, NUL, CR/LF, spaces) does not bind, so the route
+/// does not match and such a segment never reaches a policy or the upstream as an id.
+pub fn is_plain_id(value: &str) -> bool {
+    (1..=256).contains(&value.len())
+        && !value.starts_with('.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~@+".contains(&b))
 }
 
 /// One segment of a path template.
@@ -249,6 +265,8 @@ pub struct RouteTable {
     pub file: String,
     pub default: Unmatched,
     routes: Vec<Route>,
+    /// Whole-value patterns of the variables the table names (`variables:`).
+    patterns: BTreeMap<String, regex::Regex>,
 }
 
 impl RouteTable {
@@ -267,6 +285,14 @@ impl RouteTable {
         found
     }
 
+    /// Whether `value` is one the variable `name` may take.
+    fn binds(&self, name: &str, value: &str) -> bool {
+        match self.patterns.get(name) {
+            Some(pattern) => pattern.is_match(value),
+            None => is_plain_id(value),
+        }
+    }
+
     fn find_for(&self, method: &Method, segments: &[String]) -> Option<RouteMatch<'_>> {
         let mut best: Option<(Vec<bool>, &Route)> = None;
         for route in &self.routes {
@@ -275,7 +301,7 @@ impl RouteTable {
             }
             let matches = route.segments.iter().zip(segments).all(|(t, s)| match t {
                 Segment::Literal(l) => l == s,
-                Segment::Var(_) => true,
+                Segment::Var(name) => self.binds(name, s),
             });
             if !matches {
                 continue;
@@ -483,6 +509,31 @@ pub fn compile(file: &SourceFile, schema: &Schema) -> Result<RouteTable, Problem
             }
         }
     }
+    let mut patterns = BTreeMap::new();
+    for (name, pattern) in &wire.variables {
+        let used = routes.iter().any(|r| {
+            r.segments
+                .iter()
+                .any(|s| matches!(s, Segment::Var(n) if n == name))
+        });
+        if !used {
+            problems.push(at(
+                &format!("{name}:"),
+                format!("variable `{name}` has a pattern but no route binds it"),
+            ));
+            continue;
+        }
+        // Anchored: the pattern describes the whole decoded segment.
+        match regex::Regex::new(&format!("^(?:{pattern})$")) {
+            Ok(re) => {
+                patterns.insert(name.clone(), re);
+            }
+            Err(e) => problems.push(at(
+                &format!("{name}:"),
+                format!("variable `{name}`: invalid pattern `{pattern}`: {e}"),
+            )),
+        }
+    }
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -490,6 +541,7 @@ pub fn compile(file: &SourceFile, schema: &Schema) -> Result<RouteTable, Problem
         file: file.name.clone(),
         default: wire.default,
         routes,
+        patterns,
     })
 }
 
@@ -836,12 +888,102 @@ routes:
 
     #[test]
     fn a_path_variable_cannot_inject_cedar_syntax() {
-        let table = shipped();
+        // Even a table that lets a variable take any value builds the uid by
+        // substitution, never by parsing.
+        let text = r#"
+namespace: Portal
+variables:
+  invoice: ".+"
+routes:
+  - route: GET /invoices/{invoice}
+    action: ViewInvoice
+    resource: Portal::Invoice::"{invoice}"
+"#;
+        let table = compile(&SourceFile::new("routes.yaml", text), &schema()).unwrap();
         let m = table
-            .find(&Method::GET, "/accounts/acme/invoices/x%22%20||%20true")
+            .find(&Method::GET, "/invoices/x%22%20||%20true")
             .unwrap();
         let uid = m.resource().unwrap();
         assert_eq!(uid.id().unescaped(), "x\" || true");
         assert_eq!(uid.type_name().to_string(), "Portal::Invoice");
+    }
+
+    #[test]
+    fn a_variable_binds_only_a_plain_id_by_default() {
+        let table = shipped();
+        // Each of these reached the upstream as an account or user id before.
+        let hostile = [
+            "..;",
+            "..%3B",
+            "..%5C..%5C",
+            "%EF%BC%8F..%EF%BC%8Fadmin",
+            "acme%00",
+            "acme%0D%0AX-Injected:%201",
+            "acme%20",
+            ".hidden",
+            "%E2%80%AEacme",
+        ];
+        for value in hostile {
+            for path in [
+                format!("/accounts/{value}/users/bea"),
+                format!("/accounts/acme/users/{value}"),
+            ] {
+                let found = table.find(&Method::DELETE, &path);
+                assert!(
+                    found.is_none(),
+                    "{path} matched {:?}",
+                    found.map(|m| m.vars)
+                );
+            }
+        }
+        for plain in [
+            "acme",
+            "inv-1001",
+            "globex.example",
+            "bea@acme.example",
+            "a_b~c+d",
+        ] {
+            assert!(is_plain_id(plain), "{plain}");
+        }
+        assert!(!is_plain_id(&"a".repeat(257)));
+    }
+
+    #[test]
+    fn a_table_sets_a_pattern_per_variable() {
+        let text = r#"
+namespace: Portal
+variables:
+  invoice: "inv-[0-9]+"
+routes:
+  - route: GET /accounts/{account}/invoices/{invoice}
+    action: ViewInvoice
+    resource: Portal::Invoice::"{invoice}"
+"#;
+        let table = compile(&SourceFile::new("routes.yaml", text), &schema()).unwrap();
+        assert!(table
+            .find(&Method::GET, "/accounts/acme/invoices/inv-1001")
+            .is_some());
+        // The pattern is anchored: it describes the whole segment.
+        for path in [
+            "/accounts/acme/invoices/inv-1001x",
+            "/accounts/acme/invoices/xinv-1001",
+        ] {
+            assert!(table.find(&Method::GET, path).is_none(), "{path}");
+        }
+        // `account` keeps the default.
+        assert!(table
+            .find(&Method::GET, "/accounts/..;/invoices/inv-1001")
+            .is_none());
+
+        let bad = [
+            ("  invoice: \"inv-[0-9\"", "invalid pattern"),
+            ("  ticket: \"t-[0-9]+\"", "no route binds it"),
+        ];
+        for (line, fragment) in bad {
+            let text = text.replace("  invoice: \"inv-[0-9]+\"", line);
+            let err = compile(&SourceFile::new("routes.yaml", &text), &schema()).unwrap_err();
+            assert!(err.to_string().contains(fragment), "{err}");
+            assert!(err.to_string().starts_with("routes.yaml:4:"), "{err}");
+        }
     }
 }
