@@ -214,6 +214,26 @@ pub struct RedisArgs {
     /// Connect and response timeout of Redis commands, in milliseconds.
     #[arg(long, env = "PORTCULLIS_REDIS_TIMEOUT_MS", default_value_t = 500)]
     pub redis_timeout_ms: u64,
+    /// How often the invalidation subscription and the command connection are sent a
+    /// `PING`, in milliseconds: a connection that stopped delivering without closing (a
+    /// NAT or load balancer that dropped the flow) is found within one interval plus
+    /// the liveness timeout.
+    #[arg(
+        long,
+        env = "PORTCULLIS_REDIS_LIVENESS_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub redis_liveness_interval_ms: u64,
+    /// How long a liveness `PING` may go unanswered, in milliseconds, before the
+    /// subscription is declared dead: the service is unready, the cache is flushed
+    /// (unless `--max-staleness-secs` allows stale data), decisions read Redis
+    /// uncached, and Portcullis resubscribes.
+    #[arg(
+        long,
+        env = "PORTCULLIS_REDIS_LIVENESS_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub redis_liveness_timeout_ms: u64,
     /// Upper bound of the entity cache, in bytes of stored JSON.
     #[arg(long, env = "PORTCULLIS_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_max_bytes: u64,
@@ -250,6 +270,14 @@ impl RedisArgs {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms.max(1))
+    }
+
+    pub fn liveness_interval(&self) -> Duration {
+        Duration::from_millis(self.redis_liveness_interval_ms.max(1))
+    }
+
+    pub fn liveness_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_liveness_timeout_ms.max(1))
     }
 }
 

@@ -675,3 +675,178 @@ async fn an_import_with_one_bad_entity_writes_nothing() {
     );
     assert_eq!(redis.cli(&["DBSIZE"]), "0", "nothing was written");
 }
+
+/// A TCP proxy on loopback between Portcullis and Redis that can drop the flows open
+/// at one moment the way a NAT or load balancer forgets them: both sockets stay open,
+/// and every byte in either direction is thrown away. Connections opened afterwards
+/// are forwarded, as through a NAT that has forgotten the old flows.
+struct Blackhole {
+    addr: std::net::SocketAddr,
+    /// Connections accepted so far; each is numbered in order of acceptance.
+    accepted: Arc<std::sync::atomic::AtomicU64>,
+    /// Connections numbered below this are blackholed.
+    cut_below: Arc<std::sync::atomic::AtomicU64>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Blackhole {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::AtomicU64;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut_below = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (cut, count) = (cut_below.clone(), accepted.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let id = count.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (from_client, to_client) = client.into_split();
+                let (from_server, to_server) = server.into_split();
+                tokio::spawn(Self::pump(from_client, to_server, id, cut.clone()));
+                tokio::spawn(Self::pump(from_server, to_client, id, cut.clone()));
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            cut_below,
+            accept,
+        }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        id: u64,
+        cut_below: Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if id < cut_below.load(Ordering::SeqCst) {
+                continue;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+
+    /// Blackholes every connection accepted so far.
+    fn drop_open_flows(&self) {
+        self.cut_below
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_dies_silently_still_lets_a_revocation_deny() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    let proxy = Blackhole::start(([127, 0, 0, 1], redis.port).into()).await;
+    // The liveness flags keep their defaults: a PING every second, a second to answer.
+    let server = TestServer::start(serve_redis(&proxy.url(), 0)).await;
+    wait_ready(&server, true).await;
+    let (bea, invoice) = (uid("User", "bea"), uid("Invoice", "inv-1001"));
+    assert!(allowed(
+        &decide(&server, &bea, "ViewInvoice", &invoice).await
+    ));
+
+    // Every flow Portcullis has open through the proxy goes silent; Redis still counts
+    // its subscription, so the revocation is published to a subscriber that never
+    // hears it.
+    proxy.drop_open_flows();
+    redis.cli(&[
+        "SET",
+        r#"portcullis:e:Portal::User::"bea""#,
+        &bea_with_permissions(&["tickets"]),
+    ]);
+    let receivers = redis.cli(&["PUBLISH", "portcullis:invalidate", &bea]);
+    assert_eq!(receivers, "1", "the dead subscription still counts");
+
+    eventually(
+        "bea's revoked invoices permission denies",
+        DEADLINE,
+        || async {
+            let r = decide(&server, &bea, "ViewInvoice", &invoice).await;
+            (r.status == 200 && r.json["decision"] == "Deny").then_some(())
+        },
+    )
+    .await;
+    let metrics = server.admin_get("/metrics").await.text;
+    let failures = common::metric(
+        &metrics,
+        "portcullis_redis_subscription_failures_total{how=\"unanswered\"}",
+    );
+    assert!(failures >= Some(1.0), "the failure is counted: {metrics}");
+    // Resubscribed through a new flow: ready, and her tickets permission still allows.
+    wait_ready(&server, true).await;
+    assert!(allowed(
+        &decide(&server, &bea, "OpenTicket", &uid("Account", "acme")).await
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_makes_both_listeners_unready_saying_why_until_it_answers_again() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    let server = TestServer::start(serve_redis(&redis.url(), 0)).await;
+    wait_ready(&server, true).await;
+    assert_eq!(server.admin_get("/readyz").await.status, 200);
+
+    // Hung, not gone: its sockets stay open and nothing answers.
+    redis.pause();
+    for (listener, addr) in [("decision", server.addr), ("admin", server.admin_addr)] {
+        let body = eventually(
+            &format!("the {listener} listener reports not ready"),
+            DEADLINE,
+            || async {
+                let r = common::send(addr, http::Method::GET, "/readyz", &[], Vec::new()).await;
+                (r.status == 503).then_some(r.json)
+            },
+        )
+        .await;
+        assert_eq!(body["status"], "not_ready", "{body}");
+        let reason = body["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("Redis"), "the reason names Redis: {body}");
+    }
+    let r = decide(
+        &server,
+        &uid("User", "bea"),
+        "PayInvoice",
+        &uid("Invoice", "inv-1001"),
+    )
+    .await;
+    assert!(!allowed(&r), "{}", r.text);
+
+    redis.resume();
+    wait_ready(&server, true).await;
+    assert_eq!(server.admin_get("/readyz").await.status, 200);
+    assert!(allowed(
+        &decide(
+            &server,
+            &uid("User", "bea"),
+            "PayInvoice",
+            &uid("Invoice", "inv-1001")
+        )
+        .await
+    ));
+}

@@ -98,8 +98,16 @@ pub(crate) struct Shared {
     /// Milliseconds since `started` when the subscription went down.
     down_since_ms: AtomicU64,
     started: Instant,
-    /// The command connection, set by the subscriber task once Redis answers.
+    /// The command connection, set by the subscriber task once Redis answers, and
+    /// replaced by it when a liveness `PING` on it goes unanswered.
     conn: ArcSwapOption<Conn>,
+    /// Why the subscription is not live (for `/readyz`); set with every `DOWN`.
+    down_reason: ArcSwapOption<String>,
+    /// Why the command connection is not usable, when its last liveness `PING` went
+    /// unanswered; cleared by the next answer.
+    store_problem: ArcSwapOption<String>,
+    liveness_interval: Duration,
+    liveness_timeout: Duration,
     metrics: RedisMetrics,
 }
 
@@ -129,6 +137,12 @@ impl Shared {
         }
         self.metrics.subscription_up.set(i64::from(s == LIVE));
         self.state.send_replace(s);
+    }
+
+    /// Marks the subscription down, saying why (the reason `/readyz` reports).
+    fn set_down(&self, reason: String) {
+        self.down_reason.store(Some(Arc::new(reason)));
+        self.set_state(DOWN);
     }
 
     /// Forgets everything cached.
@@ -261,6 +275,10 @@ impl RedisSource {
             down_since_ms: AtomicU64::new(0),
             started: Instant::now(),
             conn: ArcSwapOption::empty(),
+            down_reason: ArcSwapOption::empty(),
+            store_problem: ArcSwapOption::empty(),
+            liveness_interval: args.liveness_interval(),
+            liveness_timeout: args.liveness_timeout(),
             metrics,
         });
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -513,14 +531,25 @@ impl EntitySource for RedisSource {
         Ok(UidPage { uids, next })
     }
 
+    /// Reads what the subscriber task's liveness checks found (a `PING` on the
+    /// subscription and on the command connection every `--redis-liveness-interval-ms`,
+    /// each with its deadline), so a probe costs no Redis call and a hung Redis makes
+    /// the service unready within one interval plus the deadline.
     async fn ready(&self) -> Result<(), EntitySourceError> {
-        match self.shared.state() {
-            LIVE => Ok(()),
+        let shared = &self.shared;
+        match shared.state() {
+            LIVE => match shared.store_problem.load_full() {
+                None => Ok(()),
+                Some(problem) => Err(EntitySourceError::Unavailable(problem.to_string())),
+            },
             CONNECTING => Err(EntitySourceError::Unavailable(
                 "connecting to Redis".to_string(),
             )),
             _ => Err(EntitySourceError::Unavailable(
-                "the Redis invalidation subscription is down; reconnecting".to_string(),
+                shared.down_reason.load_full().map_or_else(
+                    || "the Redis invalidation subscription is down; reconnecting".to_string(),
+                    |r| r.to_string(),
+                ),
             )),
         }
     }
