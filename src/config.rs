@@ -32,6 +32,13 @@ pub enum Command {
     /// Decide one request from the command line and print the determining policies.
     Authorize(AuthorizeArgs),
     /// Read and write entities in the Redis entity store.
+    #[command(
+        after_help = "Exit status: 0 when the write landed and every subscribed \
+Portcullis acknowledged its invalidation; 1 on an error, after which nothing was \
+written (unless the message says the store may hold part of the input); 2 on a usage \
+error; 3 when the write landed but fewer subscribers acknowledged the invalidation \
+than received it within --ack-timeout-ms (one may still serve the old data)."
+    )]
     Entities(EntitiesArgs),
     /// Run policy test suites (YAML, or the cedar CLI's `run-tests` JSON).
     Test(TestArgs),
@@ -671,7 +678,8 @@ pub struct EntitiesArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub redis: RedisArgs,
-    /// How long to wait for running services to acknowledge the invalidations.
+    /// How long to wait for running services to acknowledge the invalidations; a
+    /// shortfall exits with status 3.
     #[arg(long, env = "PORTCULLIS_ACK_TIMEOUT_MS", default_value_t = 2000)]
     pub ack_timeout_ms: u64,
     #[command(subcommand)]

@@ -850,3 +850,74 @@ async fn a_hung_redis_makes_both_listeners_unready_saying_why_until_it_answers_a
         .await
     ));
 }
+
+/// Runs `portcullis entities <args>` and returns its exit status, stdout and stderr.
+async fn entities_status(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("entities")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_a_subscriber_does_not_acknowledge_exits_with_status_3() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    // A subscriber that hears invalidations and never acknowledges them: a Portcullis
+    // whose reply path is broken, as far as the writer can tell.
+    let mut deaf = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(["SUBSCRIBE", "portcullis:invalidate"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the deaf subscriber subscribes", DEADLINE, || async {
+        redis
+            .cli(&["PUBSUB", "NUMSUB", "portcullis:invalidate"])
+            .ends_with('1')
+            .then_some(())
+    })
+    .await;
+    let url = redis.url();
+    let (code, stdout, stderr) = entities_status(&[
+        "--redis-url",
+        &url,
+        "--ack-timeout-ms",
+        "300",
+        "put",
+        &bea_with_permissions(&["tickets"]),
+    ])
+    .await;
+    let _ = deaf.kill();
+    let _ = deaf.wait();
+    assert_eq!(code, Some(3), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("wrote 1 entities"), "{stdout}");
+    assert!(
+        stderr.contains("0 of 1 subscribers acknowledged"),
+        "the shortfall is explained: {stderr}"
+    );
+    // The write itself landed.
+    assert!(redis
+        .cli(&["GET", r#"portcullis:e:Portal::User::"bea""#])
+        .contains(r#"["tickets"]"#));
+
+    // With every subscriber acknowledging, the same write exits 0.
+    let server = TestServer::start(serve_redis(&url, 0)).await;
+    wait_ready(&server, true).await;
+    let (code, stdout, stderr) = entities_status(&[
+        "--redis-url",
+        &url,
+        "put",
+        &bea_with_permissions(&["invoices"]),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("acknowledged by 1 of 1"), "{stdout}");
+}

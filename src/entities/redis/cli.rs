@@ -2,7 +2,7 @@
 //! write entities to Redis. Every write is checked against the schema before anything
 //! is written, and publishes its invalidations; the command returns once every
 //! subscribed Portcullis has acknowledged them (or the acknowledgement timeout passes,
-//! which is reported).
+//! which is an error of its own, [`UNACKNOWLEDGED`]).
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -24,6 +24,26 @@ const CHUNK: usize = 1000;
 /// Above this many uids, a write publishes "everything changed" instead of a list.
 const FLUSH_THRESHOLD: usize = 10_000;
 
+/// Exit status of a write that landed in Redis but that fewer subscribers
+/// acknowledged than received its invalidation: some Portcullis may still serve the
+/// old data. (1 is every other error, after which nothing was written; 2 is a usage
+/// error.)
+pub const UNACKNOWLEDGED: u8 = 3;
+
+/// The write landed and its invalidation was published, but not every subscriber
+/// that received it acknowledged it in time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the write landed, but only {acked} of {receivers} subscribers acknowledged the invalidation within {timeout_ms} ms: a Portcullis that did not may serve the old data until its liveness check flushes its cache"
+)]
+pub struct UnacknowledgedError {
+    /// What the write reported (`wrote 1 entities`, `deleted ...`).
+    pub done: String,
+    pub acked: i64,
+    pub receivers: i64,
+    pub timeout_ms: u128,
+}
+
 /// Entry point of `portcullis entities`.
 pub async fn run(args: EntitiesArgs) -> anyhow::Result<ExitCode> {
     match execute(&args).await {
@@ -33,10 +53,17 @@ pub async fn run(args: EntitiesArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            Ok(ExitCode::from(1))
-        }
+        Err(e) => match e.downcast_ref::<UnacknowledgedError>() {
+            Some(short) => {
+                println!("{}", short.done);
+                eprintln!("error: {short}");
+                Ok(ExitCode::from(UNACKNOWLEDGED))
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                Ok(ExitCode::from(1))
+            }
+        },
     }
 }
 
@@ -66,11 +93,15 @@ pub async fn execute(args: &EntitiesArgs) -> anyhow::Result<String> {
             zrem.arg(store::type_key(prefix, uid.type_name()))
                 .arg(uid.id().unescaped());
             conn.query::<i64>(&zrem).await?;
-            let acks = publish(args, &target, &mut conn, Some(std::slice::from_ref(&uid))).await?;
-            Ok(format!(
-                "{} `{uid}`{acks}",
-                if removed > 0 { "deleted" } else { "absent" }
-            ))
+            let done = format!("{} `{uid}`", if removed > 0 { "deleted" } else { "absent" });
+            publish(
+                args,
+                &target,
+                &mut conn,
+                Some(std::slice::from_ref(&uid)),
+                done,
+            )
+            .await
         }
         EntitiesCommand::Put { json, file } => {
             let text = match (json, file) {
@@ -158,8 +189,8 @@ impl Writer {
         }
         let uids: Vec<EntityUid> = records.into_iter().map(|(u, _)| u).collect();
         let listed = (uids.len() <= FLUSH_THRESHOLD).then_some(uids.as_slice());
-        let acks = publish(&self.args, &self.target, &mut self.conn, listed).await?;
-        Ok(format!("wrote {count} entities{acks}"))
+        let done = format!("wrote {count} entities");
+        publish(&self.args, &self.target, &mut self.conn, listed, done).await
     }
 }
 
@@ -317,12 +348,14 @@ async fn each(conn: &Conn, cmds: Vec<redis::Cmd>) -> redis::RedisResult<()> {
 }
 
 /// Publishes the invalidation and waits for every subscriber that received it to
-/// acknowledge. Returns a note for the output.
+/// acknowledge. Returns `done` with the count of acknowledgements, or an
+/// [`UnacknowledgedError`] when some subscriber did not acknowledge in time.
 async fn publish(
     args: &EntitiesArgs,
     target: &Target,
     conn: &mut Conn,
     uids: Option<&[EntityUid]>,
+    done: String,
 ) -> anyhow::Result<String> {
     let id = uuid::Uuid::new_v4().to_string();
     let channel = &args.redis.redis_channel;
@@ -361,13 +394,17 @@ async fn publish(
         }
     };
     let timeout = Duration::from_millis(args.ack_timeout_ms);
-    if tokio::time::timeout(timeout, wait).await.is_err() || acked < receivers {
-        eprintln!(
-            "warning: {acked} of {receivers} subscribers acknowledged the invalidation within {} ms",
-            timeout.as_millis()
-        );
+    let finished = tokio::time::timeout(timeout, wait).await.is_ok();
+    if !finished || acked < receivers {
+        return Err(UnacknowledgedError {
+            done,
+            acked,
+            receivers,
+            timeout_ms: timeout.as_millis(),
+        }
+        .into());
     }
     Ok(format!(
-        "; invalidation acknowledged by {acked} of {receivers} subscribers"
+        "{done}; invalidation acknowledged by {acked} of {receivers} subscribers"
     ))
 }
