@@ -921,3 +921,22 @@ async fn a_write_that_a_subscriber_does_not_acknowledge_exits_with_status_3() {
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("acknowledged by 1 of 1"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_onto_a_key_of_the_wrong_type_writes_nothing_and_names_the_key() {
+    let redis = RedisServer::start();
+    // Something else lives where the users' index belongs.
+    redis.cli(&["SET", "portcullis:t:Portal::User", "not an index"]);
+    let (code, stdout, stderr) =
+        entities_status(&["--redis-url", &redis.url(), "import", DEMO]).await;
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(redis.cli(&["DBSIZE"]), "1", "nothing was written: {stderr}");
+    assert!(
+        stderr.contains("nothing was written") && stderr.contains("`portcullis:t:Portal::User`"),
+        "the error names the key: {stderr}"
+    );
+    assert_eq!(
+        redis.cli(&["GET", "portcullis:t:Portal::User"]),
+        "not an index"
+    );
+}
