@@ -940,3 +940,132 @@ async fn an_import_onto_a_key_of_the_wrong_type_writes_nothing_and_names_the_key
         "not an index"
     );
 }
+
+/// Writes a file the way deployment tools do: beside it, then renamed over it.
+fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_that_the_stored_users_do_not_fit_is_rejected_and_the_old_model_serves() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    // The shipped model, copied where it can be edited.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for entry in std::fs::read_dir(repo.join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".cedar") || name == "links.json" {
+            std::fs::copy(&path, policies.join(&name)).unwrap();
+        }
+    }
+    let schema = dir.path().join("portal.cedarschema");
+    let shipped = std::fs::read_to_string(repo.join("schema/portal.cedarschema")).unwrap();
+    std::fs::write(&schema, &shipped).unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let served = common::binary::Served::start(
+        &[],
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--schema",
+            &path(&schema),
+            "--policies",
+            &path(&policies),
+            "--template-links",
+            &path(&policies.join("links.json")),
+        ],
+    );
+    let (addr, admin_addr) = (served.addr, served.admin_addr);
+    let post = |body: Value| async move {
+        common::send(
+            addr,
+            http::Method::POST,
+            "/v1/is_authorized",
+            &[("content-type", "application/json")],
+            body.to_string().into_bytes(),
+        )
+        .await
+    };
+    let policies_view = || async {
+        common::send(
+            admin_addr,
+            http::Method::GET,
+            "/v1/policies",
+            &[],
+            Vec::new(),
+        )
+        .await
+        .json
+    };
+    let bea_pays = request(
+        &uid("User", "bea"),
+        "PayInvoice",
+        &uid("Invoice", "inv-1001"),
+    );
+    eventually("bea may pay acme's invoice", DEADLINE, || async {
+        allowed(&post(bea_pays.clone()).await).then_some(())
+    })
+    .await;
+    let hash = policies_view().await["schema_hash"].clone();
+
+    // Users must now have a department; none of the stored ones has.
+    let user = "entity User in [Account] = {\n    email: String,";
+    assert!(
+        shipped.contains(user),
+        "the shipped schema declares users so"
+    );
+    write_atomically(
+        &schema,
+        &shipped.replace(user, &format!("{user}\n    department: String,")),
+    );
+    let messages = eventually("the reload is rejected", DEADLINE, || async {
+        let view = policies_view().await;
+        let messages = view["reload"]["last_error"]["messages"].as_array()?.clone();
+        (view["reload"]["last_result"] == "rejected").then(|| {
+            messages
+                .iter()
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    })
+    .await;
+    eprintln!("the rejected reload reports: {messages}");
+    assert!(
+        messages.contains("entity `Portal::User::\""),
+        "the report names a stored user: {messages}"
+    );
+    assert!(messages.contains("department"), "{messages}");
+    // Walt was never decided about, so never cached: the sample from Redis found him.
+    assert!(
+        messages.contains(r#"entity `Portal::User::"walt"` in Redis"#),
+        "{messages}"
+    );
+    assert_eq!(
+        policies_view().await["schema_hash"],
+        hash,
+        "the old schema serves"
+    );
+    assert!(
+        allowed(&post(bea_pays.clone()).await),
+        "decisions use the old model"
+    );
+
+    // An optional department fits the stored users: that schema applies.
+    write_atomically(
+        &schema,
+        &shipped.replace(user, &format!("{user}\n    department?: String,")),
+    );
+    eventually("the fitting schema applies", DEADLINE, || async {
+        let view = policies_view().await;
+        (view["schema_hash"] != hash && view["reload"]["last_result"] == "applied").then_some(())
+    })
+    .await;
+    assert!(allowed(&post(bea_pays).await));
+}

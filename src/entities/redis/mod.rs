@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use super::{EntitySource, EntitySourceError, Fetched, UidPage};
 use crate::config::RedisArgs;
-use crate::model::Snapshot;
+use crate::model::{Problem, Snapshot};
 use metrics::RedisMetrics;
 use store::{Conn, Target};
 
@@ -75,6 +75,11 @@ enum Negative {
 /// Levels of parents fetched beyond the reference depth before a hierarchy is called
 /// too deep (a cycle in stored parents would otherwise never end).
 const MAX_ANCESTRY: usize = 32;
+
+/// Ids of each entity type read from Redis to check a new schema against stored data.
+const ADMIT_SAMPLE: usize = 100;
+/// Misfits named in a rejected reload's report; the rest are counted.
+const ADMIT_REPORTED: usize = 10;
 
 /// Subscription states.
 const CONNECTING: u8 = 0;
@@ -552,6 +557,85 @@ impl EntitySource for RedisSource {
                 ),
             )),
         }
+    }
+
+    /// A new schema serves only if the stored data fits it: every cached entity
+    /// (parsed under another schema) and the first [`ADMIT_SAMPLE`] ids of each type's
+    /// index in Redis are parsed under the new schema, and any that do not conform
+    /// reject the reload, naming them. Entities of types the new schema drops are not
+    /// checked: decisions never read them. When Redis cannot be read the cached
+    /// entities alone decide, since a schema that the data does not fit only makes
+    /// decisions deny.
+    async fn admit(&self, next: &Snapshot) -> Result<(), Vec<Problem>> {
+        let shared = &self.shared;
+        let mut misfits: Vec<String> = Vec::new();
+        let mut checked: HashSet<EntityUid> = HashSet::new();
+        for (uid, cached) in shared.cache.iter() {
+            if cached.schema_hash == next.schema_hash || !next.declares_type(uid.type_name()) {
+                continue;
+            }
+            checked.insert((*uid).clone());
+            let Ok(json) = cached.entity.to_json_value() else {
+                continue;
+            };
+            if let Err(e) = Entity::from_json_value(json, Some(&next.schema)) {
+                misfits.push(format!(
+                    "entity `{uid}` (cached) does not conform to the new schema: {}",
+                    crate::error_chain(&e)
+                ));
+            }
+        }
+        let mut types: Vec<&EntityTypeName> = next.entity_types.iter().collect();
+        types.sort_by_key(|t| t.to_string());
+        for ty in types {
+            let page = match self.list(ty, None, ADMIT_SAMPLE, next).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot sample Redis for the new schema; checked the cached entities only");
+                    break;
+                }
+            };
+            let uids: Vec<EntityUid> = page
+                .uids
+                .into_iter()
+                .filter(|u| !checked.contains(u))
+                .collect();
+            let keys: Vec<String> = uids
+                .iter()
+                .map(|u| store::entity_key(&shared.prefix, u))
+                .collect();
+            let values = match shared.mget(&keys).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot sample Redis for the new schema; checked the cached entities only");
+                    break;
+                }
+            };
+            for (uid, value) in uids.iter().zip(values) {
+                if let Some(bytes) = value {
+                    if let Err(m) = Self::parse(uid, &bytes, next) {
+                        misfits.push(m.replace("the schema", "the new schema"));
+                    }
+                }
+            }
+        }
+        if misfits.is_empty() {
+            return Ok(());
+        }
+        misfits.sort();
+        let more = misfits.len().saturating_sub(ADMIT_REPORTED);
+        let mut problems: Vec<Problem> = misfits
+            .into_iter()
+            .take(ADMIT_REPORTED)
+            .map(|m| Problem::file("redis", m))
+            .collect();
+        if more > 0 {
+            problems.push(Problem::file(
+                "redis",
+                format!("and {more} more stored entities that do not conform"),
+            ));
+        }
+        Err(problems)
     }
 
     fn kind(&self) -> &'static str {
