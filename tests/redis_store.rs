@@ -676,43 +676,43 @@ async fn an_import_with_one_bad_entity_writes_nothing() {
     assert_eq!(redis.cli(&["DBSIZE"]), "0", "nothing was written");
 }
 
-/// A TCP proxy on loopback between Portcullis and Redis that can drop the flows open
-/// at one moment the way a NAT or load balancer forgets them: both sockets stay open,
-/// and every byte in either direction is thrown away. Connections opened afterwards
-/// are forwarded, as through a NAT that has forgotten the old flows.
+/// A TCP proxy on loopback between Portcullis and Redis that can drop flows the way a
+/// NAT or load balancer forgets them: both sockets stay open, and every byte in either
+/// direction is thrown away. Connections opened afterwards are forwarded, as through a
+/// NAT that has forgotten the old flows.
 struct Blackhole {
     addr: std::net::SocketAddr,
-    /// Connections accepted so far; each is numbered in order of acceptance.
-    accepted: Arc<std::sync::atomic::AtomicU64>,
-    /// Connections numbered below this are blackholed.
-    cut_below: Arc<std::sync::atomic::AtomicU64>,
+    /// Each forwarded flow's port on the Redis side (as `CLIENT LIST` shows it).
+    flows: Arc<std::sync::Mutex<Vec<u16>>>,
+    /// The Redis-side ports of the flows being dropped.
+    dropped: Arc<std::sync::Mutex<std::collections::HashSet<u16>>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
 impl Blackhole {
     async fn start(upstream: std::net::SocketAddr) -> Self {
-        use std::sync::atomic::AtomicU64;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let cut_below = Arc::new(AtomicU64::new(0));
-        let accepted = Arc::new(AtomicU64::new(0));
-        let (cut, count) = (cut_below.clone(), accepted.clone());
+        let flows = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let dropped = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let (known, cut) = (flows.clone(), dropped.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let id = count.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                     continue;
                 };
+                let port = server.local_addr().unwrap().port();
+                known.lock().unwrap().push(port);
                 let (from_client, to_client) = client.into_split();
                 let (from_server, to_server) = server.into_split();
-                tokio::spawn(Self::pump(from_client, to_server, id, cut.clone()));
-                tokio::spawn(Self::pump(from_server, to_client, id, cut.clone()));
+                tokio::spawn(Self::pump(from_client, to_server, port, cut.clone()));
+                tokio::spawn(Self::pump(from_server, to_client, port, cut.clone()));
             }
         });
         Self {
             addr,
-            accepted,
-            cut_below,
+            flows,
+            dropped,
             accept,
         }
     }
@@ -720,8 +720,8 @@ impl Blackhole {
     async fn pump(
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
-        id: u64,
-        cut_below: Arc<std::sync::atomic::AtomicU64>,
+        port: u16,
+        dropped: Arc<std::sync::Mutex<std::collections::HashSet<u16>>>,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut buf = vec![0u8; 16 * 1024];
@@ -730,7 +730,7 @@ impl Blackhole {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if id < cut_below.load(Ordering::SeqCst) {
+            if dropped.lock().unwrap().contains(&port) {
                 continue;
             }
             if to.write_all(&buf[..n]).await.is_err() {
@@ -740,10 +740,13 @@ impl Blackhole {
         let _ = to.shutdown().await;
     }
 
-    /// Blackholes every connection accepted so far.
-    fn drop_open_flows(&self) {
-        self.cut_below
-            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+    /// Drops every flow open now, except those whose Redis-side port is in `keep`.
+    fn drop_open_flows_except(&self, keep: &[u16]) {
+        let open = self.flows.lock().unwrap().clone();
+        self.dropped
+            .lock()
+            .unwrap()
+            .extend(open.into_iter().filter(|p| !keep.contains(p)));
     }
 
     fn url(&self) -> String {
@@ -755,6 +758,25 @@ impl Drop for Blackhole {
     fn drop(&mut self) {
         self.accept.abort();
     }
+}
+
+/// The client ports of the connections Redis holds subscriptions for.
+fn subscriber_ports(redis: &RedisServer) -> Vec<u16> {
+    redis
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| l.contains(" sub=1 ") || l.contains("cmd=subscribe"))
+        .filter_map(|l| {
+            l.split("addr=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,7 +795,7 @@ async fn a_subscription_that_dies_silently_still_lets_a_revocation_deny() {
     // Every flow Portcullis has open through the proxy goes silent; Redis still counts
     // its subscription, so the revocation is published to a subscriber that never
     // hears it.
-    proxy.drop_open_flows();
+    proxy.drop_open_flows_except(&[]);
     redis.cli(&[
         "SET",
         r#"portcullis:e:Portal::User::"bea""#,
@@ -802,6 +824,38 @@ async fn a_subscription_that_dies_silently_still_lets_a_revocation_deny() {
     assert!(allowed(
         &decide(&server, &bea, "OpenTicket", &uid("Account", "acme")).await
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_connection_that_dies_silently_is_replaced() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    let proxy = Blackhole::start(([127, 0, 0, 1], redis.port).into()).await;
+    let server = TestServer::start(serve_redis(&proxy.url(), 0)).await;
+    wait_ready(&server, true).await;
+
+    // Only the command connection goes silent; the subscription keeps answering.
+    let subscription = subscriber_ports(&redis);
+    assert_eq!(subscription.len(), 1, "one subscriber: {subscription:?}");
+    proxy.drop_open_flows_except(&subscription);
+
+    // Olivia's invoice was never fetched, so only a working command connection can
+    // allow her to view it.
+    let (olivia, invoice) = (uid("User", "olivia"), uid("Invoice", "inv-1001"));
+    eventually("olivia's decision reads Redis again", DEADLINE, || async {
+        allowed(&decide(&server, &olivia, "ViewInvoice", &invoice).await).then_some(())
+    })
+    .await;
+    wait_ready(&server, true).await;
+    let metrics = server.admin_get("/metrics").await.text;
+    assert_eq!(
+        common::metric(
+            &metrics,
+            "portcullis_redis_subscription_failures_total{how=\"unanswered\"}"
+        ),
+        None,
+        "the subscription itself never failed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

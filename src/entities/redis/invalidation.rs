@@ -120,7 +120,10 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Target, settings: Settings)
     loop {
         if shared.conn.load().is_none() {
             match tokio::time::timeout(shared.timeout * 4, target.connect(shared.timeout)).await {
-                Ok(Ok(c)) => shared.conn.store(Some(Arc::new(c))),
+                Ok(Ok(c)) => {
+                    shared.conn.store(Some(Arc::new(c)));
+                    shared.store_problem.store(None);
+                }
                 outcome => {
                     let why = match outcome {
                         Ok(Err(e)) => e.to_string(),
@@ -302,7 +305,16 @@ async fn listen(
 /// then, which denies them (503); it never allows.
 async fn reconnect_store(shared: &Shared, target: &Target) {
     match tokio::time::timeout(shared.timeout * 4, target.connect(shared.timeout)).await {
-        Ok(Ok(c)) => shared.conn.store(Some(Arc::new(c))),
+        Ok(Ok(mut c)) => {
+            // Ready again as soon as the new connection answers, not a tick later.
+            let cmd = redis::cmd("PING");
+            let answered =
+                tokio::time::timeout(shared.liveness_timeout, c.query::<redis::Value>(&cmd)).await;
+            shared.conn.store(Some(Arc::new(c)));
+            if matches!(answered, Ok(Ok(_))) {
+                shared.store_problem.store(None);
+            }
+        }
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot reconnect the Redis command connection"),
         Err(_) => tracing::warn!("reconnecting the Redis command connection timed out"),
     }
