@@ -32,6 +32,13 @@ pub enum Command {
     /// Decide one request from the command line and print the determining policies.
     Authorize(AuthorizeArgs),
     /// Read and write entities in the Redis entity store.
+    #[command(
+        after_help = "Exit status: 0 when the write landed and every subscribed \
+Portcullis acknowledged its invalidation; 1 on an error, after which nothing was \
+written (unless the message says the store may hold part of the input); 2 on a usage \
+error; 3 when the write landed but fewer subscribers acknowledged the invalidation \
+than received it within --ack-timeout-ms (one may still serve the old data)."
+    )]
     Entities(EntitiesArgs),
     /// Run policy test suites (YAML, or the cedar CLI's `run-tests` JSON).
     Test(TestArgs),
@@ -214,6 +221,26 @@ pub struct RedisArgs {
     /// Connect and response timeout of Redis commands, in milliseconds.
     #[arg(long, env = "PORTCULLIS_REDIS_TIMEOUT_MS", default_value_t = 500)]
     pub redis_timeout_ms: u64,
+    /// How often the invalidation subscription and the command connection are sent a
+    /// `PING`, in milliseconds: a connection that stopped delivering without closing (a
+    /// NAT or load balancer that dropped the flow) is found within one interval plus
+    /// the liveness timeout.
+    #[arg(
+        long,
+        env = "PORTCULLIS_REDIS_LIVENESS_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub redis_liveness_interval_ms: u64,
+    /// How long a liveness `PING` may go unanswered, in milliseconds, before the
+    /// subscription is declared dead: the service is unready, the cache is flushed
+    /// (unless `--max-staleness-secs` allows stale data), decisions read Redis
+    /// uncached, and Portcullis resubscribes.
+    #[arg(
+        long,
+        env = "PORTCULLIS_REDIS_LIVENESS_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub redis_liveness_timeout_ms: u64,
     /// Upper bound of the entity cache, in bytes of stored JSON.
     #[arg(long, env = "PORTCULLIS_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_max_bytes: u64,
@@ -250,6 +277,14 @@ impl RedisArgs {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms.max(1))
+    }
+
+    pub fn liveness_interval(&self) -> Duration {
+        Duration::from_millis(self.redis_liveness_interval_ms.max(1))
+    }
+
+    pub fn liveness_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_liveness_timeout_ms.max(1))
     }
 }
 
@@ -652,7 +687,8 @@ pub struct EntitiesArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub redis: RedisArgs,
-    /// How long to wait for running services to acknowledge the invalidations.
+    /// How long to wait for running services to acknowledge the invalidations; a
+    /// shortfall exits with status 3.
     #[arg(long, env = "PORTCULLIS_ACK_TIMEOUT_MS", default_value_t = 2000)]
     pub ack_timeout_ms: u64,
     #[command(subcommand)]

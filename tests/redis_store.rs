@@ -675,3 +675,451 @@ async fn an_import_with_one_bad_entity_writes_nothing() {
     );
     assert_eq!(redis.cli(&["DBSIZE"]), "0", "nothing was written");
 }
+
+/// A TCP proxy on loopback between Portcullis and Redis that can drop flows the way a
+/// NAT or load balancer forgets them: both sockets stay open, and every byte in either
+/// direction is thrown away. Connections opened afterwards are forwarded, as through a
+/// NAT that has forgotten the old flows.
+struct Blackhole {
+    addr: std::net::SocketAddr,
+    /// Each forwarded flow's port on the Redis side (as `CLIENT LIST` shows it).
+    flows: Arc<std::sync::Mutex<Vec<u16>>>,
+    /// The Redis-side ports of the flows being dropped.
+    dropped: Arc<std::sync::Mutex<std::collections::HashSet<u16>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Blackhole {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let flows = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let dropped = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let (known, cut) = (flows.clone(), dropped.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let port = server.local_addr().unwrap().port();
+                known.lock().unwrap().push(port);
+                let (from_client, to_client) = client.into_split();
+                let (from_server, to_server) = server.into_split();
+                tokio::spawn(Self::pump(from_client, to_server, port, cut.clone()));
+                tokio::spawn(Self::pump(from_server, to_client, port, cut.clone()));
+            }
+        });
+        Self {
+            addr,
+            flows,
+            dropped,
+            accept,
+        }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        port: u16,
+        dropped: Arc<std::sync::Mutex<std::collections::HashSet<u16>>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if dropped.lock().unwrap().contains(&port) {
+                continue;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+
+    /// Drops every flow open now, except those whose Redis-side port is in `keep`.
+    fn drop_open_flows_except(&self, keep: &[u16]) {
+        let open = self.flows.lock().unwrap().clone();
+        self.dropped
+            .lock()
+            .unwrap()
+            .extend(open.into_iter().filter(|p| !keep.contains(p)));
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// The client ports of the connections Redis holds subscriptions for.
+fn subscriber_ports(redis: &RedisServer) -> Vec<u16> {
+    redis
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| l.contains(" sub=1 ") || l.contains("cmd=subscribe"))
+        .filter_map(|l| {
+            l.split("addr=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_dies_silently_still_lets_a_revocation_deny() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    let proxy = Blackhole::start(([127, 0, 0, 1], redis.port).into()).await;
+    // The liveness flags keep their defaults: a PING every second, a second to answer.
+    let server = TestServer::start(serve_redis(&proxy.url(), 0)).await;
+    wait_ready(&server, true).await;
+    let (bea, invoice) = (uid("User", "bea"), uid("Invoice", "inv-1001"));
+    assert!(allowed(
+        &decide(&server, &bea, "ViewInvoice", &invoice).await
+    ));
+
+    // Every flow Portcullis has open through the proxy goes silent; Redis still counts
+    // its subscription, so the revocation is published to a subscriber that never
+    // hears it.
+    proxy.drop_open_flows_except(&[]);
+    redis.cli(&[
+        "SET",
+        r#"portcullis:e:Portal::User::"bea""#,
+        &bea_with_permissions(&["tickets"]),
+    ]);
+    let receivers = redis.cli(&["PUBLISH", "portcullis:invalidate", &bea]);
+    assert_eq!(receivers, "1", "the dead subscription still counts");
+
+    eventually(
+        "bea's revoked invoices permission denies",
+        DEADLINE,
+        || async {
+            let r = decide(&server, &bea, "ViewInvoice", &invoice).await;
+            (r.status == 200 && r.json["decision"] == "Deny").then_some(())
+        },
+    )
+    .await;
+    let metrics = server.admin_get("/metrics").await.text;
+    let failures = common::metric(
+        &metrics,
+        "portcullis_redis_subscription_failures_total{how=\"unanswered\"}",
+    );
+    assert!(failures >= Some(1.0), "the failure is counted: {metrics}");
+    // Resubscribed through a new flow: ready, and her tickets permission still allows.
+    wait_ready(&server, true).await;
+    assert!(allowed(
+        &decide(&server, &bea, "OpenTicket", &uid("Account", "acme")).await
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_connection_that_dies_silently_is_replaced() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    let proxy = Blackhole::start(([127, 0, 0, 1], redis.port).into()).await;
+    let server = TestServer::start(serve_redis(&proxy.url(), 0)).await;
+    wait_ready(&server, true).await;
+
+    // Only the command connection goes silent; the subscription keeps answering.
+    let subscription = subscriber_ports(&redis);
+    assert_eq!(subscription.len(), 1, "one subscriber: {subscription:?}");
+    proxy.drop_open_flows_except(&subscription);
+
+    // Olivia's invoice was never fetched, so only a working command connection can
+    // allow her to view it.
+    let (olivia, invoice) = (uid("User", "olivia"), uid("Invoice", "inv-1001"));
+    eventually("olivia's decision reads Redis again", DEADLINE, || async {
+        allowed(&decide(&server, &olivia, "ViewInvoice", &invoice).await).then_some(())
+    })
+    .await;
+    wait_ready(&server, true).await;
+    let metrics = server.admin_get("/metrics").await.text;
+    assert_eq!(
+        common::metric(
+            &metrics,
+            "portcullis_redis_subscription_failures_total{how=\"unanswered\"}"
+        ),
+        None,
+        "the subscription itself never failed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_makes_both_listeners_unready_saying_why_until_it_answers_again() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    let server = TestServer::start(serve_redis(&redis.url(), 0)).await;
+    wait_ready(&server, true).await;
+    assert_eq!(server.admin_get("/readyz").await.status, 200);
+
+    // Hung, not gone: its sockets stay open and nothing answers.
+    redis.pause();
+    for (listener, addr) in [("decision", server.addr), ("admin", server.admin_addr)] {
+        let body = eventually(
+            &format!("the {listener} listener reports not ready"),
+            DEADLINE,
+            || async {
+                let r = common::send(addr, http::Method::GET, "/readyz", &[], Vec::new()).await;
+                (r.status == 503).then_some(r.json)
+            },
+        )
+        .await;
+        assert_eq!(body["status"], "not_ready", "{body}");
+        let reason = body["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("Redis"), "the reason names Redis: {body}");
+    }
+    let r = decide(
+        &server,
+        &uid("User", "bea"),
+        "PayInvoice",
+        &uid("Invoice", "inv-1001"),
+    )
+    .await;
+    assert!(!allowed(&r), "{}", r.text);
+
+    redis.resume();
+    wait_ready(&server, true).await;
+    assert_eq!(server.admin_get("/readyz").await.status, 200);
+    assert!(allowed(
+        &decide(
+            &server,
+            &uid("User", "bea"),
+            "PayInvoice",
+            &uid("Invoice", "inv-1001")
+        )
+        .await
+    ));
+}
+
+/// Runs `portcullis entities <args>` and returns its exit status, stdout and stderr.
+async fn entities_status(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("entities")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_a_subscriber_does_not_acknowledge_exits_with_status_3() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    // A subscriber that hears invalidations and never acknowledges them: a Portcullis
+    // whose reply path is broken, as far as the writer can tell.
+    let mut deaf = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(["SUBSCRIBE", "portcullis:invalidate"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the deaf subscriber subscribes", DEADLINE, || async {
+        redis
+            .cli(&["PUBSUB", "NUMSUB", "portcullis:invalidate"])
+            .ends_with('1')
+            .then_some(())
+    })
+    .await;
+    let url = redis.url();
+    let (code, stdout, stderr) = entities_status(&[
+        "--redis-url",
+        &url,
+        "--ack-timeout-ms",
+        "300",
+        "put",
+        &bea_with_permissions(&["tickets"]),
+    ])
+    .await;
+    let _ = deaf.kill();
+    let _ = deaf.wait();
+    assert_eq!(code, Some(3), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("wrote 1 entities"), "{stdout}");
+    assert!(
+        stderr.contains("0 of 1 subscribers acknowledged"),
+        "the shortfall is explained: {stderr}"
+    );
+    // The write itself landed.
+    assert!(redis
+        .cli(&["GET", r#"portcullis:e:Portal::User::"bea""#])
+        .contains(r#"["tickets"]"#));
+
+    // With every subscriber acknowledging, the same write exits 0.
+    let server = TestServer::start(serve_redis(&url, 0)).await;
+    wait_ready(&server, true).await;
+    let (code, stdout, stderr) = entities_status(&[
+        "--redis-url",
+        &url,
+        "put",
+        &bea_with_permissions(&["invoices"]),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("acknowledged by 1 of 1"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_onto_a_key_of_the_wrong_type_writes_nothing_and_names_the_key() {
+    let redis = RedisServer::start();
+    // Something else lives where the users' index belongs.
+    redis.cli(&["SET", "portcullis:t:Portal::User", "not an index"]);
+    let (code, stdout, stderr) =
+        entities_status(&["--redis-url", &redis.url(), "import", DEMO]).await;
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(redis.cli(&["DBSIZE"]), "1", "nothing was written: {stderr}");
+    assert!(
+        stderr.contains("nothing was written") && stderr.contains("`portcullis:t:Portal::User`"),
+        "the error names the key: {stderr}"
+    );
+    assert_eq!(
+        redis.cli(&["GET", "portcullis:t:Portal::User"]),
+        "not an index"
+    );
+}
+
+/// Writes a file the way deployment tools do: beside it, then renamed over it.
+fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_that_the_stored_users_do_not_fit_is_rejected_and_the_old_model_serves() {
+    let redis = RedisServer::start();
+    entities_cli(&["--redis-url", &redis.url()], &["import", DEMO]).await;
+    // The shipped model, copied where it can be edited.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for entry in std::fs::read_dir(repo.join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".cedar") || name == "links.json" {
+            std::fs::copy(&path, policies.join(&name)).unwrap();
+        }
+    }
+    let schema = dir.path().join("portal.cedarschema");
+    let shipped = std::fs::read_to_string(repo.join("schema/portal.cedarschema")).unwrap();
+    std::fs::write(&schema, &shipped).unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let served = common::binary::Served::start(
+        &[],
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--schema",
+            &path(&schema),
+            "--policies",
+            &path(&policies),
+            "--template-links",
+            &path(&policies.join("links.json")),
+        ],
+    );
+    let (addr, admin_addr) = (served.addr, served.admin_addr);
+    let post = |body: Value| async move {
+        common::send(
+            addr,
+            http::Method::POST,
+            "/v1/is_authorized",
+            &[("content-type", "application/json")],
+            body.to_string().into_bytes(),
+        )
+        .await
+    };
+    let policies_view = || async {
+        common::send(
+            admin_addr,
+            http::Method::GET,
+            "/v1/policies",
+            &[],
+            Vec::new(),
+        )
+        .await
+        .json
+    };
+    let bea_pays = request(
+        &uid("User", "bea"),
+        "PayInvoice",
+        &uid("Invoice", "inv-1001"),
+    );
+    eventually("bea may pay acme's invoice", DEADLINE, || async {
+        allowed(&post(bea_pays.clone()).await).then_some(())
+    })
+    .await;
+    let hash = policies_view().await["schema_hash"].clone();
+
+    // Users must now have a department; none of the stored ones has.
+    let user = "entity User in [Account] = {\n    email: String,";
+    assert!(
+        shipped.contains(user),
+        "the shipped schema declares users so"
+    );
+    write_atomically(
+        &schema,
+        &shipped.replace(user, &format!("{user}\n    department: String,")),
+    );
+    let messages = eventually("the reload is rejected", DEADLINE, || async {
+        let view = policies_view().await;
+        let messages = view["reload"]["last_error"]["messages"].as_array()?.clone();
+        (view["reload"]["last_result"] == "rejected").then(|| {
+            messages
+                .iter()
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    })
+    .await;
+    eprintln!("the rejected reload reports: {messages}");
+    assert!(
+        messages.contains("entity `Portal::User::\""),
+        "the report names a stored user: {messages}"
+    );
+    assert!(messages.contains("department"), "{messages}");
+    // Walt was never decided about, so never cached: the sample from Redis found him.
+    assert!(
+        messages.contains(r#"entity `Portal::User::"walt"` in Redis"#),
+        "{messages}"
+    );
+    assert_eq!(
+        policies_view().await["schema_hash"],
+        hash,
+        "the old schema serves"
+    );
+    assert!(
+        allowed(&post(bea_pays.clone()).await),
+        "decisions use the old model"
+    );
+
+    // An optional department fits the stored users: that schema applies.
+    write_atomically(
+        &schema,
+        &shipped.replace(user, &format!("{user}\n    department?: String,")),
+    );
+    eventually("the fitting schema applies", DEADLINE, || async {
+        let view = policies_view().await;
+        (view["schema_hash"] != hash && view["reload"]["last_result"] == "applied").then_some(())
+    })
+    .await;
+    assert!(allowed(&post(bea_pays).await));
+}

@@ -2,7 +2,7 @@
 //! write entities to Redis. Every write is checked against the schema before anything
 //! is written, and publishes its invalidations; the command returns once every
 //! subscribed Portcullis has acknowledged them (or the acknowledgement timeout passes,
-//! which is reported).
+//! which is an error of its own, [`UNACKNOWLEDGED`]).
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -24,6 +24,26 @@ const CHUNK: usize = 1000;
 /// Above this many uids, a write publishes "everything changed" instead of a list.
 const FLUSH_THRESHOLD: usize = 10_000;
 
+/// Exit status of a write that landed in Redis but that fewer subscribers
+/// acknowledged than received its invalidation: some Portcullis may still serve the
+/// old data. (1 is every other error, after which nothing was written; 2 is a usage
+/// error.)
+pub const UNACKNOWLEDGED: u8 = 3;
+
+/// The write landed and its invalidation was published, but not every subscriber
+/// that received it acknowledged it in time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the write landed, but only {acked} of {receivers} subscribers acknowledged the invalidation within {timeout_ms} ms: a Portcullis that did not may serve the old data until its liveness check flushes its cache"
+)]
+pub struct UnacknowledgedError {
+    /// What the write reported (`wrote 1 entities`, `deleted ...`).
+    pub done: String,
+    pub acked: i64,
+    pub receivers: i64,
+    pub timeout_ms: u128,
+}
+
 /// Entry point of `portcullis entities`.
 pub async fn run(args: EntitiesArgs) -> anyhow::Result<ExitCode> {
     match execute(&args).await {
@@ -33,10 +53,17 @@ pub async fn run(args: EntitiesArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            Ok(ExitCode::from(1))
-        }
+        Err(e) => match e.downcast_ref::<UnacknowledgedError>() {
+            Some(short) => {
+                println!("{}", short.done);
+                eprintln!("error: {short}");
+                Ok(ExitCode::from(UNACKNOWLEDGED))
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                Ok(ExitCode::from(1))
+            }
+        },
     }
 }
 
@@ -66,11 +93,15 @@ pub async fn execute(args: &EntitiesArgs) -> anyhow::Result<String> {
             zrem.arg(store::type_key(prefix, uid.type_name()))
                 .arg(uid.id().unescaped());
             conn.query::<i64>(&zrem).await?;
-            let acks = publish(args, &target, &mut conn, Some(std::slice::from_ref(&uid))).await?;
-            Ok(format!(
-                "{} `{uid}`{acks}",
-                if removed > 0 { "deleted" } else { "absent" }
-            ))
+            let done = format!("{} `{uid}`", if removed > 0 { "deleted" } else { "absent" });
+            publish(
+                args,
+                &target,
+                &mut conn,
+                Some(std::slice::from_ref(&uid)),
+                done,
+            )
+            .await
         }
         EntitiesCommand::Put { json, file } => {
             let text = match (json, file) {
@@ -152,14 +183,46 @@ impl Writer {
         }
         let prefix = &self.args.redis.redis_prefix;
         let count = records.len();
-        match &self.target {
-            Target::Single(client) => write_atomic(client, prefix, &records).await?,
-            Target::Cluster { .. } => write_compensated(&mut self.conn, prefix, &records).await?,
-        }
+        let written = match &self.target {
+            Target::Single(client) => write_atomic(client, prefix, &records).await,
+            Target::Cluster { .. } => write_compensated(&mut self.conn, prefix, &records).await,
+        };
         let uids: Vec<EntityUid> = records.into_iter().map(|(u, _)| u).collect();
         let listed = (uids.len() <= FLUSH_THRESHOLD).then_some(uids.as_slice());
-        let acks = publish(&self.args, &self.target, &mut self.conn, listed).await?;
-        Ok(format!("wrote {count} entities{acks}"))
+        match written {
+            Ok(()) => {}
+            Err(WriteError::Nothing(m)) => anyhow::bail!("nothing was written: {m}"),
+            Err(WriteError::Undone(m)) => {
+                // Readers may have cached what was briefly there.
+                let _ = publish(
+                    &self.args,
+                    &self.target,
+                    &mut self.conn,
+                    listed,
+                    String::new(),
+                )
+                .await;
+                anyhow::bail!("nothing was written (the partial write was undone): {m}");
+            }
+            Err(WriteError::Partial(m)) => {
+                // Whatever landed must not stay hidden behind cached old data.
+                let published = publish(
+                    &self.args,
+                    &self.target,
+                    &mut self.conn,
+                    listed,
+                    String::new(),
+                )
+                .await;
+                let note = match published {
+                    Ok(_) => "the invalidation of every entity of the input was published",
+                    Err(_) => "publishing the invalidation of every entity of the input was not acknowledged by every subscriber",
+                };
+                anyhow::bail!("{m}: the store may hold part of the input ({note}); write it again");
+            }
+        }
+        let done = format!("wrote {count} entities");
+        publish(&self.args, &self.target, &mut self.conn, listed, done).await
     }
 }
 
@@ -199,15 +262,85 @@ fn add_writes(pipe: &mut redis::Pipeline, prefix: &str, chunk: &[(EntityUid, Str
     }
 }
 
+/// Why a write failed: nothing of it landed, or (rarely) part of it may have.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("nothing was written: {0}")]
+    Nothing(String),
+    /// Part of it was written, readable for a while, and then put back.
+    #[error("nothing was written (the partial write was undone): {0}")]
+    Undone(String),
+    #[error("{0}")]
+    Partial(String),
+}
+
+impl From<redis::RedisError> for WriteError {
+    fn from(e: redis::RedisError) -> Self {
+        WriteError::Nothing(format!("Redis: {e}"))
+    }
+}
+
+/// The type a key of the layout must have, or `none` when it does not exist yet.
+fn expected_type(prefix: &str, key: &str) -> &'static str {
+    if key.starts_with(&format!("{prefix}t:")) {
+        "zset"
+    } else {
+        "string"
+    }
+}
+
+/// Every key a write touches: entity keys, then each type's index once.
+fn keys_of(prefix: &str, records: &[(EntityUid, String)]) -> Vec<String> {
+    let mut keys: Vec<String> = records
+        .iter()
+        .map(|(u, _)| store::entity_key(prefix, u))
+        .collect();
+    let mut types: Vec<String> = records
+        .iter()
+        .map(|(u, _)| store::type_key(prefix, u.type_name()))
+        .collect();
+    types.sort();
+    types.dedup();
+    keys.extend(types);
+    keys
+}
+
+/// The first key holding something other than what the layout puts there.
+fn misfit(prefix: &str, keys: &[String], types: &[String]) -> Option<String> {
+    keys.iter().zip(types).find_map(|(key, ty)| {
+        let expected = expected_type(prefix, key);
+        (ty != "none" && ty != expected).then(|| {
+            format!("key `{key}` holds a {ty}, where the layout has a {expected}; remove or rename it and write again")
+        })
+    })
+}
+
 /// A single server: one `MULTI`/`EXEC` transaction, sent in chunks on a connection of
-/// its own. Redis applies all of it at `EXEC` or, if anything failed to queue or the
-/// connection drops before `EXEC`, none of it.
+/// its own. Redis runs every queued command at `EXEC`, but a command that fails there
+/// (a key of the wrong type) does not undo the others; so the keys are `WATCH`ed and
+/// their types checked first, and a key of the wrong type, or any key changed by
+/// someone else before `EXEC`, means nothing is written.
 async fn write_atomic(
     client: &redis::Client,
     prefix: &str,
     records: &[(EntityUid, String)],
-) -> anyhow::Result<()> {
+) -> Result<(), WriteError> {
+    use redis::aio::ConnectionLike;
     let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys = keys_of(prefix, records);
+    let mut types: Vec<String> = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(CHUNK) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("WATCH").arg(chunk).ignore();
+        for key in chunk {
+            pipe.cmd("TYPE").arg(key);
+        }
+        types.extend(pipe.query_async::<Vec<String>>(&mut conn).await?);
+    }
+    if let Some(problem) = misfit(prefix, &keys, &types) {
+        let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
+        return Err(WriteError::Nothing(problem));
+    }
     let bar = progress(records.len(), "writing");
     redis::cmd("MULTI").query_async::<()>(&mut conn).await?;
     for chunk in records.chunks(CHUNK) {
@@ -215,16 +348,48 @@ async fn write_atomic(
         add_writes(&mut pipe, prefix, chunk);
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             let _ = redis::cmd("DISCARD").query_async::<()>(&mut conn).await;
-            anyhow::bail!("nothing was written: {e}");
+            return Err(WriteError::Nothing(format!("Redis: {e}")));
         }
         bar.inc(chunk.len() as u64);
     }
-    redis::cmd("EXEC")
-        .query_async::<redis::Value>(&mut conn)
-        .await
-        .map_err(|e| anyhow::anyhow!("nothing was written: {e}"))?;
+    let exec = conn.req_packed_command(&redis::cmd("EXEC")).await;
     bar.finish_and_clear();
-    Ok(())
+    match exec {
+        Ok(redis::Value::Nil) => Err(WriteError::Nothing(
+            "another writer changed a key of the input while it was written; write it again"
+                .to_string(),
+        )),
+        Ok(redis::Value::ServerError(e)) => Err(WriteError::Nothing(format!("Redis: {e}"))),
+        Ok(redis::Value::Array(replies)) => {
+            let failed = replies.iter().enumerate().find_map(|(i, r)| match r {
+                redis::Value::ServerError(e) => Some((i, e.to_string())),
+                _ => None,
+            });
+            match failed {
+                None => Ok(()),
+                Some((i, e)) => {
+                    // Two commands per record: the entity's `SET`, its index's `ZADD`.
+                    let key = records.get(i / 2).map(|(u, _)| {
+                        if i % 2 == 0 {
+                            store::entity_key(prefix, u)
+                        } else {
+                            store::type_key(prefix, u.type_name())
+                        }
+                    });
+                    Err(WriteError::Partial(format!(
+                        "Redis refused a command of the transaction on key `{}` ({e}) after checking the types; the other commands were applied",
+                        key.unwrap_or_default()
+                    )))
+                }
+            }
+        }
+        Ok(other) => Err(WriteError::Partial(format!(
+            "Redis answered EXEC with {other:?}; the write may have been applied in part"
+        ))),
+        Err(e) => Err(WriteError::Partial(format!(
+            "the connection failed at EXEC ({e}); the write may or may not have been applied"
+        ))),
+    }
 }
 
 /// A cluster cannot run one transaction across slots. The previous values are read
@@ -235,7 +400,24 @@ async fn write_compensated(
     conn: &mut Conn,
     prefix: &str,
     records: &[(EntityUid, String)],
-) -> anyhow::Result<()> {
+) -> Result<(), WriteError> {
+    // A key of the wrong type would fail its write; found first, nothing is written.
+    let keys = keys_of(prefix, records);
+    let types: Vec<String> = futures_util::stream::iter(&keys)
+        .map(|key| {
+            let mut conn = conn.clone();
+            let mut cmd = redis::cmd("TYPE");
+            cmd.arg(key);
+            async move { conn.query::<String>(&cmd).await }
+        })
+        .buffered(256)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<redis::RedisResult<_>>()?;
+    if let Some(problem) = misfit(prefix, &keys, &types) {
+        return Err(WriteError::Nothing(problem));
+    }
     let bar = progress(records.len() * 2, "writing");
     let mut previous: Vec<Option<Vec<u8>>> = Vec::with_capacity(records.len());
     for chunk in records.chunks(CHUNK) {
@@ -294,10 +476,10 @@ async fn write_compensated(
         }
     }
     match each(conn, undo).await {
-        Ok(()) => anyhow::bail!("nothing was written (the partial write was undone): {e}"),
-        Err(undo) => anyhow::bail!(
-            "the write failed ({e}) and undoing it failed too ({undo}): the store may hold part of the file; import it again"
-        ),
+        Ok(()) => Err(WriteError::Undone(e.to_string())),
+        Err(undo) => Err(WriteError::Partial(format!(
+            "the write failed ({e}) and undoing it failed too ({undo})"
+        ))),
     }
 }
 
@@ -317,12 +499,14 @@ async fn each(conn: &Conn, cmds: Vec<redis::Cmd>) -> redis::RedisResult<()> {
 }
 
 /// Publishes the invalidation and waits for every subscriber that received it to
-/// acknowledge. Returns a note for the output.
+/// acknowledge. Returns `done` with the count of acknowledgements, or an
+/// [`UnacknowledgedError`] when some subscriber did not acknowledge in time.
 async fn publish(
     args: &EntitiesArgs,
     target: &Target,
     conn: &mut Conn,
     uids: Option<&[EntityUid]>,
+    done: String,
 ) -> anyhow::Result<String> {
     let id = uuid::Uuid::new_v4().to_string();
     let channel = &args.redis.redis_channel;
@@ -361,13 +545,17 @@ async fn publish(
         }
     };
     let timeout = Duration::from_millis(args.ack_timeout_ms);
-    if tokio::time::timeout(timeout, wait).await.is_err() || acked < receivers {
-        eprintln!(
-            "warning: {acked} of {receivers} subscribers acknowledged the invalidation within {} ms",
-            timeout.as_millis()
-        );
+    let finished = tokio::time::timeout(timeout, wait).await.is_ok();
+    if !finished || acked < receivers {
+        return Err(UnacknowledgedError {
+            done,
+            acked,
+            receivers,
+            timeout_ms: timeout.as_millis(),
+        }
+        .into());
     }
     Ok(format!(
-        "; invalidation acknowledged by {acked} of {receivers} subscribers"
+        "{done}; invalidation acknowledged by {acked} of {receivers} subscribers"
     ))
 }

@@ -17,6 +17,10 @@ pub struct RedisMetrics {
     pub invalidations: IntCounterVec,
     /// 1 while the invalidation subscription is live, 0 otherwise.
     pub subscription_up: IntGauge,
+    /// Times the invalidation subscription was found dead, by how it was found
+    /// (`closed`: the connection ended; `unanswered`: a liveness `PING` went
+    /// unanswered while the connection stayed open).
+    pub subscription_failures: IntCounterVec,
 }
 
 impl RedisMetrics {
@@ -72,6 +76,13 @@ impl RedisMetrics {
                 "portcullis_redis_subscription_up",
                 "1 while the invalidation subscription is live.",
             )?,
+            subscription_failures: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_redis_subscription_failures_total",
+                    "Times the invalidation subscription was found dead, by how (closed, unanswered).",
+                ),
+                &["how"],
+            )?,
         };
         if let Some(r) = registry {
             r.register(Box::new(m.cache_hits.clone()))?;
@@ -83,6 +94,7 @@ impl RedisMetrics {
             r.register(Box::new(m.errors.clone()))?;
             r.register(Box::new(m.invalidations.clone()))?;
             r.register(Box::new(m.subscription_up.clone()))?;
+            r.register(Box::new(m.subscription_failures.clone()))?;
         }
         Ok(m)
     }

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use super::{EntitySource, EntitySourceError, Fetched, UidPage};
 use crate::config::RedisArgs;
-use crate::model::Snapshot;
+use crate::model::{Problem, Snapshot};
 use metrics::RedisMetrics;
 use store::{Conn, Target};
 
@@ -76,6 +76,11 @@ enum Negative {
 /// too deep (a cycle in stored parents would otherwise never end).
 const MAX_ANCESTRY: usize = 32;
 
+/// Ids of each entity type read from Redis to check a new schema against stored data.
+const ADMIT_SAMPLE: usize = 100;
+/// Misfits named in a rejected reload's report; the rest are counted.
+const ADMIT_REPORTED: usize = 10;
+
 /// Subscription states.
 const CONNECTING: u8 = 0;
 const LIVE: u8 = 1;
@@ -98,8 +103,16 @@ pub(crate) struct Shared {
     /// Milliseconds since `started` when the subscription went down.
     down_since_ms: AtomicU64,
     started: Instant,
-    /// The command connection, set by the subscriber task once Redis answers.
+    /// The command connection, set by the subscriber task once Redis answers, and
+    /// replaced by it when a liveness `PING` on it goes unanswered.
     conn: ArcSwapOption<Conn>,
+    /// Why the subscription is not live (for `/readyz`); set with every `DOWN`.
+    down_reason: ArcSwapOption<String>,
+    /// Why the command connection is not usable, when its last liveness `PING` went
+    /// unanswered; cleared by the next answer.
+    store_problem: ArcSwapOption<String>,
+    liveness_interval: Duration,
+    liveness_timeout: Duration,
     metrics: RedisMetrics,
 }
 
@@ -129,6 +142,12 @@ impl Shared {
         }
         self.metrics.subscription_up.set(i64::from(s == LIVE));
         self.state.send_replace(s);
+    }
+
+    /// Marks the subscription down, saying why (the reason `/readyz` reports).
+    fn set_down(&self, reason: String) {
+        self.down_reason.store(Some(Arc::new(reason)));
+        self.set_state(DOWN);
     }
 
     /// Forgets everything cached.
@@ -261,6 +280,10 @@ impl RedisSource {
             down_since_ms: AtomicU64::new(0),
             started: Instant::now(),
             conn: ArcSwapOption::empty(),
+            down_reason: ArcSwapOption::empty(),
+            store_problem: ArcSwapOption::empty(),
+            liveness_interval: args.liveness_interval(),
+            liveness_timeout: args.liveness_timeout(),
             metrics,
         });
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -513,16 +536,106 @@ impl EntitySource for RedisSource {
         Ok(UidPage { uids, next })
     }
 
+    /// Reads what the subscriber task's liveness checks found (a `PING` on the
+    /// subscription and on the command connection every `--redis-liveness-interval-ms`,
+    /// each with its deadline), so a probe costs no Redis call and a hung Redis makes
+    /// the service unready within one interval plus the deadline.
     async fn ready(&self) -> Result<(), EntitySourceError> {
-        match self.shared.state() {
-            LIVE => Ok(()),
+        let shared = &self.shared;
+        match shared.state() {
+            LIVE => match shared.store_problem.load_full() {
+                None => Ok(()),
+                Some(problem) => Err(EntitySourceError::Unavailable(problem.to_string())),
+            },
             CONNECTING => Err(EntitySourceError::Unavailable(
                 "connecting to Redis".to_string(),
             )),
             _ => Err(EntitySourceError::Unavailable(
-                "the Redis invalidation subscription is down; reconnecting".to_string(),
+                shared.down_reason.load_full().map_or_else(
+                    || "the Redis invalidation subscription is down; reconnecting".to_string(),
+                    |r| r.to_string(),
+                ),
             )),
         }
+    }
+
+    /// A new schema serves only if the stored data fits it: every cached entity
+    /// (parsed under another schema) and the first [`ADMIT_SAMPLE`] ids of each type's
+    /// index in Redis are parsed under the new schema, and any that do not conform
+    /// reject the reload, naming them. Entities of types the new schema drops are not
+    /// checked: decisions never read them. When Redis cannot be read the cached
+    /// entities alone decide, since a schema that the data does not fit only makes
+    /// decisions deny.
+    async fn admit(&self, next: &Snapshot) -> Result<(), Vec<Problem>> {
+        let shared = &self.shared;
+        let mut misfits: Vec<String> = Vec::new();
+        let mut checked: HashSet<EntityUid> = HashSet::new();
+        for (uid, cached) in shared.cache.iter() {
+            if cached.schema_hash == next.schema_hash || !next.declares_type(uid.type_name()) {
+                continue;
+            }
+            checked.insert((*uid).clone());
+            let Ok(json) = cached.entity.to_json_value() else {
+                continue;
+            };
+            if let Err(e) = Entity::from_json_value(json, Some(&next.schema)) {
+                misfits.push(format!(
+                    "entity `{uid}` (cached) does not conform to the new schema: {}",
+                    crate::error_chain(&e)
+                ));
+            }
+        }
+        let mut types: Vec<&EntityTypeName> = next.entity_types.iter().collect();
+        types.sort_by_key(|t| t.to_string());
+        for ty in types {
+            let page = match self.list(ty, None, ADMIT_SAMPLE, next).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot sample Redis for the new schema; checked the cached entities only");
+                    break;
+                }
+            };
+            let uids: Vec<EntityUid> = page
+                .uids
+                .into_iter()
+                .filter(|u| !checked.contains(u))
+                .collect();
+            let keys: Vec<String> = uids
+                .iter()
+                .map(|u| store::entity_key(&shared.prefix, u))
+                .collect();
+            let values = match shared.mget(&keys).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot sample Redis for the new schema; checked the cached entities only");
+                    break;
+                }
+            };
+            for (uid, value) in uids.iter().zip(values) {
+                if let Some(bytes) = value {
+                    if let Err(m) = Self::parse(uid, &bytes, next) {
+                        misfits.push(m.replace("the schema", "the new schema"));
+                    }
+                }
+            }
+        }
+        if misfits.is_empty() {
+            return Ok(());
+        }
+        misfits.sort();
+        let more = misfits.len().saturating_sub(ADMIT_REPORTED);
+        let mut problems: Vec<Problem> = misfits
+            .into_iter()
+            .take(ADMIT_REPORTED)
+            .map(|m| Problem::file("redis", m))
+            .collect();
+        if more > 0 {
+            problems.push(Problem::file(
+                "redis",
+                format!("and {more} more stored entities that do not conform"),
+            ));
+        }
+        Err(problems)
     }
 
     fn kind(&self) -> &'static str {
