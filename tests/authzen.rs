@@ -17,7 +17,10 @@ use std::path::PathBuf;
 
 use common::TestServer;
 use http::Method;
+use portcullis::authzen::token::PageTokenKey;
 use portcullis::config::ServeArgs;
+use portcullis::entities::SourceGate;
+use portcullis::model::reload::{ReloadOutcome, Trigger};
 use serde_json::{json, Value};
 
 const EVALUATION: &str = "/access/v1/evaluation";
@@ -438,20 +441,8 @@ async fn action_search_lists_exactly_the_bookkeepers_actions_on_the_invoice() {
 #[tokio::test]
 async fn search_work_per_call_is_bounded_and_tokens_are_bound_to_the_request() {
     let dir = tempfile::tempdir().unwrap();
-    let mapping = dir.path().join("authzen.yaml");
-    let shipped = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/portal/authzen.yaml"),
-    )
-    .unwrap();
-    std::fs::write(
-        &mapping,
-        shipped
-            .replace("max_candidates: 1000", "max_candidates: 2")
-            .replace("fetch_size: 100", "fetch_size: 3"),
-    )
-    .unwrap();
     let mut args = ServeArgs::default();
-    args.model.authzen_mapping = Some(mapping);
+    args.model.authzen_mapping = Some(small_search_mapping(dir.path()));
     let server = TestServer::start(args).await;
 
     let query = json!({
@@ -509,6 +500,231 @@ async fn search_work_per_call_is_bounded_and_tokens_are_bound_to_the_request() {
     // Every candidate of the paged search was evaluated once, plus two by the first
     // call above: the metric counts exactly that.
 
+    server.stop().await;
+}
+
+/// The portal mapping with search limits small enough that the seven users take
+/// several calls: two candidates evaluated per call, three fetched at a time.
+fn small_search_mapping(dir: &std::path::Path) -> PathBuf {
+    let mapping = dir.join("authzen.yaml");
+    let shipped = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/portal/authzen.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        &mapping,
+        shipped
+            .replace("max_candidates: 1000", "max_candidates: 2")
+            .replace("fetch_size: 100", "fetch_size: 3"),
+    )
+    .unwrap();
+    mapping
+}
+
+/// A page token key file holding `key`.
+fn key_file(dir: &std::path::Path, name: &str, key: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{key}\n")).unwrap();
+    path
+}
+
+/// A server on the small-limits mapping, its page tokens signed with `key` (a random
+/// per-process key when `None`).
+async fn paging_server(dir: &std::path::Path, key: Option<PathBuf>) -> TestServer {
+    let mut args = ServeArgs::default();
+    args.model.authzen_mapping = Some(small_search_mapping(dir));
+    args.authzen.page_token_key_file = key;
+    TestServer::start(args).await
+}
+
+fn who_may_view_acmes_invoice() -> Value {
+    json!({
+        "subject": {"type": "user"},
+        "action": action("ViewInvoice"),
+        "resource": invoice("inv-1001"),
+    })
+}
+
+/// The payload of a page token as the server writes it: JSON, in hex, before the dot
+/// that precedes the tag.
+fn token_payload(token: &str) -> Value {
+    let (payload, _tag) = token.split_once('.').expect("a sealed token");
+    let bytes: Vec<u8> = (0..payload.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&payload[i..i + 2], 16).unwrap())
+        .collect();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn candidates_evaluated(metrics: &str) -> f64 {
+    common::metric(
+        metrics,
+        r#"portcullis_authzen_search_candidates_total{search="subject"}"#,
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_forged_altered_or_truncated_page_token_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "the-page-token-key-of-this-test-0123456789";
+    let key = key_file(dir.path(), "page-token.key", secret);
+    let server = paging_server(dir.path(), Some(key.clone())).await;
+    let query = who_may_view_acmes_invoice();
+
+    // A genuine token pages through to the end.
+    let (ids, pages) = search_all(&server, "/access/v1/search/subject", query.clone()).await;
+    assert_eq!(ids, vec!["bea", "olivia"]);
+    assert!(pages >= 4, "{pages} pages");
+
+    let first = server.post("/access/v1/search/subject", &query).await;
+    let token = first.json["page"]["next_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let payload = token_payload(&token);
+    assert_eq!(payload["n"], 3, "{payload}");
+
+    let ours = PageTokenKey::from_file(&key).unwrap();
+    let wrong = PageTokenKey::from_file(&key_file(
+        dir.path(),
+        "wrong.key",
+        "not-the-key-this-server-was-given-0123456789",
+    ))
+    .unwrap();
+    let mut huge_chunk = payload.clone();
+    huge_chunk["n"] = json!(1_000_000_000u64);
+    let huge_chunk = serde_json::to_vec(&huge_chunk).unwrap();
+    let mut max_chunk = payload.clone();
+    max_chunk["n"] = json!(u64::MAX);
+    let max_chunk = serde_json::to_vec(&max_chunk).unwrap();
+    let (_, genuine_tag) = token.split_once('.').unwrap();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+
+    let mut flipped = token.clone().into_bytes();
+    flipped[4] = if flipped[4] == b'0' { b'1' } else { b'0' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    // (what the token is, the token)
+    let cases = [
+        ("one byte flipped", flipped),
+        ("truncated", token[..token.len() - 2].to_string()),
+        ("without its tag", token.split_once('.').unwrap().0.to_string()),
+        ("re-signed with the wrong key", wrong.seal(&huge_chunk)),
+        (
+            "a huge chunk size under the genuine tag",
+            format!("{}.{genuine_tag}", hex(&huge_chunk)),
+        ),
+        ("a huge chunk size, unsigned", hex(&huge_chunk)),
+        // Even under the right key, every field is bounded by the configured limits.
+        ("a huge chunk size under the right key", ours.seal(&huge_chunk)),
+        ("the largest integer under the right key", ours.seal(&max_chunk)),
+    ];
+    let before = candidates_evaluated(&server.admin_get("/metrics").await.text);
+    for (what, forged) in cases {
+        let mut body = query.clone();
+        body["page"] = json!({"token": forged});
+        let reply = server.post("/access/v1/search/subject", &body).await;
+        assert_eq!(reply.status, 400, "{what}: {}", reply.text);
+        assert_eq!(reply.json["error"], "invalid_page_token", "{what}");
+        assert!(
+            reply.json["message"]
+                .as_str()
+                .unwrap()
+                .contains("`page.token`"),
+            "{what}: {}",
+            reply.text
+        );
+    }
+    // Refused before a single candidate was listed or evaluated.
+    let metrics = server.admin_get("/metrics").await.text;
+    assert_eq!(candidates_evaluated(&metrics), before, "{metrics}");
+    assert!(
+        !metrics.contains("entity_store_unavailable"),
+        "no store error is counted: {metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_one_key_file_two_servers_accept_each_others_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(
+        dir.path(),
+        "page-token.key",
+        "a-key-shared-by-every-replica-0123456789",
+    );
+    let a = paging_server(dir.path(), Some(key.clone())).await;
+    let b = paging_server(dir.path(), Some(key)).await;
+    let own_key = paging_server(dir.path(), None).await;
+    let mut body = who_may_view_acmes_invoice();
+    let mut ids = Vec::new();
+    let mut calls = 0;
+    loop {
+        // The calls alternate between the two replicas.
+        let server = if calls % 2 == 0 { &a } else { &b };
+        calls += 1;
+        let reply = server.post("/access/v1/search/subject", &body).await;
+        assert_eq!(reply.status, 200, "call {calls}: {}", reply.text);
+        for r in reply.json["results"].as_array().unwrap() {
+            ids.push(r["id"].as_str().unwrap().to_string());
+        }
+        let next = reply.json["page"]["next_token"].as_str().unwrap_or("");
+        if next.is_empty() {
+            break;
+        }
+        // A replica with a key of its own does not accept another's token.
+        body["page"] = json!({"token": next});
+        let refused = own_key.post("/access/v1/search/subject", &body).await;
+        assert_eq!(refused.status, 400, "{}", refused.text);
+        assert_eq!(refused.json["error"], "invalid_page_token");
+        assert!(calls < 50, "pagination does not end");
+    }
+    assert_eq!(ids, vec!["bea", "olivia"]);
+    assert!(calls >= 4, "{calls} calls");
+    a.stop().await;
+    b.stop().await;
+    own_key.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_issued_before_a_reload_is_refused_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = paging_server(dir.path(), None).await;
+    let query = who_may_view_acmes_invoice();
+    let first = server.post("/access/v1/search/subject", &query).await;
+    let mut follow_up = query.clone();
+    follow_up["page"] = json!({"token": first.json["page"]["next_token"]});
+    assert_eq!(
+        server
+            .post("/access/v1/search/subject", &follow_up)
+            .await
+            .status,
+        200
+    );
+
+    // The mapping changes (its limits stay): the model is a new one.
+    let mapping = dir.path().join("authzen.yaml");
+    let mut text = std::fs::read_to_string(&mapping).unwrap();
+    text.push_str("# changed\n");
+    std::fs::write(&mapping, text).unwrap();
+    let gate = SourceGate(server.app.entities.clone());
+    let outcome = server.app.model.reload(Trigger::Manual, &gate).await;
+    assert!(
+        matches!(outcome, ReloadOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+
+    let refused = server.post("/access/v1/search/subject", &follow_up).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert_eq!(refused.json["error"], "invalid_page_token");
+    assert!(
+        refused.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("reloaded"),
+        "{}",
+        refused.text
+    );
     server.stop().await;
 }
 

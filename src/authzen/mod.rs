@@ -6,12 +6,14 @@
 //! - [`wire`]: the spec's request and response shapes, read with field-named errors.
 //! - [`convert`]: AuthZEN values into Cedar's JSON value format by the schema's types.
 //! - [`search`]: subject, resource and action search with opaque page tokens.
+//! - [`token`]: the key that seals page tokens, so only this PDP's tokens resume.
 //!
 //! The mapping of AuthZEN names to Cedar names and the schema's types are part of the
 //! model snapshot, checked against its schema and reloaded with it.
 
 pub mod convert;
 pub mod search;
+pub mod token;
 pub mod wire;
 
 use cedar_policy::{EntityTypeName, EntityUid};
@@ -49,8 +51,9 @@ pub enum AuthzenError {
     /// Described entities do not fit the schema.
     #[error("{0}")]
     InvalidProperties(String),
-    #[error("`page.token` is not a token this PDP issued for this request (every other field must be identical to the first request's)")]
-    InvalidPageToken,
+    /// A page token this PDP did not issue, or not for this request and model.
+    #[error("`page.token`: {reason}")]
+    InvalidPageToken { reason: &'static str },
     #[error("`evaluations` holds {count} evaluations; the limit is {limit}")]
     BatchTooLarge { count: usize, limit: usize },
     /// The entity store could not be reached; the decision is a Deny.
@@ -68,7 +71,7 @@ impl AuthzenError {
             AuthzenError::UnknownAction { .. } => "unknown_action",
             AuthzenError::Convert(_) => "invalid_field",
             AuthzenError::InvalidProperties(_) => "invalid_properties",
-            AuthzenError::InvalidPageToken => "invalid_page_token",
+            AuthzenError::InvalidPageToken { .. } => "invalid_page_token",
             AuthzenError::BatchTooLarge { .. } => "batch_too_large",
             AuthzenError::StoreUnavailable(_) => "entity_store_unavailable",
         }
@@ -86,6 +89,8 @@ pub struct Authzen {
     /// Base URL the discovery document advertises; when absent it is built from the
     /// request's `Host` and the listener's scheme.
     pub public_base_url: Option<String>,
+    /// Seals and opens search page tokens.
+    pub page_tokens: token::PageTokenKey,
     search_candidates: prometheus::IntCounterVec,
 }
 
@@ -93,6 +98,7 @@ impl Authzen {
     /// Registers the service's metrics in `registry`.
     pub fn new(
         public_base_url: Option<String>,
+        page_tokens: token::PageTokenKey,
         registry: &prometheus::Registry,
     ) -> Result<Self, prometheus::Error> {
         let search_candidates = prometheus::IntCounterVec::new(
@@ -105,6 +111,7 @@ impl Authzen {
         registry.register(Box::new(search_candidates.clone()))?;
         Ok(Self {
             public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_string()),
+            page_tokens,
             search_candidates,
         })
     }

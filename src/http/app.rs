@@ -4,6 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::authzen::token::PageTokenKey;
 use crate::authzen::Authzen;
 use crate::config::{ModelArgs, ServeArgs, TlsArgs};
 use crate::decision::Recorder;
@@ -83,7 +84,15 @@ impl App {
         let tls = open_tls(&args.tls)?;
         let metrics = Arc::new(Metrics::new()?);
         let entities = open_entities(&args.entity, Some(&metrics))?;
-        let authzen = Authzen::new(args.authzen.public_base_url.clone(), &metrics.registry)?;
+        let page_tokens = match &args.authzen.page_token_key_file {
+            Some(path) => PageTokenKey::from_file(path)?,
+            None => PageTokenKey::random()?,
+        };
+        let authzen = Authzen::new(
+            args.authzen.public_base_url.clone(),
+            page_tokens,
+            &metrics.registry,
+        )?;
         let gateway = Gateway::new(settings, &metrics.registry)?;
         let model = Arc::new(Model::new(snapshot, args.model.clone(), file, &metrics));
         Ok(Self {
