@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use common::TestServer;
 use http::Method;
 use portcullis::authzen::token::PageTokenKey;
-use portcullis::config::ServeArgs;
+use portcullis::config::{RequireEntities, ServeArgs};
 use portcullis::entities::SourceGate;
 use portcullis::model::reload::{ReloadOutcome, Trigger};
 use serde_json::{json, Value};
@@ -831,6 +831,13 @@ async fn the_request_id_is_echoed() {
 }
 
 async fn library(precedence: Option<&str>) -> (TestServer, tempfile::TempDir) {
+    library_with(precedence, RequireEntities::default()).await
+}
+
+async fn library_with(
+    precedence: Option<&str>,
+    require: RequireEntities,
+) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut mapping = std::fs::read_to_string(fixture("library/authzen.yaml")).unwrap();
     if let Some(p) = precedence {
@@ -843,6 +850,7 @@ async fn library(precedence: Option<&str>) -> (TestServer, tempfile::TempDir) {
     args.model.policies = Some(fixture("library/policies"));
     args.entity.entities = Some(fixture("library/entities.json"));
     args.model.authzen_mapping = Some(mapping_path);
+    args.entity.require_entities = require;
     (TestServer::start(args).await, dir)
 }
 
@@ -971,6 +979,82 @@ async fn a_non_portal_schema_is_served_with_configuration_only() {
         server.post(EVALUATION, &carol).await.json["decision"],
         false
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_search_about_what_the_pdp_does_not_know_finds_nothing() {
+    // Plain Cedar semantics for decisions: `read-open-or-own` then allows anyone,
+    // held or not, to read an open book. A search still finds only what exists.
+    let (server, _dir) = library_with(None, RequireEntities::None).await;
+    let read = action("read");
+    let nobody = member("zed");
+    // (what, endpoint, request)
+    let cases = [
+        (
+            "actions of a member nobody holds",
+            "/access/v1/search/action",
+            json!({"subject": nobody, "resource": book("b2")}),
+        ),
+        (
+            "actions on a book nobody holds",
+            "/access/v1/search/action",
+            json!({"subject": member("alice"), "resource": book("b404")}),
+        ),
+        (
+            "actions of a type the PDP does not know",
+            "/access/v1/search/action",
+            json!({"subject": {"type": "robot", "id": "r2"}, "resource": book("b1")}),
+        ),
+        (
+            "readers of a book nobody holds",
+            "/access/v1/search/subject",
+            json!({"subject": {"type": "Library::Member"}, "action": read, "resource": book("b404")}),
+        ),
+        (
+            "readers of a type the PDP does not know",
+            "/access/v1/search/subject",
+            json!({"subject": {"type": "robot"}, "action": read, "resource": book("b1")}),
+        ),
+        (
+            "books a member nobody holds may read",
+            "/access/v1/search/resource",
+            json!({"subject": nobody, "action": read, "resource": {"type": "book"}}),
+        ),
+        (
+            "things of a type the PDP does not know",
+            "/access/v1/search/resource",
+            json!({"subject": member("alice"), "action": read, "resource": {"type": "spaceship"}}),
+        ),
+        (
+            "books of a member of a type the PDP does not know",
+            "/access/v1/search/resource",
+            json!({"subject": {"type": "robot", "id": "r2"}, "action": read, "resource": {"type": "book"}}),
+        ),
+    ];
+    for (what, path, request) in cases {
+        let reply = server.post(path, &request).await;
+        assert_eq!(reply.status, 200, "{what}: {}", reply.text);
+        assert_eq!(reply.json["results"], json!([]), "{what}: {}", reply.text);
+    }
+
+    // The same searches about entities that exist find them.
+    let reply = server
+        .post(
+            "/access/v1/search/action",
+            &json!({"subject": member("alice"), "resource": book("b1")}),
+        )
+        .await;
+    assert_eq!(reply.json["results"], json!([{"name": "can_read"}]));
+    // A member the store lacks but the request describes is searched for (b2 is open).
+    let described = json!({"type": "Library::Member", "id": "carol", "properties": {"department": "art", "level": 4}});
+    let reply = server
+        .post(
+            "/access/v1/search/action",
+            &json!({"subject": described, "resource": book("b2")}),
+        )
+        .await;
+    assert_eq!(reply.json["results"], json!([{"name": "can_read"}]), "{}", reply.text);
     server.stop().await;
 }
 

@@ -7,7 +7,12 @@
 //! page or the bound, answers with an opaque `next_token` that says where to resume:
 //! the source cursor the current chunk was fetched with and how many of that chunk
 //! were already examined. The token also carries a fingerprint of the request, so a
-//! token replayed with a changed request is refused as the spec asks.
+//! token replayed with a changed request is refused as the spec asks, and is sealed
+//! with the service's key ([`super::token`]).
+//!
+//! A search about something the PDP does not know (a type it does not recognise, an
+//! entity neither stored nor described) finds nothing: an empty result, never an
+//! error and never a guess from policies that allow any principal or resource.
 
 use cedar_policy::{EntityId, EntityUid};
 use serde::{Deserialize, Serialize};
@@ -171,6 +176,45 @@ fn source_error(e: EntitySourceError) -> AuthzenError {
     }
 }
 
+/// Whether the entity source holds `uid`, or the request describes it with properties
+/// the decisions will use. A search about an entity nobody holds finds nothing, rather
+/// than what policies allow any principal or resource.
+async fn held_or_described(
+    scope: &Scope<'_>,
+    uid: &EntityUid,
+    described: &[Described],
+) -> Result<bool, AuthzenError> {
+    if described
+        .iter()
+        .any(|d| &d.uid == uid && !d.attrs.is_empty())
+    {
+        return Ok(true);
+    }
+    match scope
+        .source
+        .entities_for(std::slice::from_ref(uid), scope.snapshot)
+        .await
+    {
+        Ok(fetched) => Ok(fetched.entities.get(uid).is_some()),
+        Err(EntitySourceError::Unavailable(m)) => Err(AuthzenError::StoreUnavailable(format!(
+            "entity store unavailable: {m}"
+        ))),
+        // Stored but unusable: each decision denies, naming the entity.
+        Err(EntitySourceError::InvalidData { .. }) => Ok(true),
+    }
+}
+
+/// The answer of a search that can find nothing.
+fn nothing() -> SearchOut {
+    SearchOut {
+        page: PageOut {
+            next_token: String::new(),
+            count: 0,
+        },
+        results: Vec::new(),
+    }
+}
+
 /// Subject or resource search.
 pub async fn entities(
     scope: &Scope<'_>,
@@ -189,8 +233,14 @@ pub async fn entities(
         SearchKind::Subject => (&req.subject, "subject", &req.resource, "resource"),
         _ => (&req.resource, "resource", &req.subject, "subject"),
     };
-    let searched_type = scope.cedar_type(&searched.ty, searched_field)?;
-    let fixed_uid = scope.uid(fixed, fixed_field)?;
+    // A type the PDP does not recognise, searched for or given, has no entity that
+    // could be found: the answer is empty, not an error.
+    let (Ok(searched_type), Ok(fixed_uid)) = (
+        scope.cedar_type(&searched.ty, searched_field),
+        scope.uid(fixed, fixed_field),
+    ) else {
+        return Ok(nothing());
+    };
     let context = scope.context(
         &action,
         req.context.as_ref(),
@@ -217,6 +267,9 @@ pub async fn entities(
         )?
         .into_iter()
         .collect();
+    if !held_or_described(scope, &fixed_uid, &fixed_described).await? {
+        return Ok(nothing());
+    }
     let mut results = Vec::new();
     let mut examined = 0usize;
     let next_token = loop {
@@ -297,8 +350,12 @@ pub async fn actions(
     req: &Search,
     body: &Value,
 ) -> Result<SearchOut, AuthzenError> {
-    let principal = scope.uid(&req.subject, "subject")?;
-    let resource = scope.uid(&req.resource, "resource")?;
+    let (Ok(principal), Ok(resource)) = (
+        scope.uid(&req.subject, "subject"),
+        scope.uid(&req.resource, "resource"),
+    ) else {
+        return Ok(nothing());
+    };
     let schema = &scope.snapshot.schema;
     let mut candidates: Vec<EntityUid> = schema
         .actions_for_principal_and_resource(principal.type_name(), resource.type_name())
@@ -318,6 +375,11 @@ pub async fn actions(
     .into_iter()
     .flatten()
     .collect();
+    for uid in [&principal, &resource] {
+        if !held_or_described(scope, uid, &described).await? {
+            return Ok(nothing());
+        }
+    }
     let budget = scope.snapshot.mapping.search.max_candidates;
     let mut results = Vec::new();
     let mut next_token = String::new();
