@@ -310,11 +310,14 @@ async fn an_evaluation_in_error_does_not_fail_the_batch() {
         decisions(&reply.json),
         vec![true, false, false, false, true]
     );
-    for (i, needle) in [
-        (1, "spaceship"),
-        (2, "FlyToTheMoon"),
-        (3, "evaluations[3].resource"),
-    ] {
+    // An action the PDP does not know is a deny, not an error.
+    let unknown = &reply.json["evaluations"][2]["context"];
+    assert!(unknown.get("error").is_none(), "{unknown}");
+    assert!(
+        unknown["reason"].as_str().unwrap().contains("FlyToTheMoon"),
+        "{unknown}"
+    );
+    for (i, needle) in [(1, "spaceship"), (3, "evaluations[3].resource")] {
         let error = &reply.json["evaluations"][i]["context"]["error"];
         assert_eq!(error["status"], 400, "{i}: {error}");
         assert!(
@@ -322,6 +325,116 @@ async fn an_evaluation_in_error_does_not_fail_the_batch() {
             "{i}: {error}"
         );
     }
+    server.stop().await;
+}
+
+/// A server on the portal whose mapping answers unknown action names as it says.
+async fn portal_with_unknown_actions(dir: &std::path::Path, unknown_actions: &str) -> TestServer {
+    let mapping = dir.join("authzen.yaml");
+    let mut text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/portal/authzen.yaml"),
+    )
+    .unwrap();
+    text.push_str(&format!("unknown_actions: {unknown_actions}\n"));
+    std::fs::write(&mapping, text).unwrap();
+    let mut args = ServeArgs::default();
+    args.model.authzen_mapping = Some(mapping);
+    TestServer::start(args).await
+}
+
+#[tokio::test]
+async fn an_unknown_action_is_a_deny_unless_the_mapping_asks_for_an_error() {
+    let fly = eval(user("bea"), "FlyToTheMoon", invoice("inv-1001"));
+    let batch = json!({
+        "subject": user("bea"),
+        "resource": invoice("inv-1001"),
+        "evaluations": [{"action": action("FlyToTheMoon")}, {"action": action("PayInvoice")}],
+    });
+    let readers = json!({
+        "subject": {"type": "user"},
+        "action": action("FlyToTheMoon"),
+        "resource": invoice("inv-1001"),
+    });
+    let invoices = json!({
+        "subject": user("bea"),
+        "action": action("FlyToTheMoon"),
+        "resource": {"type": "invoice"},
+    });
+
+    // The default: a deny with the reason, an empty search.
+    let server = TestServer::portal().await;
+    let reply = server.post(EVALUATION, &fly).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["decision"], false);
+    assert!(
+        reply.json["context"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("`FlyToTheMoon`"),
+        "{}",
+        reply.text
+    );
+    let reply = server.post(EVALUATIONS, &batch).await;
+    assert_eq!(decisions(&reply.json), vec![false, true], "{}", reply.text);
+    for (path, body) in [
+        ("/access/v1/search/subject", &readers),
+        ("/access/v1/search/resource", &invoices),
+    ] {
+        let reply = server.post(path, body).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+        assert_eq!(reply.json["results"], json!([]), "{path}");
+    }
+    // The deny is recorded like a decision; the Cedar-native API stays strict.
+    let metrics = server.admin_get("/metrics").await.text;
+    assert!(
+        metrics.contains(r#"portcullis_errors_total{kind="undecidable"} 2"#),
+        "{metrics}"
+    );
+    let cedar = server
+        .post(
+            "/v1/is_authorized",
+            &common::request(
+                &common::uid("User", "bea"),
+                "FlyToTheMoon",
+                &common::uid("Invoice", "inv-1001"),
+            ),
+        )
+        .await;
+    assert_eq!(cedar.status, 400, "{}", cedar.text);
+    assert_eq!(cedar.json["error"], "unknown_action");
+    server.stop().await;
+
+    // `unknown_actions: reject`: a 400 naming the action, everywhere.
+    let dir = tempfile::tempdir().unwrap();
+    let server = portal_with_unknown_actions(dir.path(), "reject").await;
+    for (path, body) in [
+        (EVALUATION, &fly),
+        ("/access/v1/search/subject", &readers),
+        ("/access/v1/search/resource", &invoices),
+    ] {
+        let reply = server.post(path, body).await;
+        assert_eq!(reply.status, 400, "{path}: {}", reply.text);
+        assert_eq!(reply.json["error"], "unknown_action", "{path}");
+        assert!(
+            reply.json["message"]
+                .as_str()
+                .unwrap()
+                .contains("FlyToTheMoon"),
+            "{path}: {}",
+            reply.text
+        );
+    }
+    let reply = server.post(EVALUATIONS, &batch).await;
+    assert_eq!(decisions(&reply.json), vec![false, true], "{}", reply.text);
+    assert_eq!(
+        reply.json["evaluations"][0]["context"]["error"]["code"],
+        "unknown_action"
+    );
+    server.stop().await;
+
+    // Written out, `deny` is the default.
+    let server = portal_with_unknown_actions(dir.path(), "deny").await;
+    assert_eq!(server.post(EVALUATION, &fly).await.json["decision"], false);
     server.stop().await;
 }
 
@@ -608,7 +721,10 @@ async fn a_forged_altered_or_truncated_page_token_is_refused_before_any_work() {
     let cases = [
         ("one byte flipped", flipped),
         ("truncated", token[..token.len() - 2].to_string()),
-        ("without its tag", token.split_once('.').unwrap().0.to_string()),
+        (
+            "without its tag",
+            token.split_once('.').unwrap().0.to_string(),
+        ),
         ("re-signed with the wrong key", wrong.seal(&huge_chunk)),
         (
             "a huge chunk size under the genuine tag",
@@ -616,8 +732,14 @@ async fn a_forged_altered_or_truncated_page_token_is_refused_before_any_work() {
         ),
         ("a huge chunk size, unsigned", hex(&huge_chunk)),
         // Even under the right key, every field is bounded by the configured limits.
-        ("a huge chunk size under the right key", ours.seal(&huge_chunk)),
-        ("the largest integer under the right key", ours.seal(&max_chunk)),
+        (
+            "a huge chunk size under the right key",
+            ours.seal(&huge_chunk),
+        ),
+        (
+            "the largest integer under the right key",
+            ours.seal(&max_chunk),
+        ),
     ];
     let before = candidates_evaluated(&server.admin_get("/metrics").await.text);
     for (what, forged) in cases {
@@ -777,7 +899,6 @@ async fn malformed_requests_get_400_with_a_message_naming_the_field() {
         (json!({"subject": {"type": "user"}, "action": action("PayInvoice"), "resource": invoice("inv-1001")}).to_string().into_bytes(), &json_ct, "missing_field", "`subject.id`"),
         (json!({"subject": user("bea"), "action": {}, "resource": invoice("inv-1001")}).to_string().into_bytes(), &json_ct, "missing_field", "`action.name`"),
         (json!({"subject": user("bea"), "action": action("PayInvoice"), "resource": invoice("inv-1001"), "context": "now"}).to_string().into_bytes(), &json_ct, "invalid_field", "`context`"),
-        (eval(user("bea"), "FlyToTheMoon", invoice("inv-1001")).to_string().into_bytes(), &json_ct, "unknown_action", "FlyToTheMoon"),
         (eval(json!({"type": "robot", "id": "r2"}), "PayInvoice", invoice("inv-1001")).to_string().into_bytes(), &json_ct, "unknown_entity_type", "`subject.type`"),
         (eval(user("bea"), "PayInvoice", json!({"type": "account", "id": "acme"})).to_string().into_bytes(), &json_ct, "request_not_in_schema", "resource"),
     ];
@@ -1054,7 +1175,12 @@ async fn a_search_about_what_the_pdp_does_not_know_finds_nothing() {
             &json!({"subject": described, "resource": book("b2")}),
         )
         .await;
-    assert_eq!(reply.json["results"], json!([{"name": "can_read"}]), "{}", reply.text);
+    assert_eq!(
+        reply.json["results"],
+        json!([{"name": "can_read"}]),
+        "{}",
+        reply.text
+    );
     server.stop().await;
 }
 

@@ -24,7 +24,7 @@ use crate::decision::{
 };
 use crate::entities::EntitySource;
 use crate::model::schema_types::Ty;
-use crate::model::Snapshot;
+use crate::model::{Snapshot, UnknownActions};
 use convert::{convert, convert_record, ConvertError};
 use wire::{DecisionOut, EntityRef, Evaluation, EvaluationsRequest, Semantic, WireError};
 
@@ -178,6 +178,31 @@ impl Scope<'_> {
         ))
     }
 
+    /// Whether an unknown action name is answered as a deny (and an empty search)
+    /// rather than a 400, as the mapping's `unknown_actions` says.
+    pub fn unknown_actions_deny(&self) -> bool {
+        self.snapshot.mapping.unknown_actions == UnknownActions::Deny
+    }
+
+    /// The answer to an evaluation of an unknown action (`e`, an
+    /// [`AuthzenError::UnknownAction`]): a Deny with the reason in its context, recorded
+    /// like every decision; or, with `unknown_actions: reject`, the error.
+    fn unknown_action(&self, e: AuthzenError) -> Result<DecisionOut, AuthzenError> {
+        if !self.unknown_actions_deny() {
+            return Err(e);
+        }
+        let outcome = Outcome::Undecidable(e.to_string());
+        self.call.record(None, &outcome);
+        let mut context = Map::new();
+        if let Some(reason) = outcome.decision().errors.into_iter().next() {
+            context.insert("reason".into(), Value::from(reason));
+        }
+        Ok(DecisionOut {
+            decision: false,
+            context: Some(context),
+        })
+    }
+
     pub fn action(&self, a: &wire::Action, field: &str) -> Result<EntityUid, AuthzenError> {
         self.snapshot
             .mapping
@@ -313,7 +338,10 @@ pub async fn evaluate(
     explain: bool,
 ) -> Result<DecisionOut, AuthzenError> {
     let principal = scope.uid(&e.subject, "subject")?;
-    let action = scope.action(&e.action, "action")?;
+    let action = match scope.action(&e.action, "action") {
+        Ok(action) => action,
+        Err(unknown) => return scope.unknown_action(unknown),
+    };
     let resource = scope.uid(&e.resource, "resource")?;
     let context = scope.context(&action, e.context.as_ref(), e.action.properties.as_ref())?;
     let checked = scope.check(principal.clone(), action, resource.clone(), context)?;

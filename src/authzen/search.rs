@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::wire::{PageOut, Search, SearchKind, SearchOut, WireError};
 use super::token::PageTokenKey;
+use super::wire::{PageOut, Search, SearchKind, SearchOut, WireError};
 use super::{AuthzenError, Scope};
 use crate::decision::Described;
 use crate::entities::EntitySourceError;
@@ -158,7 +158,8 @@ fn start(
     Ok((t.l, t))
 }
 
-const TOKEN_NOT_OURS: &str = "not a token this PDP issued (it is malformed, altered, truncated or signed with another key)";
+const TOKEN_NOT_OURS: &str =
+    "not a token this PDP issued (it is malformed, altered, truncated or signed with another key)";
 const TOKEN_OTHER_MODEL: &str =
     "issued under a model that has since been reloaded; start the search again without a token";
 const TOKEN_OTHER_REQUEST: &str = "issued for a different request (every field but `page.token` must be identical to the first request's)";
@@ -228,7 +229,12 @@ pub async fn entities(
             message: "`action` is required".to_string(),
         })
     })?;
-    let action = scope.action(action_ref, "action")?;
+    let action = match scope.action(action_ref, "action") {
+        Ok(action) => action,
+        // No entity may do an action the PDP does not know.
+        Err(_) if scope.unknown_actions_deny() => return Ok(nothing()),
+        Err(unknown) => return Err(unknown),
+    };
     let (searched, searched_field, fixed, fixed_field) = match kind {
         SearchKind::Subject => (&req.subject, "subject", &req.resource, "resource"),
         _ => (&req.resource, "resource", &req.subject, "subject"),

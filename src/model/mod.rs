@@ -26,7 +26,7 @@ pub mod snapshot;
 pub mod source;
 
 pub use compile::{compile, load, parse_schema, TemplateLink};
-pub use mapping::{Mapping, Precedence, SearchConfig};
+pub use mapping::{Mapping, Precedence, SearchConfig, UnknownActions};
 pub use reload::{Gate, Model, ReloadOptions, ReloadOutcome, ReloadStatus, ReloadTask, Trigger};
 pub use routes::RouteTable;
 pub use schema_types::SchemaTypes;
