@@ -711,6 +711,10 @@ async fn a_forged_altered_or_truncated_page_token_is_refused_before_any_work() {
     let mut max_chunk = payload.clone();
     max_chunk["n"] = json!(u64::MAX);
     let max_chunk = serde_json::to_vec(&max_chunk).unwrap();
+    // Within every limit, so that only the tag can tell.
+    let mut rewound = payload.clone();
+    rewound["s"] = json!(if payload["s"] == 0 { 1 } else { 0 });
+    let rewound = serde_json::to_vec(&rewound).unwrap();
     let (_, genuine_tag) = token.split_once('.').unwrap();
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
 
@@ -725,7 +729,15 @@ async fn a_forged_altered_or_truncated_page_token_is_refused_before_any_work() {
             "without its tag",
             token.split_once('.').unwrap().0.to_string(),
         ),
-        ("re-signed with the wrong key", wrong.seal(&huge_chunk)),
+        ("re-signed with the wrong key", wrong.seal(&rewound)),
+        (
+            "rewound under the genuine tag",
+            format!("{}.{genuine_tag}", hex(&rewound)),
+        ),
+        (
+            "a huge chunk size, signed with the wrong key",
+            wrong.seal(&huge_chunk),
+        ),
         (
             "a huge chunk size under the genuine tag",
             format!("{}.{genuine_tag}", hex(&huge_chunk)),
