@@ -447,17 +447,19 @@ async fn search_all(server: &TestServer, path: &str, mut body: Value) -> (Vec<St
         assert_eq!(reply.status, 200, "{}", reply.text);
         pages += 1;
         let results = reply.json["results"].as_array().unwrap();
-        assert_eq!(reply.json["page"]["count"], results.len());
-        if let Some(limit) = body["page"]["limit"].as_u64() {
-            assert!(results.len() as u64 <= limit);
-        }
         for r in results {
             ids.push(r["id"].as_str().or(r["name"].as_str()).unwrap().to_string());
         }
-        let next = reply.json["page"]["next_token"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        // Without a `page` in the request, a whole answer carries none.
+        let Some(page) = reply.json.get("page") else {
+            assert!(body.get("page").is_none(), "{body}: {}", reply.text);
+            return (ids, pages);
+        };
+        assert_eq!(page["count"], results.len());
+        if let Some(limit) = body["page"]["limit"].as_u64() {
+            assert!(results.len() as u64 <= limit);
+        }
+        let next = page["next_token"].as_str().unwrap().to_string();
         if next.is_empty() {
             return (ids, pages);
         }
@@ -479,7 +481,6 @@ async fn subject_search_finds_who_may_view_acmes_invoice_across_pages() {
     assert_eq!(
         whole.json,
         json!({
-            "page": {"next_token": "", "count": 2},
             "results": [{"type": "user", "id": "bea"}, {"type": "user", "id": "olivia"}]
         })
     );
@@ -535,7 +536,7 @@ async fn action_search_lists_exactly_the_bookkeepers_actions_on_the_invoice() {
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, BTreeSet::from(["PayInvoice", "ViewInvoice"]));
-    assert_eq!(reply.json["page"]["next_token"], "");
+    assert!(reply.json.get("page").is_none(), "{}", reply.text);
 
     let walt = server
         .post("/access/v1/search/action", &query("walt"))
@@ -549,6 +550,95 @@ async fn action_search_lists_exactly_the_bookkeepers_actions_on_the_invoice() {
     assert_eq!(ids.len(), 2);
     assert_eq!(pages, 2);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_search_answers_with_a_page_only_when_it_means_something() {
+    let server = TestServer::portal().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bounded = paging_server(dir.path(), None).await;
+    let viewers = who_may_view_acmes_invoice();
+    let invoices = json!({
+        "subject": user("olivia"),
+        "action": action("ViewInvoice"),
+        "resource": {"type": "invoice"},
+    });
+    let actions = json!({"subject": user("bea"), "resource": invoice("inv-1001")});
+    let nothing = json!({"subject": user("walt"), "resource": invoice("inv-1001")});
+    let with_page = |body: &Value, page: Value| {
+        let mut body = body.clone();
+        body["page"] = page;
+        body
+    };
+    // (what, server, endpoint, request, expected page: None when left out)
+    let cases = [
+        (
+            "whole subjects, unasked",
+            &server,
+            "/access/v1/search/subject",
+            viewers.clone(),
+            None,
+        ),
+        (
+            "whole resources, unasked",
+            &server,
+            "/access/v1/search/resource",
+            invoices.clone(),
+            None,
+        ),
+        (
+            "whole actions, unasked",
+            &server,
+            "/access/v1/search/action",
+            actions.clone(),
+            None,
+        ),
+        (
+            "nothing found, unasked",
+            &server,
+            "/access/v1/search/action",
+            nothing.clone(),
+            None,
+        ),
+        (
+            "an empty page asked for",
+            &server,
+            "/access/v1/search/subject",
+            with_page(&viewers, json!({})),
+            Some(json!({"next_token": "", "count": 2})),
+        ),
+        (
+            "a limit the results fit in",
+            &server,
+            "/access/v1/search/resource",
+            with_page(&invoices, json!({"limit": 10})),
+            Some(json!({"next_token": "", "count": 2})),
+        ),
+        (
+            "nothing found, a page asked for",
+            &server,
+            "/access/v1/search/action",
+            with_page(&nothing, json!({"limit": 10})),
+            Some(json!({"next_token": "", "count": 0})),
+        ),
+    ];
+    for (what, server, path, body, expected) in cases {
+        let reply = server.post(path, &body).await;
+        assert_eq!(reply.status, 200, "{what}: {}", reply.text);
+        assert_eq!(
+            reply.json.get("page"),
+            expected.as_ref(),
+            "{what}: {}",
+            reply.text
+        );
+    }
+    // A partial answer always says so, asked or not.
+    let partial = bounded.post("/access/v1/search/subject", &viewers).await;
+    assert_eq!(partial.status, 200, "{}", partial.text);
+    let next = partial.json["page"]["next_token"].as_str().unwrap();
+    assert!(!next.is_empty(), "{}", partial.text);
+    server.stop().await;
+    bounded.stop().await;
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::token::PageTokenKey;
-use super::wire::{PageOut, Search, SearchKind, SearchOut, WireError};
+use super::wire::{Search, SearchKind, SearchOut, WireError};
 use super::{AuthzenError, Scope};
 use crate::decision::Described;
 use crate::entities::EntitySourceError;
@@ -206,14 +206,8 @@ async fn held_or_described(
 }
 
 /// The answer of a search that can find nothing.
-fn nothing() -> SearchOut {
-    SearchOut {
-        page: PageOut {
-            next_token: String::new(),
-            count: 0,
-        },
-        results: Vec::new(),
-    }
+fn nothing(req: &Search) -> SearchOut {
+    SearchOut::new(req, Vec::new(), String::new())
 }
 
 /// Subject or resource search.
@@ -232,7 +226,7 @@ pub async fn entities(
     let action = match scope.action(action_ref, "action") {
         Ok(action) => action,
         // No entity may do an action the PDP does not know.
-        Err(_) if scope.unknown_actions_deny() => return Ok(nothing()),
+        Err(_) if scope.unknown_actions_deny() => return Ok(nothing(req)),
         Err(unknown) => return Err(unknown),
     };
     let (searched, searched_field, fixed, fixed_field) = match kind {
@@ -245,7 +239,7 @@ pub async fn entities(
         scope.cedar_type(&searched.ty, searched_field),
         scope.uid(fixed, fixed_field),
     ) else {
-        return Ok(nothing());
+        return Ok(nothing(req));
     };
     let context = scope.context(
         &action,
@@ -274,7 +268,7 @@ pub async fn entities(
         .into_iter()
         .collect();
     if !held_or_described(scope, &fixed_uid, &fixed_described).await? {
-        return Ok(nothing());
+        return Ok(nothing(req));
     }
     let mut results = Vec::new();
     let mut examined = 0usize;
@@ -333,13 +327,7 @@ pub async fn entities(
         },
         examined,
     );
-    Ok(SearchOut {
-        page: PageOut {
-            next_token,
-            count: results.len(),
-        },
-        results,
-    })
+    Ok(SearchOut::new(req, results, next_token))
 }
 
 /// The field name of the fixed entity of a subject or resource search.
@@ -360,7 +348,7 @@ pub async fn actions(
         scope.uid(&req.subject, "subject"),
         scope.uid(&req.resource, "resource"),
     ) else {
-        return Ok(nothing());
+        return Ok(nothing(req));
     };
     let schema = &scope.snapshot.schema;
     let mut candidates: Vec<EntityUid> = schema
@@ -383,7 +371,7 @@ pub async fn actions(
     .collect();
     for uid in [&principal, &resource] {
         if !held_or_described(scope, uid, &described).await? {
-            return Ok(nothing());
+            return Ok(nothing(req));
         }
     }
     let budget = scope.snapshot.mapping.search.max_candidates;
@@ -411,13 +399,7 @@ pub async fn actions(
     scope
         .az
         .count_candidates("action", end.saturating_sub(at.s));
-    Ok(SearchOut {
-        page: PageOut {
-            next_token,
-            count: results.len(),
-        },
-        results,
-    })
+    Ok(SearchOut::new(req, results, next_token))
 }
 
 #[cfg(test)]

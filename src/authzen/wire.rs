@@ -80,6 +80,9 @@ pub struct Evaluations {
 /// `page` of a search request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PageRequest {
+    /// The request carried a `page` (even an empty one): the caller pages, so every
+    /// answer carries a `page` too.
+    pub present: bool,
     pub token: Option<String>,
     pub limit: Option<usize>,
 }
@@ -309,6 +312,7 @@ pub fn search(body: &Value, kind: SearchKind) -> Result<Search, WireError> {
                 ),
             };
             PageRequest {
+                present: true,
                 token: string(p, "token", "page")?.filter(|t| !t.is_empty()),
                 limit,
             }
@@ -342,11 +346,26 @@ pub struct PageOut {
     pub count: usize,
 }
 
-/// A search response; `page` first, as the spec recommends.
+/// A search response; `page` first, as the spec recommends. `page` is left out when
+/// the request carried none and the results are the whole set (the spec requires it
+/// only of a partial answer).
 #[derive(Debug, Serialize)]
 pub struct SearchOut {
-    pub page: PageOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<PageOut>,
     pub results: Vec<Value>,
+}
+
+impl SearchOut {
+    /// The answer to `req`: `results`, and where the next call resumes (`next_token`,
+    /// empty when these are the last).
+    pub fn new(req: &Search, results: Vec<Value>, next_token: String) -> Self {
+        let page = (req.page.present || !next_token.is_empty()).then_some(PageOut {
+            next_token,
+            count: results.len(),
+        });
+        Self { page, results }
+    }
 }
 
 /// `GET /.well-known/authzen-configuration`.
