@@ -218,6 +218,76 @@ async fn evaluations_merge_top_level_defaults_and_keep_order() {
 }
 
 #[tokio::test]
+async fn a_batch_default_is_read_only_by_the_items_that_use_it() {
+    let server = TestServer::portal().await;
+    let items = json!([
+        {"resource": invoice("inv-1001")},
+        {"resource": invoice("inv-9001")},
+    ]);
+    // (what, top-level resource default)
+    let unused_defaults = [
+        ("an empty object", json!({})),
+        ("a null", Value::Null),
+        ("a default without an id", json!({"type": "invoice"})),
+        ("a default of the wrong shape", json!({"type": 7})),
+        ("a default that is not an object", json!("inv-1001")),
+    ];
+    for (what, default) in unused_defaults {
+        let body = json!({
+            "subject": user("bea"),
+            "action": action("ViewInvoice"),
+            "resource": default,
+            "evaluations": items,
+        });
+        let reply = server.post(EVALUATIONS, &body).await;
+        assert_eq!(reply.status, 200, "{what}: {}", reply.text);
+        assert_eq!(
+            decisions(&reply.json),
+            vec![true, false],
+            "{what}: {}",
+            reply.text
+        );
+    }
+
+    // Used, a malformed default is the error of the items that use it, and an empty
+    // object is no default at all.
+    let body = json!({
+        "subject": user("bea"),
+        "action": action("ViewInvoice"),
+        "resource": {"type": "invoice"},
+        "evaluations": [{"resource": invoice("inv-1001")}, {}],
+    });
+    let reply = server.post(EVALUATIONS, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(decisions(&reply.json), vec![true, false]);
+    let error = &reply.json["evaluations"][1]["context"]["error"];
+    assert_eq!(error["code"], "missing_field", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("`resource.id`") && message.contains("`evaluations[1]`"),
+        "{message}"
+    );
+    let body = json!({
+        "subject": user("bea"),
+        "action": action("ViewInvoice"),
+        "resource": {},
+        "evaluations": [{"resource": invoice("inv-1001")}, {}],
+    });
+    let reply = server.post(EVALUATIONS, &body).await;
+    assert_eq!(decisions(&reply.json), vec![true, false], "{}", reply.text);
+    let error = &reply.json["evaluations"][1]["context"]["error"];
+    assert_eq!(error["code"], "missing_field", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("`evaluations[1].resource` is required"),
+        "{error}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_three_evaluation_semantics() {
     let server = TestServer::portal().await;
     let batch = |semantic: Option<&str>| {
