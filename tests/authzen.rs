@@ -980,6 +980,25 @@ async fn with_one_key_file_two_servers_accept_each_others_tokens() {
     own_key.stop().await;
 }
 
+#[test]
+fn a_page_token_key_file_that_is_missing_or_short_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = key_file(dir.path(), "short.key", "only-sixteen-chr");
+    // (key file, text the refusal must contain)
+    let cases = [
+        (dir.path().join("absent.key"), "absent.key"),
+        (short, "at least 32 bytes, found 16"),
+    ];
+    for (path, needle) in cases {
+        let mut args = ServeArgs::default();
+        args.authzen.page_token_key_file = Some(path);
+        let err = portcullis::http::App::build(&args).err().expect("refused");
+        let text = err.to_string();
+        assert!(text.contains("`--page-token-key-file`"), "{text}");
+        assert!(text.contains(needle), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn a_token_issued_before_a_reload_is_refused_after_it() {
     let dir = tempfile::tempdir().unwrap();

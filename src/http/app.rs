@@ -86,7 +86,12 @@ impl App {
         let entities = open_entities(&args.entity, Some(&metrics))?;
         let page_tokens = match &args.authzen.page_token_key_file {
             Some(path) => PageTokenKey::from_file(path)?,
-            None => PageTokenKey::random()?,
+            None => {
+                tracing::info!(
+                    "AuthZEN search page tokens are signed with a random key of this process: they do not survive a restart or cross replicas (give every replica one `--page-token-key-file`)"
+                );
+                PageTokenKey::random()?
+            }
         };
         let authzen = Authzen::new(
             args.authzen.public_base_url.clone(),
