@@ -453,6 +453,11 @@ pub struct AuthzenArgs {
     /// `https://pdp.example.com` (default: the scheme and `Host` of the request).
     #[arg(long, env = "PORTCULLIS_PUBLIC_BASE_URL", value_name = "URL")]
     pub public_base_url: Option<String>,
+    /// File holding the key (at least 32 bytes) that signs search page tokens; give
+    /// every replica the same file (default: a random key per process, so tokens do not
+    /// survive a restart or cross replicas).
+    #[arg(long, env = "PORTCULLIS_PAGE_TOKEN_KEY_FILE", value_name = "FILE")]
+    pub page_token_key_file: Option<PathBuf>,
 }
 
 impl Default for AuthzenArgs {

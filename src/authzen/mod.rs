@@ -6,12 +6,14 @@
 //! - [`wire`]: the spec's request and response shapes, read with field-named errors.
 //! - [`convert`]: AuthZEN values into Cedar's JSON value format by the schema's types.
 //! - [`search`]: subject, resource and action search with opaque page tokens.
+//! - [`token`]: the key that seals page tokens, so only this PDP's tokens resume.
 //!
 //! The mapping of AuthZEN names to Cedar names and the schema's types are part of the
 //! model snapshot, checked against its schema and reloaded with it.
 
 pub mod convert;
 pub mod search;
+pub mod token;
 pub mod wire;
 
 use cedar_policy::{EntityTypeName, EntityUid};
@@ -22,7 +24,7 @@ use crate::decision::{
 };
 use crate::entities::EntitySource;
 use crate::model::schema_types::Ty;
-use crate::model::Snapshot;
+use crate::model::{Snapshot, UnknownActions};
 use convert::{convert, convert_record, ConvertError};
 use wire::{DecisionOut, EntityRef, Evaluation, EvaluationsRequest, Semantic, WireError};
 
@@ -49,8 +51,9 @@ pub enum AuthzenError {
     /// Described entities do not fit the schema.
     #[error("{0}")]
     InvalidProperties(String),
-    #[error("`page.token` is not a token this PDP issued for this request (every other field must be identical to the first request's)")]
-    InvalidPageToken,
+    /// A page token this PDP did not issue, or not for this request and model.
+    #[error("`page.token`: {reason}")]
+    InvalidPageToken { reason: &'static str },
     #[error("`evaluations` holds {count} evaluations; the limit is {limit}")]
     BatchTooLarge { count: usize, limit: usize },
     /// The entity store could not be reached; the decision is a Deny.
@@ -68,7 +71,7 @@ impl AuthzenError {
             AuthzenError::UnknownAction { .. } => "unknown_action",
             AuthzenError::Convert(_) => "invalid_field",
             AuthzenError::InvalidProperties(_) => "invalid_properties",
-            AuthzenError::InvalidPageToken => "invalid_page_token",
+            AuthzenError::InvalidPageToken { .. } => "invalid_page_token",
             AuthzenError::BatchTooLarge { .. } => "batch_too_large",
             AuthzenError::StoreUnavailable(_) => "entity_store_unavailable",
         }
@@ -86,6 +89,8 @@ pub struct Authzen {
     /// Base URL the discovery document advertises; when absent it is built from the
     /// request's `Host` and the listener's scheme.
     pub public_base_url: Option<String>,
+    /// Seals and opens search page tokens.
+    pub page_tokens: token::PageTokenKey,
     search_candidates: prometheus::IntCounterVec,
 }
 
@@ -93,6 +98,7 @@ impl Authzen {
     /// Registers the service's metrics in `registry`.
     pub fn new(
         public_base_url: Option<String>,
+        page_tokens: token::PageTokenKey,
         registry: &prometheus::Registry,
     ) -> Result<Self, prometheus::Error> {
         let search_candidates = prometheus::IntCounterVec::new(
@@ -105,6 +111,7 @@ impl Authzen {
         registry.register(Box::new(search_candidates.clone()))?;
         Ok(Self {
             public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_string()),
+            page_tokens,
             search_candidates,
         })
     }
@@ -169,6 +176,31 @@ impl Scope<'_> {
             ty,
             cedar_policy::EntityId::new(id),
         ))
+    }
+
+    /// Whether an unknown action name is answered as a deny (and an empty search)
+    /// rather than a 400, as the mapping's `unknown_actions` says.
+    pub fn unknown_actions_deny(&self) -> bool {
+        self.snapshot.mapping.unknown_actions == UnknownActions::Deny
+    }
+
+    /// The answer to an evaluation of an unknown action (`e`, an
+    /// [`AuthzenError::UnknownAction`]): a Deny with the reason in its context, recorded
+    /// like every decision; or, with `unknown_actions: reject`, the error.
+    fn unknown_action(&self, e: AuthzenError) -> Result<DecisionOut, AuthzenError> {
+        if !self.unknown_actions_deny() {
+            return Err(e);
+        }
+        let outcome = Outcome::Undecidable(e.to_string());
+        self.call.record(None, &outcome);
+        let mut context = Map::new();
+        if let Some(reason) = outcome.decision().errors.into_iter().next() {
+            context.insert("reason".into(), Value::from(reason));
+        }
+        Ok(DecisionOut {
+            decision: false,
+            context: Some(context),
+        })
     }
 
     pub fn action(&self, a: &wire::Action, field: &str) -> Result<EntityUid, AuthzenError> {
@@ -306,7 +338,10 @@ pub async fn evaluate(
     explain: bool,
 ) -> Result<DecisionOut, AuthzenError> {
     let principal = scope.uid(&e.subject, "subject")?;
-    let action = scope.action(&e.action, "action")?;
+    let action = match scope.action(&e.action, "action") {
+        Ok(action) => action,
+        Err(unknown) => return scope.unknown_action(unknown),
+    };
     let resource = scope.uid(&e.resource, "resource")?;
     let context = scope.context(&action, e.context.as_ref(), e.action.properties.as_ref())?;
     let checked = scope.check(principal.clone(), action, resource.clone(), context)?;

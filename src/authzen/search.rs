@@ -7,22 +7,34 @@
 //! page or the bound, answers with an opaque `next_token` that says where to resume:
 //! the source cursor the current chunk was fetched with and how many of that chunk
 //! were already examined. The token also carries a fingerprint of the request, so a
-//! token replayed with a changed request is refused as the spec asks.
+//! token replayed with a changed request is refused as the spec asks, and is sealed
+//! with the service's key ([`super::token`]).
+//!
+//! A search about something the PDP does not know (a type it does not recognise, an
+//! entity neither stored nor described) finds nothing: an empty result, never an
+//! error and never a guess from policies that allow any principal or resource.
 
 use cedar_policy::{EntityId, EntityUid};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::wire::{PageOut, Search, SearchKind, SearchOut, WireError};
+use super::token::PageTokenKey;
+use super::wire::{Search, SearchKind, SearchOut, WireError};
 use super::{AuthzenError, Scope};
 use crate::decision::Described;
 use crate::entities::EntitySourceError;
 
-/// Where a search resumes.
+/// Where a search resumes. Sealed by the service's key (see [`super::token`]), so a
+/// caller can hand back only what this PDP wrote; each field is still bounded again
+/// when the token comes back, so that a token of an earlier configuration (or a
+/// leaked key) cannot make one call do more than the limits allow.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 struct Token {
-    /// Fingerprint of the request the token belongs to.
+    /// The model the token was issued under (a prefix of the snapshot hash): paging
+    /// does not continue across a reload, whose policies or limits may differ.
+    m: String,
+    /// Fingerprint of the request (and endpoint) the token belongs to.
     f: String,
     /// Source cursor the current chunk was fetched with (`None`: from the start).
     c: Option<String>,
@@ -30,45 +42,43 @@ struct Token {
     s: usize,
     /// Chunk size the chunk was fetched with, so a resumed call fetches the same chunk.
     n: usize,
-    /// The page limit of the first request. The spec asks for identical parameters on
-    /// follow-ups, but its own example sends only the token, so a follow-up without a
-    /// limit keeps this one.
+    /// The page limit in force, cut to `max_page_size`. The spec asks for identical
+    /// parameters on follow-ups, but its own example sends only the token, so a
+    /// follow-up without a limit keeps this one.
     l: usize,
 }
 
 impl Token {
-    fn encode(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        json.iter().map(|b| format!("{b:02x}")).collect()
+    fn seal(&self, key: &PageTokenKey) -> String {
+        // Writing these plain fields cannot fail; were it to, the empty payload seals
+        // a token that does not read back, so the follow-up fails loudly rather than
+        // the search ending silently.
+        key.seal(&serde_json::to_vec(self).unwrap_or_default())
     }
 
-    fn decode(text: &str) -> Option<Self> {
-        if !text.len().is_multiple_of(2) {
-            return None;
-        }
-        let bytes = (0..text.len())
-            .step_by(2)
-            .map(|i| {
-                text.get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            })
-            .collect::<Option<Vec<u8>>>()?;
-        serde_json::from_slice(&bytes).ok()
+    fn open(text: &str, key: &PageTokenKey) -> Option<Self> {
+        serde_json::from_slice(&key.open(text)?).ok()
     }
 }
 
-/// A fingerprint of everything in a search request but `page`.
-fn fingerprint(body: &Value) -> String {
+/// The model a token belongs to: enough of the snapshot hash to tell models apart.
+fn model_id(scope: &Scope<'_>) -> String {
+    scope.snapshot.hash.chars().take(16).collect()
+}
+
+/// A fingerprint of the endpoint and everything in a search request but `page`.
+fn fingerprint(kind: SearchKind, body: &Value) -> String {
     let mut body = body.clone();
     if let Some(o) = body.as_object_mut() {
         // Paging parameters are checked apart: the limit travels in the token.
         o.remove("page");
     }
     let mut h = Sha256::new();
+    h.update(format!("{kind:?}\n").as_bytes());
     h.update(canonical(&body).as_bytes());
     h.finalize()
         .iter()
-        .take(8)
+        .take(16)
         .map(|b| format!("{b:02x}"))
         .collect()
 }
@@ -99,29 +109,61 @@ fn canonical(v: &Value) -> String {
     }
 }
 
-/// The page limit in force and where to start.
-fn start(scope: &Scope<'_>, req: &Search, body: &Value) -> Result<(usize, Token), AuthzenError> {
+/// The page limit in force and where to start: from the beginning, or where a token
+/// this PDP issued for the same request under the same model says.
+fn start(
+    scope: &Scope<'_>,
+    req: &Search,
+    kind: SearchKind,
+    body: &Value,
+) -> Result<(usize, Token), AuthzenError> {
     let cfg = &scope.snapshot.mapping.search;
-    let asked = req.page.limit.filter(|l| *l > 0);
-    let f = fingerprint(body);
-    let token = match &req.page.token {
-        None => Token {
+    let cut = |l: usize| l.min(cfg.max_page_size).max(1);
+    let asked = req.page.limit.filter(|l| *l > 0).map(cut);
+    let f = fingerprint(kind, body);
+    let m = model_id(scope);
+    let Some(text) = &req.page.token else {
+        let token = Token {
+            m,
             f,
             c: None,
             s: 0,
             n: cfg.fetch_size,
-            l: asked.unwrap_or(cfg.default_page_size),
-        },
-        Some(t) => {
-            let t = Token::decode(t).ok_or(AuthzenError::InvalidPageToken)?;
-            if t.f != f || t.n == 0 || asked.is_some_and(|l| l != t.l) {
-                return Err(AuthzenError::InvalidPageToken);
-            }
-            t
-        }
+            l: asked.unwrap_or_else(|| cut(cfg.default_page_size)),
+        };
+        return Ok((token.l, token));
     };
-    Ok((token.l.min(cfg.max_page_size).max(1), token))
+    let invalid = |reason| Err(AuthzenError::InvalidPageToken { reason });
+    let Some(t) = Token::open(text, &scope.az.page_tokens) else {
+        return invalid(TOKEN_NOT_OURS);
+    };
+    if t.m != m {
+        return invalid(TOKEN_OTHER_MODEL);
+    }
+    if t.f != f || asked.is_some_and(|l| l != t.l) {
+        return invalid(TOKEN_OTHER_REQUEST);
+    }
+    // Bounded again although the tag verified: the limits are what this snapshot
+    // allows, whatever a token says.
+    // Action search bounds `s` by the schema's actions (see `actions`).
+    let in_bounds = (1..=cfg.fetch_size).contains(&t.n)
+        && (1..=cfg.max_page_size).contains(&t.l)
+        && match kind {
+            SearchKind::Action => t.c.is_none(),
+            _ => t.s < t.n,
+        };
+    if !in_bounds {
+        return invalid(TOKEN_OUT_OF_BOUNDS);
+    }
+    Ok((t.l, t))
 }
+
+const TOKEN_NOT_OURS: &str =
+    "not a token this PDP issued (it is malformed, altered, truncated or signed with another key)";
+const TOKEN_OTHER_MODEL: &str =
+    "issued under a model that has since been reloaded; start the search again without a token";
+const TOKEN_OTHER_REQUEST: &str = "issued for a different request (every field but `page.token` must be identical to the first request's)";
+const TOKEN_OUT_OF_BOUNDS: &str = "outside the search limits of this PDP";
 
 fn source_error(e: EntitySourceError) -> AuthzenError {
     // Listing reads only uids; an unreadable listing is the store failing.
@@ -133,6 +175,39 @@ fn source_error(e: EntitySourceError) -> AuthzenError {
             AuthzenError::StoreUnavailable(format!("entity store listing unreadable: {message}"))
         }
     }
+}
+
+/// Whether the entity source holds `uid`, or the request describes it with properties
+/// the decisions will use. A search about an entity nobody holds finds nothing, rather
+/// than what policies allow any principal or resource.
+async fn held_or_described(
+    scope: &Scope<'_>,
+    uid: &EntityUid,
+    described: &[Described],
+) -> Result<bool, AuthzenError> {
+    if described
+        .iter()
+        .any(|d| &d.uid == uid && !d.attrs.is_empty())
+    {
+        return Ok(true);
+    }
+    match scope
+        .source
+        .entities_for(std::slice::from_ref(uid), scope.snapshot)
+        .await
+    {
+        Ok(fetched) => Ok(fetched.entities.get(uid).is_some()),
+        Err(EntitySourceError::Unavailable(m)) => Err(AuthzenError::StoreUnavailable(format!(
+            "entity store unavailable: {m}"
+        ))),
+        // Stored but unusable: each decision denies, naming the entity.
+        Err(EntitySourceError::InvalidData { .. }) => Ok(true),
+    }
+}
+
+/// The answer of a search that can find nothing.
+fn nothing(req: &Search) -> SearchOut {
+    SearchOut::new(req, Vec::new(), String::new())
 }
 
 /// Subject or resource search.
@@ -148,13 +223,24 @@ pub async fn entities(
             message: "`action` is required".to_string(),
         })
     })?;
-    let action = scope.action(action_ref, "action")?;
+    let action = match scope.action(action_ref, "action") {
+        Ok(action) => action,
+        // No entity may do an action the PDP does not know.
+        Err(_) if scope.unknown_actions_deny() => return Ok(nothing(req)),
+        Err(unknown) => return Err(unknown),
+    };
     let (searched, searched_field, fixed, fixed_field) = match kind {
         SearchKind::Subject => (&req.subject, "subject", &req.resource, "resource"),
         _ => (&req.resource, "resource", &req.subject, "subject"),
     };
-    let searched_type = scope.cedar_type(&searched.ty, searched_field)?;
-    let fixed_uid = scope.uid(fixed, fixed_field)?;
+    // A type the PDP does not recognise, searched for or given, has no entity that
+    // could be found: the answer is empty, not an error.
+    let (Ok(searched_type), Ok(fixed_uid)) = (
+        scope.cedar_type(&searched.ty, searched_field),
+        scope.uid(fixed, fixed_field),
+    ) else {
+        return Ok(nothing(req));
+    };
     let context = scope.context(
         &action,
         req.context.as_ref(),
@@ -170,7 +256,8 @@ pub async fn entities(
     let (p, r) = request_for(probe);
     scope.check(p, action.clone(), r, context.clone())?;
 
-    let (limit, mut at) = start(scope, req, body)?;
+    let (limit, mut at) = start(scope, req, kind, body)?;
+    let key = &scope.az.page_tokens;
     let budget = scope.snapshot.mapping.search.max_candidates;
     let fixed_described: Vec<Described> = scope
         .described(
@@ -180,6 +267,9 @@ pub async fn entities(
         )?
         .into_iter()
         .collect();
+    if !held_or_described(scope, &fixed_uid, &fixed_described).await? {
+        return Ok(nothing(req));
+    }
     let mut results = Vec::new();
     let mut examined = 0usize;
     let next_token = loop {
@@ -213,7 +303,7 @@ pub async fn entities(
             }
         }
         if let Some(s) = stopped {
-            break Token { s, ..at }.encode();
+            break Token { s, ..at }.seal(key);
         }
         match page.next {
             None => break String::new(),
@@ -224,7 +314,7 @@ pub async fn entities(
                     ..at
                 };
                 if results.len() >= limit || examined >= budget {
-                    break at.encode();
+                    break at.seal(key);
                 }
             }
         }
@@ -237,13 +327,7 @@ pub async fn entities(
         },
         examined,
     );
-    Ok(SearchOut {
-        page: PageOut {
-            next_token,
-            count: results.len(),
-        },
-        results,
-    })
+    Ok(SearchOut::new(req, results, next_token))
 }
 
 /// The field name of the fixed entity of a subject or resource search.
@@ -260,15 +344,24 @@ pub async fn actions(
     req: &Search,
     body: &Value,
 ) -> Result<SearchOut, AuthzenError> {
-    let principal = scope.uid(&req.subject, "subject")?;
-    let resource = scope.uid(&req.resource, "resource")?;
+    let (Ok(principal), Ok(resource)) = (
+        scope.uid(&req.subject, "subject"),
+        scope.uid(&req.resource, "resource"),
+    ) else {
+        return Ok(nothing(req));
+    };
     let schema = &scope.snapshot.schema;
     let mut candidates: Vec<EntityUid> = schema
         .actions_for_principal_and_resource(principal.type_name(), resource.type_name())
         .cloned()
         .collect();
     candidates.sort_by_key(ToString::to_string);
-    let (limit, at) = start(scope, req, body)?;
+    let (limit, at) = start(scope, req, SearchKind::Action, body)?;
+    if req.page.token.is_some() && at.s >= candidates.len() {
+        return Err(AuthzenError::InvalidPageToken {
+            reason: TOKEN_OUT_OF_BOUNDS,
+        });
+    }
     let described: Vec<Described> = [
         scope.described(&principal, req.subject.properties.as_ref(), "subject")?,
         scope.described(&resource, req.resource.properties.as_ref(), "resource")?,
@@ -276,13 +369,18 @@ pub async fn actions(
     .into_iter()
     .flatten()
     .collect();
+    for uid in [&principal, &resource] {
+        if !held_or_described(scope, uid, &described).await? {
+            return Ok(nothing(req));
+        }
+    }
     let budget = scope.snapshot.mapping.search.max_candidates;
     let mut results = Vec::new();
     let mut next_token = String::new();
     let mut end = candidates.len();
     for (i, action) in candidates.iter().enumerate().skip(at.s) {
         if results.len() >= limit || i - at.s >= budget {
-            next_token = Token { s: i, ..at.clone() }.encode();
+            next_token = Token { s: i, ..at.clone() }.seal(&scope.az.page_tokens);
             end = i;
             break;
         }
@@ -301,13 +399,7 @@ pub async fn actions(
     scope
         .az
         .count_candidates("action", end.saturating_sub(at.s));
-    Ok(SearchOut {
-        page: PageOut {
-            next_token,
-            count: results.len(),
-        },
-        results,
-    })
+    Ok(SearchOut::new(req, results, next_token))
 }
 
 #[cfg(test)]
@@ -316,25 +408,18 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_token_round_trips_and_key_order_does_not_change_the_fingerprint() {
-        let t = Token {
-            f: "ab".into(),
-            c: Some("inv-1001".into()),
-            s: 3,
-            n: 100,
-            l: 2,
-        };
-        assert_eq!(Token::decode(&t.encode()), Some(t));
-        assert_eq!(Token::decode("zz"), None);
+    fn the_fingerprint_ignores_key_order_and_paging_but_not_the_endpoint() {
+        let kind = SearchKind::Resource;
         let a =
             json!({"subject": {"type": "user", "id": "bea"}, "page": {"limit": 2, "token": "x"}});
         let b =
             json!({"page": {"token": "y", "limit": 2}, "subject": {"id": "bea", "type": "user"}});
-        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fingerprint(kind, &a), fingerprint(kind, &b));
+        assert_ne!(fingerprint(kind, &a), fingerprint(SearchKind::Subject, &a));
         let c = json!({"page": {"limit": 3}, "subject": {"id": "bob", "type": "user"}});
-        assert_ne!(fingerprint(&a), fingerprint(&c));
+        assert_ne!(fingerprint(kind, &a), fingerprint(kind, &c));
         let first = json!({"subject": {"type": "user"}});
         let next = json!({"subject": {"type": "user"}, "page": {"token": "t"}});
-        assert_eq!(fingerprint(&first), fingerprint(&next));
+        assert_eq!(fingerprint(kind, &first), fingerprint(kind, &next));
     }
 }

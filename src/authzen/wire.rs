@@ -80,6 +80,9 @@ pub struct Evaluations {
 /// `page` of a search request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PageRequest {
+    /// The request carried a `page` (even an empty one): the caller pages, so every
+    /// answer carries a `page` too.
+    pub present: bool,
     pub token: Option<String>,
     pub limit: Option<usize>,
 }
@@ -185,34 +188,52 @@ pub fn evaluation(body: &Value) -> Result<Evaluation, WireError> {
     evaluation_from(o, None, "")
 }
 
-/// An evaluation from an object, taking each missing key from `defaults`.
+/// A top-level default of a batch: present, not null, and not an empty object
+/// (`"resource": {}` says nothing, so it is no default).
+fn default<'a>(o: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    member(o, key).filter(|v| !v.as_object().is_some_and(Map::is_empty))
+}
+
+/// An evaluation from an object, taking each missing key from `defaults`. A default
+/// is read only here, for an item that uses it, so a malformed default is an error
+/// of exactly the items that use it.
 fn evaluation_from(
     o: &Map<String, Value>,
     defaults: Option<&Map<String, Value>>,
     path: &str,
 ) -> Result<Evaluation, WireError> {
-    let pick = |key: &str| -> Result<(&Value, String), WireError> {
-        match (member(o, key), defaults.and_then(|d| member(d, key))) {
-            (Some(v), _) => Ok((v, join(path, key))),
-            (None, Some(v)) => Ok((v, key.to_string())),
-            (None, None) => Err(WireError::missing(&join(path, key))),
+    // Where a value came from: the item's own key, or the top-level default.
+    let pick = |key: &str| -> (Option<&Value>, String, bool) {
+        match (member(o, key), defaults.and_then(|d| default(d, key))) {
+            (Some(v), _) => (Some(v), join(path, key), false),
+            (None, Some(v)) => (Some(v), key.to_string(), true),
+            (None, None) => (None, join(path, key), false),
         }
     };
-    let (s, sp) = pick("subject")?;
-    let (a, ap) = pick("action")?;
-    let (r, rp) = pick("resource")?;
-    let (ctx, cp) = match (
-        member(o, "context"),
-        defaults.and_then(|d| member(d, "context")),
-    ) {
-        (Some(v), _) => (Some(v), join(path, "context")),
-        (None, d) => (d, "context".to_string()),
+    // An error in a default names the item that used it.
+    let used_by = |from_default: bool| {
+        move |mut e: WireError| {
+            if from_default && !path.is_empty() {
+                e.message = format!("{} (the top-level default `{path}` uses)", e.message);
+            }
+            e
+        }
     };
+    let required = |key: &str| -> Result<(&Value, String, bool), WireError> {
+        match pick(key) {
+            (Some(v), p, from_default) => Ok((v, p, from_default)),
+            (None, p, _) => Err(WireError::missing(&p)),
+        }
+    };
+    let (s, sp, sd) = required("subject")?;
+    let (a, ap, ad) = required("action")?;
+    let (r, rp, rd) = required("resource")?;
+    let (ctx, cp, cd) = pick("context");
     Ok(Evaluation {
-        subject: entity_ref(s, &sp, true)?,
-        action: action(a, &ap)?,
-        resource: entity_ref(r, &rp, true)?,
-        context: context(ctx, &cp)?,
+        subject: entity_ref(s, &sp, true).map_err(used_by(sd))?,
+        action: action(a, &ap).map_err(used_by(ad))?,
+        resource: entity_ref(r, &rp, true).map_err(used_by(rd))?,
+        context: context(ctx, &cp).map_err(used_by(cd))?,
     })
 }
 
@@ -246,17 +267,6 @@ pub fn evaluations(body: &Value) -> Result<EvaluationsRequest, WireError> {
             }
         }
     };
-    // The top-level defaults must themselves be well-formed where present, since they
-    // are shared by every item.
-    for key in ["subject", "resource"] {
-        if let Some(v) = member(o, key) {
-            entity_ref(v, key, true)?;
-        }
-    }
-    if let Some(v) = member(o, "action") {
-        action(v, "action")?;
-    }
-    context(member(o, "context"), "context")?;
     let items = match member(o, "evaluations") {
         None => None,
         Some(Value::Array(items)) if items.is_empty() => None,
@@ -309,6 +319,7 @@ pub fn search(body: &Value, kind: SearchKind) -> Result<Search, WireError> {
                 ),
             };
             PageRequest {
+                present: true,
                 token: string(p, "token", "page")?.filter(|t| !t.is_empty()),
                 limit,
             }
@@ -342,11 +353,26 @@ pub struct PageOut {
     pub count: usize,
 }
 
-/// A search response; `page` first, as the spec recommends.
+/// A search response; `page` first, as the spec recommends. `page` is left out when
+/// the request carried none and the results are the whole set (the spec requires it
+/// only of a partial answer).
 #[derive(Debug, Serialize)]
 pub struct SearchOut {
-    pub page: PageOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<PageOut>,
     pub results: Vec<Value>,
+}
+
+impl SearchOut {
+    /// The answer to `req`: `results`, and where the next call resumes (`next_token`,
+    /// empty when these are the last).
+    pub fn new(req: &Search, results: Vec<Value>, next_token: String) -> Self {
+        let page = (req.page.present || !next_token.is_empty()).then_some(PageOut {
+            next_token,
+            count: results.len(),
+        });
+        Self { page, results }
+    }
 }
 
 /// `GET /.well-known/authzen-configuration`.
@@ -391,9 +417,39 @@ mod tests {
         assert_eq!(second.context, Some(Map::new()));
         let third = batch.items[2].as_ref().unwrap_err();
         assert!(
+            !third.message.contains("top-level default"),
+            "the item's own subject is at fault: {}",
+            third.message
+        );
+        assert!(
             third.message.contains("`evaluations[2].subject.id`"),
             "{}",
             third.message
         );
+    }
+
+    #[test]
+    fn an_empty_or_unused_default_is_no_error_and_a_used_one_names_its_item() {
+        let body = json!({
+            "subject": {"type": "user"},
+            "action": {"name": "ViewInvoice"},
+            "resource": {},
+            "evaluations": [
+                {"subject": {"type": "user", "id": "bea"}, "resource": {"type": "invoice", "id": "inv-1"}},
+                {"resource": {"type": "invoice", "id": "inv-1"}},
+                {"subject": {"type": "user", "id": "bea"}}
+            ]
+        });
+        let Ok(EvaluationsRequest::Batch(batch)) = evaluations(&body) else {
+            panic!("a batch")
+        };
+        assert!(batch.items[0].is_ok());
+        let second = batch.items[1].as_ref().unwrap_err();
+        assert_eq!(
+            second.message,
+            "`subject.id` is required (the top-level default `evaluations[1]` uses)"
+        );
+        let third = batch.items[2].as_ref().unwrap_err();
+        assert_eq!(third.message, "`evaluations[2].resource` is required");
     }
 }

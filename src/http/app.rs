@@ -4,6 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::authzen::token::PageTokenKey;
 use crate::authzen::Authzen;
 use crate::config::{ModelArgs, ServeArgs, TlsArgs};
 use crate::decision::Recorder;
@@ -83,7 +84,20 @@ impl App {
         let tls = open_tls(&args.tls)?;
         let metrics = Arc::new(Metrics::new()?);
         let entities = open_entities(&args.entity, Some(&metrics))?;
-        let authzen = Authzen::new(args.authzen.public_base_url.clone(), &metrics.registry)?;
+        let page_tokens = match &args.authzen.page_token_key_file {
+            Some(path) => PageTokenKey::from_file(path)?,
+            None => {
+                tracing::info!(
+                    "AuthZEN search page tokens are signed with a random key of this process: they do not survive a restart or cross replicas (give every replica one `--page-token-key-file`)"
+                );
+                PageTokenKey::random()?
+            }
+        };
+        let authzen = Authzen::new(
+            args.authzen.public_base_url.clone(),
+            page_tokens,
+            &metrics.registry,
+        )?;
         let gateway = Gateway::new(settings, &metrics.registry)?;
         let model = Arc::new(Model::new(snapshot, args.model.clone(), file, &metrics));
         Ok(Self {

@@ -149,7 +149,7 @@ impl From<&AuthzenError> for ApiError {
             | AuthzenError::UnknownAction { .. }
             | AuthzenError::Convert(_)
             | AuthzenError::InvalidProperties(_)
-            | AuthzenError::InvalidPageToken
+            | AuthzenError::InvalidPageToken { .. }
             | AuthzenError::BatchTooLarge { .. } => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, e.code(), e.to_string())

@@ -30,6 +30,20 @@ pub enum Precedence {
     Ignore,
 }
 
+/// How the AuthZEN API answers an action name the mapping and schema do not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownActions {
+    /// A deny (`decision: false`, the reason in its `context`), and nothing found by a
+    /// search: a PEP asking about an action the policies never mention is answered,
+    /// not failed.
+    #[default]
+    Deny,
+    /// A 400 `unknown_action`, for deployments that want a misspelt name to fail
+    /// loudly.
+    Reject,
+}
+
 /// Limits of the search endpoints.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -85,6 +99,8 @@ pub struct MappingFile {
     #[serde(default = "default_action_properties_key")]
     pub action_properties_key: String,
     #[serde(default)]
+    pub unknown_actions: UnknownActions,
+    #[serde(default)]
     pub search: SearchConfig,
 }
 
@@ -101,6 +117,7 @@ pub struct Mapping {
     action_names: BTreeMap<String, String>,
     pub precedence: Precedence,
     pub action_properties_key: String,
+    pub unknown_actions: UnknownActions,
     pub search: SearchConfig,
 }
 
@@ -189,6 +206,7 @@ impl Mapping {
             action_names: file.actions.names,
             precedence: file.properties_precedence,
             action_properties_key: file.action_properties_key,
+            unknown_actions: file.unknown_actions,
             search: file.search,
         })
     }
@@ -315,6 +333,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.precedence, Precedence::Request);
+        assert_eq!(m.unknown_actions, UnknownActions::Deny);
+        let reject = Mapping::compile(&file("m.yaml", "unknown_actions: reject\n"), &schema());
+        assert_eq!(reject.unwrap().unknown_actions, UnknownActions::Reject);
+        assert!(Mapping::compile(&file("m.yaml", "unknown_actions: allow\n"), &schema()).is_err());
         assert_eq!(m.search.max_candidates, 5);
         assert_eq!(m.search.default_page_size, 50);
         assert_eq!(m.reference_type("inv"), "Portal::Invoice");

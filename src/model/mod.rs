@@ -30,7 +30,7 @@ pub mod source;
 pub mod watch;
 
 pub use compile::{compile, load, parse_schema, TemplateLink};
-pub use mapping::{Mapping, Precedence, SearchConfig};
+pub use mapping::{Mapping, Precedence, SearchConfig, UnknownActions};
 pub use reload::{Gate, Model, ReloadOptions, ReloadOutcome, ReloadStatus, ReloadTask, Trigger};
 pub use routes::RouteTable;
 pub use schema_types::SchemaTypes;
