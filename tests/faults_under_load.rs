@@ -448,7 +448,8 @@ async fn decisions_under_faults_never_allow_what_the_data_does_not_support() {
     // it is gone only once a Redis without it answers.
     redis.stop();
     answered(load.answers.load(Ordering::SeqCst)).await;
-    load.change(Data::Empty, async { redis.start_again() }).await;
+    load.change(Data::Empty, async { redis.start_again() })
+        .await;
     answered(load.answers.load(Ordering::SeqCst)).await;
     load.change(Data::Before, import(&redis)).await;
     load.change(Data::After, async {
