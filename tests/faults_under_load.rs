@@ -1,6 +1,7 @@
 //! Faults under load: a steady stream of decisions with known answers, through the
 //! Cedar-native API, AuthZEN and the gateway, while Redis is paused, killed and
-//! restarted empty, while the invalidation subscription is killed, while the policies
+//! restarted empty, while a proxy silently drops every flow to it, while the
+//! invalidation subscription is killed, while the policies
 //! are reloaded, and while a grant is revoked. Every answer is compared with what the
 //! data at that moment supports: no Allow the data does not support, no 5xx but the
 //! documented 503 `entity_store_unavailable`, and after each fault the same server
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use common::blackhole::Blackhole;
 use common::redis::RedisServer;
 use common::{eventually, Reply, TestServer, DEADLINE};
 use http::Method;
@@ -368,8 +370,10 @@ async fn decisions_under_faults_never_allow_what_the_data_does_not_support() {
         },
         ..ServeArgs::default()
     };
+    // Portcullis reaches Redis through a proxy that can silence its flows.
+    let proxy = Blackhole::start(([127, 0, 0, 1], redis.port).into()).await;
     args.entity.redis = RedisArgs {
-        redis_url: Some(redis.url()),
+        redis_url: Some(proxy.url()),
         redis_timeout_ms: 300,
         ..RedisArgs::default()
     };
@@ -410,6 +414,17 @@ async fn decisions_under_faults_never_allow_what_the_data_does_not_support() {
         &server,
         Truth::steady(Data::Before),
         "after the subscription was killed",
+    )
+    .await;
+
+    // Every flow to Redis goes silent, as when a NAT forgets them: answers stay right
+    // or are the 503 until the liveness checks replace the connections.
+    proxy.drop_open_flows_except(&[]);
+    answered(load.answers.load(Ordering::SeqCst)).await;
+    all_correct(
+        &server,
+        Truth::steady(Data::Before),
+        "after the flows to Redis went silent",
     )
     .await;
 

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cedar_policy::{EntityTypeName, EntityUid};
+use common::blackhole::Blackhole;
 use common::redis::{RedisCluster, RedisServer};
 use common::{eventually, request, uid, Reply, TestServer, DEADLINE};
 use portcullis::config::RedisArgs;
@@ -674,90 +675,6 @@ async fn an_import_with_one_bad_entity_writes_nothing() {
         "the error names the entity: {stderr}"
     );
     assert_eq!(redis.cli(&["DBSIZE"]), "0", "nothing was written");
-}
-
-/// A TCP proxy on loopback between Portcullis and Redis that can drop flows the way a
-/// NAT or load balancer forgets them: both sockets stay open, and every byte in either
-/// direction is thrown away. Connections opened afterwards are forwarded, as through a
-/// NAT that has forgotten the old flows.
-struct Blackhole {
-    addr: std::net::SocketAddr,
-    /// Each forwarded flow's port on the Redis side (as `CLIENT LIST` shows it).
-    flows: Arc<std::sync::Mutex<Vec<u16>>>,
-    /// The Redis-side ports of the flows being dropped.
-    dropped: Arc<std::sync::Mutex<std::collections::HashSet<u16>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Blackhole {
-    async fn start(upstream: std::net::SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let flows = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let dropped = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
-        let (known, cut) = (flows.clone(), dropped.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-                    continue;
-                };
-                let port = server.local_addr().unwrap().port();
-                known.lock().unwrap().push(port);
-                let (from_client, to_client) = client.into_split();
-                let (from_server, to_server) = server.into_split();
-                tokio::spawn(Self::pump(from_client, to_server, port, cut.clone()));
-                tokio::spawn(Self::pump(from_server, to_client, port, cut.clone()));
-            }
-        });
-        Self {
-            addr,
-            flows,
-            dropped,
-            accept,
-        }
-    }
-
-    async fn pump(
-        mut from: tokio::net::tcp::OwnedReadHalf,
-        mut to: tokio::net::tcp::OwnedWriteHalf,
-        port: u16,
-        dropped: Arc<std::sync::Mutex<std::collections::HashSet<u16>>>,
-    ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = match from.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if dropped.lock().unwrap().contains(&port) {
-                continue;
-            }
-            if to.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown().await;
-    }
-
-    /// Drops every flow open now, except those whose Redis-side port is in `keep`.
-    fn drop_open_flows_except(&self, keep: &[u16]) {
-        let open = self.flows.lock().unwrap().clone();
-        self.dropped
-            .lock()
-            .unwrap()
-            .extend(open.into_iter().filter(|p| !keep.contains(p)));
-    }
-
-    fn url(&self) -> String {
-        format!("redis://{}", self.addr)
-    }
-}
-
-impl Drop for Blackhole {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
 }
 
 /// The client ports of the connections Redis holds subscriptions for.
