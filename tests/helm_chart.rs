@@ -19,6 +19,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -156,6 +157,12 @@ impl Render {
 
     fn config_map(&self, name: &str) -> Option<&Value> {
         self.of_kind("ConfigMap")
+            .into_iter()
+            .find(|c| c["metadata"]["name"] == name)
+    }
+
+    fn secret(&self, name: &str) -> Option<&Value> {
+        self.of_kind("Secret")
             .into_iter()
             .find(|c| c["metadata"]["name"] == name)
     }
@@ -636,11 +643,23 @@ fn localized_args(render: &Render, dir: &Path, known: &BTreeSet<String>) -> Opti
             .iter()
             .find(|v| v["name"] == mount["name"])
             .unwrap();
-        let cm = render.config_map(volume["configMap"]["name"].as_str()?)?;
         let local = dir.join(mount["name"].as_str().unwrap());
         std::fs::create_dir_all(&local).unwrap();
-        for (key, value) in cm["data"].as_object().unwrap() {
-            std::fs::write(local.join(key), value.as_str().unwrap()).unwrap();
+        // A Secret the chart renders (the page-token key) is laid out like a
+        // ConfigMap; one the operator brings cannot be, so that case is left out.
+        if let Some(name) = volume["secret"]["secretName"].as_str() {
+            let secret = render.secret(name)?;
+            for (key, value) in secret["data"].as_object().unwrap() {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(value.as_str().unwrap())
+                    .unwrap();
+                std::fs::write(local.join(key), bytes).unwrap();
+            }
+        } else {
+            let cm = render.config_map(volume["configMap"]["name"].as_str()?)?;
+            for (key, value) in cm["data"].as_object().unwrap() {
+                std::fs::write(local.join(key), value.as_str().unwrap()).unwrap();
+            }
         }
         mounts.push((mount["mountPath"].as_str().unwrap().to_string(), local));
     }
@@ -657,6 +676,60 @@ fn localized_args(render: &Render, dir: &Path, known: &BTreeSet<String>) -> Opti
         args.push(arg);
     }
     Some(args)
+}
+
+#[test]
+fn every_replica_signs_page_tokens_with_one_key() {
+    // By default the chart creates the key: a random one of 48 characters, mounted
+    // where `--page-token-key-file` points.
+    let render = render_named("default");
+    let path = render.arg("--page-token-key-file").expect("the flag is passed");
+    let secret = render
+        .secret("portal-authz-portcullis-page-token")
+        .expect("the chart creates the key's Secret");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["page-token-key"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(key.len(), 48);
+    let mount = render.portcullis()["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "page-token")
+        .expect("the key is mounted");
+    assert_eq!(
+        path,
+        format!("{}/page-token-key", mount["mountPath"].as_str().unwrap())
+    );
+
+    // An operator's Secret replaces the chart's.
+    let theirs = render_case(
+        &Case {
+            name: "existing page-token key".to_string(),
+            values: None,
+        },
+        &["--set", "authzen.pageTokenKey.existingSecret=fleet-key"],
+    );
+    assert!(theirs.of_kind("Secret").is_empty(), "{}", theirs.yaml);
+    let volume = theirs.pod()["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "page-token")
+        .expect("their Secret is mounted");
+    assert_eq!(volume["secret"]["secretName"], "fleet-key");
+    assert!(theirs.arg("--page-token-key-file").is_some());
+
+    // Turned off, no key: each pod draws its own.
+    let none = render_case(
+        &Case {
+            name: "no page-token key".to_string(),
+            values: None,
+        },
+        &["--set", "authzen.pageTokenKey.create=false"],
+    );
+    assert!(none.of_kind("Secret").is_empty());
+    assert_eq!(none.arg("--page-token-key-file"), None);
 }
 
 #[test]

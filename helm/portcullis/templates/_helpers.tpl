@@ -35,6 +35,7 @@ tlsCert: --tls-cert
 tlsKey: --tls-key
 tlsClientCa: --tls-client-ca
 publicBaseUrl: --public-base-url
+pageTokenKeyFile: --page-token-key-file
 redisUrlEnv: PORTCULLIS_REDIS_URL
 redisClusterEnv: PORTCULLIS_REDIS_CLUSTER
 {{- end }}
@@ -196,6 +197,9 @@ comes from. */}}
 {{- with $v.authzen.publicBaseUrl }}
 - {{ printf "%s=%s" $f.publicBaseUrl . | quote }}
 {{- end }}
+{{- if include "portcullis.pageTokenSecret" . }}
+- {{ printf "%s=%s/%s" $f.pageTokenKeyFile $v.authzen.pageTokenKey.mountPath $v.authzen.pageTokenKey.key | quote }}
+{{- end }}
 {{- range $v.server.extraArgs }}
 - {{ . | quote }}
 {{- end }}
@@ -246,4 +250,18 @@ defined earlier in the list, so the password never appears in the pod spec.
 {{- with .Values.server.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the AuthZEN page-token key: the operator's, or the one the chart
+creates; empty when neither (each pod then draws its own key, and a page token works
+only on the replica that issued it).
+*/}}
+{{- define "portcullis.pageTokenSecret" -}}
+{{- $k := .Values.authzen.pageTokenKey -}}
+{{- if $k.existingSecret -}}
+{{- $k.existingSecret -}}
+{{- else if $k.create -}}
+{{- printf "%s-page-token" (include "portcullis.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end }}
