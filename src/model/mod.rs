@@ -25,7 +25,7 @@ pub mod schema_types;
 pub mod snapshot;
 pub mod source;
 
-pub use compile::{compile, load, parse_schema, TemplateLink};
+pub use compile::{compile, entity_data, load, parse_schema, TemplateLink};
 pub use mapping::{Mapping, Precedence, SearchConfig};
 pub use reload::{Gate, Model, ReloadOptions, ReloadOutcome, ReloadStatus, ReloadTask, Trigger};
 pub use routes::RouteTable;
