@@ -351,5 +351,11 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
             ));
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| json_error(&e))
+    decode_json(&bytes)
+}
+
+/// Decodes a request body that arrived whole: the one JSON parser of every body the
+/// decision listener reads, with the error `handle` answers when it does not fit `T`.
+pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| json_error(&e))
 }

@@ -443,8 +443,8 @@ fn derive(sources: &Sources, schema: &Schema, problems: &mut Vec<Problem>) -> Op
     })
 }
 
-/// Reads an entity file and validates it against the schema.
-fn entity_data(file: &SourceFile, schema: &Schema) -> Result<Entities, Problem> {
+/// Reads an entity file and validates it against the schema: the file source's parser.
+pub fn entity_data(file: &SourceFile, schema: &Schema) -> Result<Entities, Problem> {
     let json: serde_json::Value = serde_json::from_str(&file.text).map_err(|e| {
         Problem::at_line(
             file,

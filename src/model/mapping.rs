@@ -138,14 +138,20 @@ impl Mapping {
         if !strict {
             let declared: HashSet<&EntityTypeName> = schema.entity_types().collect();
             mapping.types.retain(|_, ty| declared.contains(ty));
-            let action_type = mapping.action_type.clone();
-            mapping.action_names.retain(|_, id| {
-                let uid = EntityUid::from_type_name_and_id(
-                    action_type.clone(),
-                    EntityId::new(id.as_str()),
-                );
-                schema.actions().any(|a| a == &uid)
-            });
+            let kept: BTreeMap<String, String> = mapping
+                .action_names
+                .iter()
+                .filter(|(name, id)| {
+                    let uid = EntityUid::from_type_name_and_id(
+                        mapping.action_type.clone(),
+                        EntityId::new(id.as_str()),
+                    );
+                    schema.actions().any(|a| a == &uid)
+                        && mapping.shadowed(name, &uid, schema).is_none()
+                })
+                .map(|(name, id)| (name.clone(), id.clone()))
+                .collect();
+            mapping.action_names = kept;
         }
         Ok(mapping)
     }
@@ -239,9 +245,32 @@ impl Mapping {
                     name,
                     format!("`actions.names.{name}`: action `{uid}` is not declared in the schema"),
                 ));
+            } else if let Some(named) = self.shadowed(name, &uid, schema) {
+                out.push(at(
+                    name,
+                    format!(
+                        "`actions.names.{name}`: the alias names action `{named}` already, so it cannot stand for `{uid}`"
+                    ),
+                ));
             }
         }
         out
+    }
+
+    /// The other action `alias` names without any alias (an action id of the
+    /// namespace, or a full action uid), when it is not `target`. Such an alias would
+    /// make action search answer a name that a PEP sending it back gets another action
+    /// for.
+    fn shadowed(&self, alias: &str, target: &EntityUid, schema: &Schema) -> Option<EntityUid> {
+        let declared = |uid: &EntityUid| schema.actions().any(|a| a == uid);
+        let in_namespace =
+            EntityUid::from_type_name_and_id(self.action_type.clone(), EntityId::new(alias));
+        let named = if declared(&in_namespace) {
+            Some(in_namespace)
+        } else {
+            EntityUid::from_str(alias).ok().filter(declared)
+        };
+        named.filter(|n| n != target)
     }
 
     /// The Cedar entity type of an AuthZEN type: the mapped one, or the type itself
@@ -361,5 +390,53 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("m.yaml:3:3: `entity_types.bot`"), "{text}");
         assert!(text.contains("m.yaml:7:5: `actions.names.fly`"), "{text}");
+    }
+
+    /// The `authzen_mapping` fuzz target's property (the name action search answers
+    /// reads back as the same action) failed on `ViewInvoice: PayInvoice`: action
+    /// search answered `ViewInvoice` for the Cedar action `ViewInvoice`, and a PEP
+    /// sending that name back was evaluated on `PayInvoice`.
+    #[test]
+    fn an_alias_may_not_take_the_name_of_another_action() {
+        let schema = schema();
+        // (text, where the problem is placed: the entry's line when the key is written
+        // plainly).
+        let shadowing = [
+            (
+                "actions:\n  namespace: Portal\n  names:\n    ViewInvoice: PayInvoice\n",
+                "m.yaml:4:5: `actions.names.ViewInvoice`",
+            ),
+            (
+                "actions:\n  namespace: Portal\n  names:\n    'Portal::Action::\"ViewInvoice\"': PayInvoice\n",
+                "m.yaml: `actions.names.Portal::Action::\"ViewInvoice\"`",
+            ),
+        ];
+        for (text, place) in shadowing {
+            let e = Mapping::compile(&file("m.yaml", text), &schema)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {text}"));
+            let message = e.to_string();
+            assert!(
+                message.contains(place)
+                    && message.contains(
+                        "already, so it cannot stand for `Portal::Action::\"PayInvoice\"`"
+                    ),
+                "{message}"
+            );
+            // Tolerated as the shipped mapping is, the alias is dropped: every action's
+            // answered name reads back as that action.
+            let tolerant = Mapping::compile(
+                &MappingSource::Shipped(SourceFile::new("m.yaml", text)),
+                &schema,
+            )
+            .unwrap();
+            for action in schema.actions() {
+                let name = tolerant.authzen_action(action);
+                assert_eq!(tolerant.cedar_action(&name, &schema).as_ref(), Some(action));
+            }
+        }
+        // An alias that only renames its own action is fine.
+        let own = "actions:\n  namespace: Portal\n  names:\n    PayInvoice: PayInvoice\n    pay: PayInvoice\n";
+        assert!(Mapping::compile(&file("m.yaml", own), &schema).is_ok());
     }
 }

@@ -29,7 +29,7 @@ pub mod snapshot;
 pub mod source;
 pub mod watch;
 
-pub use compile::{compile, load, parse_schema, TemplateLink};
+pub use compile::{compile, entity_data, load, parse_schema, TemplateLink};
 pub use mapping::{Mapping, Precedence, SearchConfig, UnknownActions};
 pub use reload::{Gate, Model, ReloadOptions, ReloadOutcome, ReloadStatus, ReloadTask, Trigger};
 pub use routes::RouteTable;

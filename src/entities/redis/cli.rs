@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cedar_policy::{Entities, Entity, EntityUid};
+use cedar_policy::{Entities, Entity, EntityUid, Schema};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -169,18 +169,7 @@ impl Writer {
     /// Validates `value` (an array of entities in Cedar JSON) whole, writes it all or
     /// nothing, publishes the invalidation and waits for the acknowledgements.
     pub async fn write(&mut self, value: serde_json::Value, name: &str) -> anyhow::Result<String> {
-        let schema = &self.snapshot.schema;
-        let entities = Entities::from_json_value(value, Some(schema))
-            .map_err(|e| anyhow::anyhow!("{name}: {}", crate::error_chain(&e)))?;
-        let actions: HashSet<EntityUid> = schema.actions().cloned().collect();
-        let mut records: Vec<(EntityUid, String)> = Vec::new();
-        for entity in entities.iter() {
-            let uid = entity.uid();
-            if actions.contains(&uid) {
-                continue;
-            }
-            records.push((uid, entity_json(entity)?));
-        }
+        let records = records(value, &self.snapshot.schema, name)?;
         let prefix = &self.args.redis.redis_prefix;
         let count = records.len();
         let written = match &self.target {
@@ -224,6 +213,28 @@ impl Writer {
         let done = format!("wrote {count} entities");
         publish(&self.args, &self.target, &mut self.conn, listed, done).await
     }
+}
+
+/// What an import or put writes: `value` (an array of entities in Cedar JSON)
+/// validated whole against the schema, as (uid, stored JSON) pairs; action entities
+/// are the schema's and are not stored. The error starts with `name`, the input's.
+pub fn records(
+    value: serde_json::Value,
+    schema: &Schema,
+    name: &str,
+) -> anyhow::Result<Vec<(EntityUid, String)>> {
+    let entities = Entities::from_json_value(value, Some(schema))
+        .map_err(|e| anyhow::anyhow!("{name}: {}", crate::error_chain(&e)))?;
+    let actions: HashSet<EntityUid> = schema.actions().cloned().collect();
+    let mut records: Vec<(EntityUid, String)> = Vec::new();
+    for entity in entities.iter() {
+        let uid = entity.uid();
+        if actions.contains(&uid) {
+            continue;
+        }
+        records.push((uid, entity_json(entity)?));
+    }
+    Ok(records)
 }
 
 /// An entity's JSON as stored: Cedar's own serialization, so references are explicit.

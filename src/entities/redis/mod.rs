@@ -313,32 +313,56 @@ impl RedisSource {
         let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s != CONNECTING)).await;
     }
 
-    /// Parses what Redis holds under `uid`'s key.
+    /// Parses what Redis holds under `uid`'s key into a cache entry.
     fn parse(uid: &EntityUid, bytes: &[u8], snapshot: &Snapshot) -> Result<Cached, String> {
-        let json: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| format!("entity `{uid}` in Redis is not valid JSON: {e}"))?;
-        let entity =
-            Entity::from_json_value(json.clone(), Some(&snapshot.schema)).map_err(|e| {
-                format!(
-                    "entity `{uid}` in Redis does not conform to the schema: {}",
-                    crate::error_chain(&e)
-                )
-            })?;
-        if &entity.uid() != uid {
-            return Err(format!(
-                "entity `{uid}` in Redis holds the data of `{}`",
-                entity.uid()
-            ));
-        }
-        let (parents, refs) = super::parents_and_references(&json);
+        let stored = parse_stored(uid, bytes, snapshot)?;
         Ok(Cached {
-            parents,
+            parents: stored.parents,
             schema_hash: snapshot.schema_hash.clone(),
-            entity,
-            refs,
+            entity: stored.entity,
+            refs: stored.refs,
             bytes: bytes.len(),
         })
     }
+}
+
+/// An entity read from Redis, with the uids a decision about it may read next.
+#[derive(Debug, Clone)]
+pub struct StoredEntity {
+    pub entity: Entity,
+    /// Its parents: always fetched, so ancestry is never cut.
+    pub parents: Vec<EntityUid>,
+    /// Uids its attributes and tags point to: fetched up to the depth.
+    pub refs: Vec<EntityUid>,
+}
+
+/// Parses what Redis holds under `uid`'s key: JSON that conforms to the snapshot's
+/// schema and holds the data of `uid` itself. The error names the entity.
+pub fn parse_stored(
+    uid: &EntityUid,
+    bytes: &[u8],
+    snapshot: &Snapshot,
+) -> Result<StoredEntity, String> {
+    let json: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("entity `{uid}` in Redis is not valid JSON: {e}"))?;
+    let entity = Entity::from_json_value(json.clone(), Some(&snapshot.schema)).map_err(|e| {
+        format!(
+            "entity `{uid}` in Redis does not conform to the schema: {}",
+            crate::error_chain(&e)
+        )
+    })?;
+    if &entity.uid() != uid {
+        return Err(format!(
+            "entity `{uid}` in Redis holds the data of `{}`",
+            entity.uid()
+        ));
+    }
+    let (parents, refs) = super::parents_and_references(&json);
+    Ok(StoredEntity {
+        entity,
+        parents,
+        refs,
+    })
 }
 
 #[async_trait]

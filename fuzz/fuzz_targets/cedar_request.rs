@@ -1,0 +1,71 @@
+//! The Cedar-native request body (`/v1/is_authorized`, mode `0`; and
+//! `/v1/batch_is_authorized`, mode `1`): decoded by the listener's JSON decoder, checked
+//! against the shipped schema, decided on the demo data.
+//!
+//! Holds: no panic; a body that does not decode is a 400; a request that does not
+//! check is the caller's mistake (a 400 naming the field); the file source never
+//! answers "unavailable"; every outcome serializes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use portcullis::decision::{self, Call, Outcome, RawRequest};
+use portcullis::entities::FileSource;
+use portcullis::http::cedar::{BatchRequest, IsAuthorizedRequest, IsAuthorizedResponse};
+use portcullis::http::decode_json;
+use portcullis::http::error::ApiError;
+use portcullis_fuzz::{block_on, mode, snapshot};
+
+fn requests(mode: u8, body: &[u8]) -> Result<Vec<IsAuthorizedRequest>, ApiError> {
+    if mode == 0 {
+        return decode_json::<IsAuthorizedRequest>(body).map(|r| vec![r]);
+    }
+    let batch: BatchRequest = decode_json(body)?;
+    // Each item is decoded as the batch handler decodes it; an item that does not
+    // decode fails the batch, as it does there.
+    batch
+        .requests
+        .into_iter()
+        .map(|v| {
+            serde_json::from_value::<IsAuthorizedRequest>(v)
+                .map_err(|e| portcullis::http::error::json_error(&e))
+        })
+        .collect()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (mode, body) = mode(data, 2);
+    let snapshot = snapshot();
+    let requests = match requests(mode, body) {
+        Ok(r) => r,
+        Err(e) => {
+            assert_eq!(e.status, 400, "{e:?}");
+            assert!(!e.message.is_empty());
+            return;
+        }
+    };
+    for r in requests {
+        let raw = RawRequest::from(r);
+        let checked = match decision::check(snapshot, &raw) {
+            Ok(c) => c,
+            Err(e) => {
+                let api = ApiError::from(e);
+                assert_eq!(api.status, 400, "{api:?}");
+                assert!(api.message.starts_with('`'), "{api:?}");
+                continue;
+            }
+        };
+        let outcome = block_on(decision::decide(
+            snapshot,
+            &FileSource,
+            &Call::unrecorded(),
+            &checked,
+            &[],
+        ));
+        assert!(
+            !matches!(outcome, Outcome::StoreUnavailable(_)),
+            "the file source answered unavailable: {outcome:?}"
+        );
+        serde_json::to_string(&IsAuthorizedResponse::from(&outcome))
+            .expect("an outcome serializes");
+    }
+});
