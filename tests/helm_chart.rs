@@ -683,7 +683,9 @@ fn every_replica_signs_page_tokens_with_one_key() {
     // By default the chart creates the key: a random one of 48 characters, mounted
     // where `--page-token-key-file` points.
     let render = render_named("default");
-    let path = render.arg("--page-token-key-file").expect("the flag is passed");
+    let path = render
+        .arg("--page-token-key-file")
+        .expect("the flag is passed");
     let secret = render
         .secret("portal-authz-portcullis-page-token")
         .expect("the chart creates the key's Secret");
