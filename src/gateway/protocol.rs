@@ -20,6 +20,9 @@ pub enum Protocol {
     /// Envoy HTTP ext_authz: the check request keeps the original method, and its path
     /// is the original path after a configured prefix.
     Envoy,
+    /// Envoy gRPC ext_authz (`envoy.service.auth.v3.Authorization/Check`): the original
+    /// method, path and headers arrive as `attributes.request.http` of the check.
+    EnvoyGrpc,
 }
 
 impl Protocol {
@@ -29,6 +32,7 @@ impl Protocol {
             Protocol::Nginx => "nginx",
             Protocol::Traefik => "traefik",
             Protocol::Envoy => "envoy",
+            Protocol::EnvoyGrpc => "envoy-grpc",
         }
     }
 }
@@ -80,6 +84,24 @@ fn path_and_query(value: &str, name: &str) -> Result<String, ProtocolError> {
         .ok_or_else(|| ProtocolError(format!("header `{name}`: `{value}` has no path")))
 }
 
+/// The original request of an Envoy gRPC check: its method and path (with the query)
+/// as Envoy's `attributes.request.http` names them, and its host.
+pub fn envoy_grpc(method_name: &str, path: &str, host: &str) -> Result<Original, ProtocolError> {
+    const METHOD: &str = "attributes.request.http.method";
+    const PATH: &str = "attributes.request.http.path";
+    if method_name.is_empty() {
+        return Err(ProtocolError(format!("`{METHOD}` is missing")));
+    }
+    if path.is_empty() {
+        return Err(ProtocolError(format!("`{PATH}` is missing")));
+    }
+    Ok(Original {
+        method: method(method_name, METHOD)?,
+        uri: path_and_query(path, PATH)?,
+        host: Some(host.to_string()).filter(|h| !h.is_empty()),
+    })
+}
+
 /// Reads the original request from a check request.
 pub fn original(
     protocol: Protocol,
@@ -120,6 +142,12 @@ pub fn original(
                 host: header(headers, "host").ok().map(str::to_string),
             })
         }
+        // The gRPC check names the original request in its message, not in headers.
+        Protocol::EnvoyGrpc => envoy_grpc(
+            method_of_check.as_str(),
+            target_of_check,
+            header(headers, "host").unwrap_or_default(),
+        ),
     }
 }
 

@@ -291,7 +291,7 @@ fn spawn_connection<I>(
         let app = app.clone();
         let seen = seen.clone();
         async move {
-            let response = super::handle(app, role, req).await;
+            let response = super::dispatch(app, role, req).await;
             if let Ok(r) = &response {
                 if let Some(CloseReason(reason)) = r.extensions().get::<CloseReason>() {
                     let _ = seen.close_reason.set(reason);

@@ -4,6 +4,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod binary;
+pub mod gateway_cases;
+pub mod grpc;
 pub mod jwt;
 pub mod redis;
 
