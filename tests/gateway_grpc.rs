@@ -456,3 +456,126 @@ async fn a_health_watch_keeps_its_connection_past_the_idle_timeout() {
     assert_eq!(closed_for_idleness(&server).await, 2.0);
     server.stop().await;
 }
+
+/// gRPC over TLS: the listener's certificate, `h2` chosen by ALPN.
+mod tls {
+    use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use hyper_util::rt::TokioIo;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+    type Io = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+    /// Connects to the server over TLS offering only `h2`, and keeps the protocol the
+    /// server chose.
+    #[derive(Clone)]
+    struct TlsConnector {
+        addr: std::net::SocketAddr,
+        config: Arc<ClientConfig>,
+        chosen: Arc<Mutex<Option<Vec<u8>>>>,
+    }
+
+    impl tonic::codegen::Service<http::Uri> for TlsConnector {
+        type Response = Io;
+        type Error = std::io::Error;
+        type Future = Pin<Box<dyn Future<Output = Result<Io, std::io::Error>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Uri) -> Self::Future {
+            let this = self.clone();
+            Box::pin(async move {
+                let tcp = tokio::net::TcpStream::connect(this.addr).await?;
+                let tls = tokio_rustls::TlsConnector::from(this.config)
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await?;
+                *this.chosen.lock().unwrap() = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                Ok(TokioIo::new(tls))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn envoy_asks_over_tls_with_h2_chosen_by_alpn() {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server_cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &ca, &ca_key)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("server.pem"), server_cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+        let mut args = ServeArgs {
+            gateway: GatewayArgs {
+                trusted_principal_header: Some("x-portal-user".to_string()),
+                ..GatewayArgs::default()
+            },
+            ..ServeArgs::default()
+        };
+        args.tls.tls_cert = Some(dir.path().join("server.pem"));
+        args.tls.tls_key = Some(dir.path().join("server.key"));
+        let server = TestServer::start(args).await;
+
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
+            .unwrap();
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = TlsConnector {
+            addr: server.addr,
+            config: Arc::new(config),
+            chosen: Arc::default(),
+        };
+        let chosen = connector.chosen.clone();
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(connector)
+            .await
+            .unwrap();
+
+        let a = ask(
+            &channel,
+            check(
+                "GET",
+                "/accounts/acme/invoices/inv-1001",
+                &[("x-portal-user", "bea")],
+            ),
+        )
+        .await;
+        assert_eq!(a.code, Code::Ok, "{a:?}");
+        assert_eq!(a.header("x-portcullis-policy"), Some("member-invoices"));
+        let a = ask(
+            &channel,
+            check(
+                "GET",
+                "/accounts/acme/invoices/inv-1001",
+                &[("x-portal-user", "walt")],
+            ),
+        )
+        .await;
+        assert_eq!(a.code, Code::PermissionDenied, "{a:?}");
+        assert_eq!(
+            grpc::health(&channel, "").await.unwrap(),
+            ServingStatus::Serving
+        );
+        assert_eq!(chosen.lock().unwrap().as_deref(), Some(&b"h2"[..]));
+        server.stop().await;
+    }
+}
