@@ -307,4 +307,35 @@ mod tests {
             None
         );
     }
+
+    #[test]
+    fn envoy_grpc_names_the_original_request_in_its_message() {
+        assert_eq!(
+            envoy_grpc(
+                "POST",
+                "/accounts/acme/invoices/inv-1001/pay?x=1",
+                "portal.example"
+            ),
+            Ok(Original {
+                method: Method::POST,
+                uri: "/accounts/acme/invoices/inv-1001/pay?x=1".to_string(),
+                host: Some("portal.example".to_string()),
+            })
+        );
+        assert_eq!(
+            envoy_grpc("GET", "https://portal.example/help", "").map(|o| (o.uri, o.host)),
+            Ok(("/help".to_string(), None))
+        );
+        // (method, path, what the error names)
+        let bad = [
+            ("", "/help", "attributes.request.http.method"),
+            ("get", "/help", "attributes.request.http.method"),
+            ("GET", "", "attributes.request.http.path"),
+            ("GET", "help", "attributes.request.http.path"),
+        ];
+        for (method, path, named) in bad {
+            let e = envoy_grpc(method, path, "portal.example").unwrap_err();
+            assert!(e.0.contains(named), "{method} {path}: {e}");
+        }
+    }
 }
