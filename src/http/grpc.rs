@@ -58,14 +58,16 @@ const BAD_CHECK: &str = "invalid_forward_auth_request";
 /// How often a health `Watch` looks at readiness again; it sends only changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Whether a request is a gRPC call: HTTP/2 with a gRPC content type.
+/// Whether a request is a gRPC call: HTTP/2 with a gRPC content type
+/// (`application/grpc`, `application/grpc+proto`; not gRPC-Web).
 pub fn is_grpc<B>(req: &Request<B>) -> bool {
     req.version() == http::Version::HTTP_2
         && req
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"))
+            .and_then(|v| v.strip_prefix("application/grpc"))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
 }
 
 /// The services, by the first segment of a call's path.
@@ -85,7 +87,7 @@ fn service_of(path: &str) -> Option<Called> {
     }
 }
 
-/// Serves one gRPC call. Returns the endpoint label for metrics and the answer.
+/// Serves one gRPC call, timed under its service's endpoint label.
 pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> http::Response<GrpcBody> {
     let started = Instant::now();
     let ctx = Ctx {
@@ -391,5 +393,60 @@ impl Health for Readiness {
                 }
             });
         Ok(tonic::Response::new(Box::pin(changes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http2_calls_with_a_grpc_content_type_are_grpc() {
+        let request = |version, content_type: &str| {
+            let mut r = Request::new(());
+            *r.version_mut() = version;
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                http::HeaderValue::from_str(content_type).unwrap(),
+            );
+            r
+        };
+        let h2 = http::Version::HTTP_2;
+        // (content type, HTTP version, gRPC?)
+        let cases = [
+            ("application/grpc", h2, true),
+            ("application/grpc+proto", h2, true),
+            ("application/grpc;charset=utf-8", h2, true),
+            ("application/grpc-web", h2, false),
+            ("application/json", h2, false),
+            ("application/grpc", http::Version::HTTP_11, false),
+        ];
+        for (content_type, version, want) in cases {
+            assert_eq!(
+                is_grpc(&request(version, content_type)),
+                want,
+                "{content_type} {version:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_call_names_its_service_by_the_first_path_segment() {
+        assert!(matches!(
+            service_of("/envoy.service.auth.v3.Authorization/Check"),
+            Some(Called::Authorization)
+        ));
+        assert!(matches!(
+            service_of("/grpc.health.v1.Health/Watch"),
+            Some(Called::Health)
+        ));
+        for other in [
+            "/",
+            "",
+            "/envoy.service.auth.v2.Authorization/Check",
+            "/v1/is_authorized",
+        ] {
+            assert!(service_of(other).is_none(), "{other}");
+        }
     }
 }
