@@ -1,5 +1,6 @@
 //! The decision log: one event with the same fields on every surface (the Cedar-native
-//! API, AuthZEN, the gateway), and on the gateway the route template and protocol.
+//! API, AuthZEN, the gateway over HTTP and over Envoy's gRPC), and on the gateway the
+//! route template and protocol.
 //! A test binary of its own, because it installs the process-wide log subscriber.
 #![allow(
     clippy::unwrap_used,
@@ -111,13 +112,25 @@ async fn every_surface_logs_the_same_fields_and_the_gateway_its_route() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let channel = common::grpc::channel(server.addr).await;
+    let a = common::grpc::ask(
+        &channel,
+        common::grpc::check(
+            "GET",
+            "/accounts/acme/invoices/inv-1001",
+            &[("authorization", &auth), ("x-request-id", "req-walt-4")],
+        ),
+    )
+    .await;
+    assert_eq!(a.code, tonic::Code::PermissionDenied, "{a:?}");
     server.stop().await;
 
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let (gateway, cedar, authzen) = (
+    let (gateway, cedar, authzen, grpc) = (
         entry(&text, "req-walt-1"),
         entry(&text, "req-walt-2"),
         entry(&text, "req-walt-3"),
+        entry(&text, "req-walt-4"),
     );
     let keys = |v: &serde_json::Value| -> Vec<String> {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
@@ -126,8 +139,10 @@ async fn every_surface_logs_the_same_fields_and_the_gateway_its_route() {
     };
     assert_eq!(keys(&gateway), keys(&cedar), "{gateway}\n{cedar}");
     assert_eq!(keys(&authzen), keys(&cedar), "{authzen}\n{cedar}");
+    assert_eq!(keys(&grpc), keys(&cedar), "{grpc}\n{cedar}");
     for (e, surface) in [
         (&gateway, "gateway"),
+        (&grpc, "gateway"),
         (&cedar, "cedar"),
         (&authzen, "authzen"),
     ] {
@@ -139,6 +154,8 @@ async fn every_surface_logs_the_same_fields_and_the_gateway_its_route() {
         assert_eq!(e["resource"], r#"Portal::Invoice::"inv-1001""#);
     }
     assert_eq!(cedar["route"], "");
+    assert_eq!(grpc["route"], "GET /accounts/{account}/invoices/{invoice}");
+    assert_eq!(grpc["protocol"], "envoy-grpc");
     let entry = gateway;
     assert_eq!(entry["route"], "GET /accounts/{account}/invoices/{invoice}");
     assert_eq!(entry["protocol"], "traefik");

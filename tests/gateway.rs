@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::jwt::{claims, claims_2fa, TestKey, AUDIENCE, ISSUER};
+use common::jwt::{claims, TestKey, AUDIENCE, ISSUER};
 use common::TestServer;
 use http::{Method, StatusCode};
 use portcullis::config::{GatewayArgs, ServeArgs};
@@ -79,155 +79,10 @@ async fn each_proxy_gets_the_portal_decisions_in_its_own_dialect() {
     let dir = tempfile::tempdir().unwrap();
     let key = TestKey::ed25519("login");
     let server = portal_with_jwt(&dir, &key).await;
-    let bea = key.sign(&claims("bea"));
-    let bea_2fa = key.sign(&claims_2fa("bea"));
-    let walt = key.sign(&claims("walt"));
-    let olivia = key.sign(&claims("olivia"));
-    let dev = key.sign(&claims("dev"));
-    let dora = key.sign(&claims("dora"));
-    let carl = key.sign(&claims("carl"));
-    // (story, method, path, token, status, determining policy on allow)
-    let cases: &[(&str, &str, &str, Option<&str>, StatusCode, &str)] = &[
-        (
-            "the bookkeeper may view acme's invoice",
-            "GET",
-            "/accounts/acme/invoices/inv-1001",
-            Some(&bea),
-            StatusCode::OK,
-            "member-invoices",
-        ),
-        (
-            "the bookkeeper may pay acme's invoice",
-            "POST",
-            "/accounts/acme/invoices/inv-1001/pay",
-            Some(&bea),
-            StatusCode::OK,
-            "member-invoices",
-        ),
-        (
-            "the bookkeeper may not see globex's invoice",
-            "GET",
-            "/accounts/globex/invoices/inv-9001",
-            Some(&bea),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "nor by naming acme in the path",
-            "GET",
-            "/accounts/acme/invoices/inv-9001",
-            Some(&bea),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "the bookkeeper may not change the payment method without a second factor",
-            "PUT",
-            "/accounts/acme/payment-method",
-            Some(&bea),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "the bookkeeper may change it with a one-time password",
-            "PUT",
-            "/accounts/acme/payment-method",
-            Some(&bea_2fa),
-            StatusCode::OK,
-            "member-payment-method",
-        ),
-        (
-            "the webmaster may not see invoices",
-            "GET",
-            "/accounts/acme/invoices/inv-1001",
-            Some(&walt),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "the webmaster may open a ticket",
-            "POST",
-            "/accounts/acme/tickets",
-            Some(&walt),
-            StatusCode::OK,
-            "member-open-ticket",
-        ),
-        (
-            "the owner manages acme's users",
-            "POST",
-            "/accounts/acme/users",
-            Some(&olivia),
-            StatusCode::OK,
-            "owner-on-account",
-        ),
-        (
-            "the developer manages globex's nameservers",
-            "PUT",
-            "/accounts/globex/domains/globex.example/nameservers",
-            Some(&dev),
-            StatusCode::OK,
-            "member-managedomains",
-        ),
-        (
-            "but not acme's",
-            "PUT",
-            "/accounts/acme/domains/acme.example/nameservers",
-            Some(&dev),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "a disabled user can do nothing",
-            "GET",
-            "/accounts/acme/invoices/inv-1001",
-            Some(&dora),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "a contact never logs in",
-            "POST",
-            "/accounts/acme/login",
-            Some(&carl),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "no token is unauthenticated",
-            "GET",
-            "/accounts/acme/invoices/inv-1001",
-            None,
-            StatusCode::UNAUTHORIZED,
-            "",
-        ),
-        (
-            "a garbage token is unauthenticated",
-            "GET",
-            "/accounts/acme/invoices/inv-1001",
-            Some("not.a.token"),
-            StatusCode::UNAUTHORIZED,
-            "",
-        ),
-        (
-            "a path outside the table is denied",
-            "GET",
-            "/accounts/acme/secrets",
-            Some(&olivia),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "a dot segment never matches",
-            "GET",
-            "/accounts/acme/invoices/../users",
-            Some(&olivia),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-    ];
+    let cases = common::gateway_cases::portal(&key);
     for protocol in ["nginx", "traefik", "envoy"] {
-        for (story, method, path, token, status, policy) in cases {
-            let r = ask(&server, protocol, method, path, *token).await;
+        for (story, method, path, token, status, policy) in &cases {
+            let r = ask(&server, protocol, method, path, token.as_deref()).await;
             assert_eq!(r.status, *status, "{protocol}: {story}: {}", r.text);
             assert!(r.header("x-request-id").is_some(), "{protocol}: {story}");
             if *status == StatusCode::OK {

@@ -172,15 +172,32 @@ impl Gateway {
         target: &str,
         headers: &HeaderMap,
     ) -> Verdict {
-        let settings = &self.settings;
-        call.protocol = Some(protocol.name());
-        let original = match protocol::original(
+        let original = protocol::original(
             protocol,
             method,
             target,
             headers,
-            &settings.ext_authz_prefix,
-        ) {
+            &self.settings.ext_authz_prefix,
+        );
+        self.check_original(snapshot, source, call, protocol, original, headers)
+            .await
+    }
+
+    /// Answers a check whose original request was already read from the proxy's
+    /// question (or could not be: then it is a [`Verdict::BadCheck`]). Every surface's
+    /// decision is this one; `headers` are the original request's.
+    pub async fn check_original<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+        source: &dyn EntitySource,
+        call: &mut Call<'a>,
+        protocol: Protocol,
+        original: Result<protocol::Original, ProtocolError>,
+        headers: &HeaderMap,
+    ) -> Verdict {
+        let settings = &self.settings;
+        call.protocol = Some(protocol.name());
+        let original = match original {
             Ok(o) => o,
             Err(ProtocolError::Unmatchable(message)) => {
                 self.count(protocol, UNMATCHED, "deny");

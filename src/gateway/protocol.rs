@@ -20,6 +20,9 @@ pub enum Protocol {
     /// Envoy HTTP ext_authz: the check request keeps the original method, and its path
     /// is the original path after a configured prefix.
     Envoy,
+    /// Envoy gRPC ext_authz (`envoy.service.auth.v3.Authorization/Check`): the original
+    /// method, path and headers arrive as `attributes.request.http` of the check.
+    EnvoyGrpc,
 }
 
 impl Protocol {
@@ -29,6 +32,7 @@ impl Protocol {
             Protocol::Nginx => "nginx",
             Protocol::Traefik => "traefik",
             Protocol::Envoy => "envoy",
+            Protocol::EnvoyGrpc => "envoy-grpc",
         }
     }
 }
@@ -106,6 +110,24 @@ fn path_and_query(value: &str, name: &str) -> Result<String, ProtocolError> {
         .ok_or_else(|| Incomplete(format!("header `{name}`: `{value}` has no path")))
 }
 
+/// The original request of an Envoy gRPC check: its method and path (with the query)
+/// as Envoy's `attributes.request.http` names them, and its host.
+pub fn envoy_grpc(method_name: &str, path: &str, host: &str) -> Result<Original, ProtocolError> {
+    const METHOD: &str = "attributes.request.http.method";
+    const PATH: &str = "attributes.request.http.path";
+    if method_name.is_empty() {
+        return Err(ProtocolError(format!("`{METHOD}` is missing")));
+    }
+    if path.is_empty() {
+        return Err(ProtocolError(format!("`{PATH}` is missing")));
+    }
+    Ok(Original {
+        method: method(method_name, METHOD)?,
+        uri: path_and_query(path, PATH)?,
+        host: Some(host.to_string()).filter(|h| !h.is_empty()),
+    })
+}
+
 /// Reads the original request from a check request.
 pub fn original(
     protocol: Protocol,
@@ -144,6 +166,12 @@ pub fn original(
                 host: header(headers, "host").ok().map(str::to_string),
             })
         }
+        // The gRPC check names the original request in its message, not in headers.
+        Protocol::EnvoyGrpc => envoy_grpc(
+            method_of_check.as_str(),
+            target_of_check,
+            header(headers, "host").unwrap_or_default(),
+        ),
     }
 }
 
@@ -305,5 +333,36 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn envoy_grpc_names_the_original_request_in_its_message() {
+        assert_eq!(
+            envoy_grpc(
+                "POST",
+                "/accounts/acme/invoices/inv-1001/pay?x=1",
+                "portal.example"
+            ),
+            Ok(Original {
+                method: Method::POST,
+                uri: "/accounts/acme/invoices/inv-1001/pay?x=1".to_string(),
+                host: Some("portal.example".to_string()),
+            })
+        );
+        assert_eq!(
+            envoy_grpc("GET", "https://portal.example/help", "").map(|o| (o.uri, o.host)),
+            Ok(("/help".to_string(), None))
+        );
+        // (method, path, what the error names)
+        let bad = [
+            ("", "/help", "attributes.request.http.method"),
+            ("get", "/help", "attributes.request.http.method"),
+            ("GET", "", "attributes.request.http.path"),
+            ("GET", "help", "attributes.request.http.path"),
+        ];
+        for (method, path, named) in bad {
+            let e = envoy_grpc(method, path, "portal.example").unwrap_err();
+            assert!(e.0.contains(named), "{method} {path}: {e}");
+        }
     }
 }

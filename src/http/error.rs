@@ -191,6 +191,32 @@ pub fn verdict_status(v: &Verdict) -> (StatusCode, Option<(&'static str, String)
     }
 }
 
+/// The gRPC status of a gateway verdict, carried in an Envoy gRPC check's answer next
+/// to the HTTP status [`verdict_status`] gives. Every verdict but an allow is an answer
+/// with a non-OK status (a deny to Envoy), never a failed call: Envoy may be configured
+/// to let requests through when the call itself fails (`failure_mode_allow`).
+pub fn verdict_grpc_code(v: &Verdict) -> tonic::Code {
+    match v {
+        Verdict::Allow { .. } | Verdict::AllowUnmatched => tonic::Code::Ok,
+        Verdict::Deny { .. } => tonic::Code::PermissionDenied,
+        Verdict::Unauthenticated(_) => tonic::Code::Unauthenticated,
+        Verdict::NotConfigured(_) | Verdict::Unavailable(_) => tonic::Code::Unavailable,
+        Verdict::BadCheck(_) => tonic::Code::InvalidArgument,
+    }
+}
+
+/// A gRPC call that failed before its message could be decided (its body was too
+/// large, too slow, or it named no service here): the status it ends with.
+pub fn grpc_status(e: &ApiError) -> tonic::Status {
+    let code = match e.status {
+        StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
+        StatusCode::REQUEST_TIMEOUT => tonic::Code::DeadlineExceeded,
+        StatusCode::NOT_FOUND => tonic::Code::Unimplemented,
+        _ => tonic::Code::InvalidArgument,
+    };
+    tonic::Status::new(code, e.message.clone())
+}
+
 /// A JSON body that failed to decode: a syntax error or a shape error, both named.
 pub fn json_error(e: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;

@@ -41,6 +41,16 @@ pub async fn check(ctx: &Ctx, req: Request<Incoming>, protocol: Protocol) -> Res
     answer(ctx, &verdict)
 }
 
+/// The `WWW-Authenticate` challenge of an answer with `status`: a 401 of a gateway that
+/// identifies callers by bearer tokens asks for one.
+pub fn bearer_challenge(ctx: &Ctx, status: StatusCode) -> Option<&'static str> {
+    let bearer = matches!(
+        ctx.app.gateway.settings.authenticator,
+        Authenticator::Jwt(_)
+    );
+    (status == StatusCode::UNAUTHORIZED && bearer).then_some("Bearer")
+}
+
 fn header_value(s: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(s).ok()
 }
@@ -53,13 +63,9 @@ fn answer(ctx: &Ctx, verdict: &Verdict) -> Response {
     }
     if let Some((code, message)) = error {
         let mut r = json_response(status, error_body(code, &message));
-        let bearer = matches!(
-            ctx.app.gateway.settings.authenticator,
-            Authenticator::Jwt(_)
-        );
-        if status == StatusCode::UNAUTHORIZED && bearer {
+        if let Some(challenge) = bearer_challenge(ctx, status) {
             r.headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         return r;
     }

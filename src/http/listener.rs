@@ -22,6 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -291,14 +292,21 @@ fn spawn_connection<I>(
         let app = app.clone();
         let seen = seen.clone();
         async move {
-            let response = super::handle(app, role, req).await;
+            let response = super::dispatch(app, role, req).await;
             if let Ok(r) = &response {
                 if let Some(CloseReason(reason)) = r.extensions().get::<CloseReason>() {
                     let _ = seen.close_reason.set(reason);
                 }
             }
-            drop(request);
-            response
+            // The request stays in flight until its body was written: a gRPC stream's
+            // body (a health `Watch`) lasts as long as the stream, and an HTTP/2
+            // connection with a stream open is not idle.
+            response.map(|r| {
+                r.map(|body| Tracked {
+                    inner: body,
+                    _request: request,
+                })
+            })
         }
     });
     let conn = builder
@@ -506,6 +514,32 @@ impl Activity {
             return idle_at.min(soon);
         }
         soon
+    }
+}
+
+/// A response body that holds its request in flight until it is dropped.
+struct Tracked<B> {
+    inner: B,
+    _request: InFlight,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

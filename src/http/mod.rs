@@ -5,6 +5,8 @@
 //! - [`listener`]: the decision and admin listeners, connection budgets and timeouts.
 //! - [`ROUTES`]: the routing table of both listeners (docs/openapi.json documents it).
 //! - [`cedar`], [`authzen`], [`gateway`], [`admin`]: the handlers of each surface.
+//! - [`grpc`]: Envoy's gRPC ext_authz and the gRPC health service, on the decision
+//!   listener beside the HTTP surfaces.
 //! - [`error`]: the one mapping of outcomes and errors to statuses and bodies.
 //! - [`tls`]: HTTPS and mutual TLS for the listener.
 
@@ -14,6 +16,7 @@ pub mod authzen;
 pub mod cedar;
 pub mod error;
 pub mod gateway;
+pub mod grpc;
 pub mod listener;
 pub mod tls;
 
@@ -24,7 +27,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::decision::{Call, Surface};
@@ -44,9 +47,14 @@ fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic()))
-        .map(str::to_string)
+        .and_then(sane_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// A caller's request id, when it is short printable text.
+fn sane_request_id(v: &str) -> Option<String> {
+    (!v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic()))
+        .then(|| v.to_string())
 }
 
 /// Per-request facts the handlers need besides the body.
@@ -65,7 +73,25 @@ impl Ctx {
     }
 }
 
-async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Result<Response, Infallible> {
+/// The body of any answer of the listeners: an HTTP handler's whole body, or a gRPC
+/// call's frames and trailers.
+pub type AnyBody = Either<Body, grpc::GrpcBody>;
+
+/// Serves one request of either listener: gRPC calls on the decision listener go to
+/// [`grpc`], everything else through the routing table.
+async fn dispatch(
+    app: Arc<App>,
+    role: Role,
+    req: Request<Incoming>,
+) -> Result<http::Response<AnyBody>, Infallible> {
+    if role == Role::Decision && grpc::is_grpc(&req) {
+        return Ok(grpc::serve(app, req).await.map(Either::Right));
+    }
+    let response = handle(app, role, req).await;
+    Ok(response.map(Either::Left))
+}
+
+async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Response {
     let started = Instant::now();
     let rid = request_id(req.headers());
     let ctx = Ctx {
@@ -105,7 +131,7 @@ async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Result<Res
         .request_duration
         .with_label_values(&[endpoint])
         .observe(started.elapsed().as_secs_f64());
-    Ok(response)
+    response
 }
 
 /// Which listener serves a route.
@@ -312,7 +338,6 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     ctx: &Ctx,
     req: Request<Incoming>,
 ) -> Result<T, ApiError> {
-    let limit = ctx.app.limits.max_body_bytes;
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
@@ -323,6 +348,13 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     if !is_json {
         return Err(ApiError::unsupported_media_type());
     }
+    let bytes = read_body(ctx, req).await?;
+    decode_json(&bytes)
+}
+
+/// Reads a request body within `--max-body-bytes` and the body timeout.
+pub async fn read_body(ctx: &Ctx, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let limit = ctx.app.limits.max_body_bytes;
     let too_large = || ApiError::body_too_large(limit);
     let declared = req
         .headers()
@@ -337,21 +369,20 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     let Ok(collected) = tokio::time::timeout(timeout, read).await else {
         return Err(ApiError::body_timeout(timeout));
     };
-    let bytes = match collected {
-        Ok(c) => c.to_bytes(),
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
                 return Err(too_large());
             }
-            return Err(ApiError::bad_request(
+            Err(ApiError::bad_request(
                 "body_unreadable",
                 format!("request body could not be read: {e}"),
-            ));
+            ))
         }
-    };
-    decode_json(&bytes)
+    }
 }
 
 /// Decodes a request body that arrived whole: the one JSON parser of every body the

@@ -5,6 +5,8 @@
 
 pub mod binary;
 pub mod blackhole;
+pub mod gateway_cases;
+pub mod grpc;
 pub mod jwt;
 pub mod redis;
 
