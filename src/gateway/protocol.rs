@@ -116,10 +116,10 @@ pub fn envoy_grpc(method_name: &str, path: &str, host: &str) -> Result<Original,
     const METHOD: &str = "attributes.request.http.method";
     const PATH: &str = "attributes.request.http.path";
     if method_name.is_empty() {
-        return Err(ProtocolError(format!("`{METHOD}` is missing")));
+        return Err(Incomplete(format!("`{METHOD}` is missing")));
     }
     if path.is_empty() {
-        return Err(ProtocolError(format!("`{PATH}` is missing")));
+        return Err(Incomplete(format!("`{PATH}` is missing")));
     }
     Ok(Original {
         method: method(method_name, METHOD)?,
@@ -362,7 +362,7 @@ mod tests {
         ];
         for (method, path, named) in bad {
             let e = envoy_grpc(method, path, "portal.example").unwrap_err();
-            assert!(e.0.contains(named), "{method} {path}: {e}");
+            assert!(e.to_string().contains(named), "{method} {path}: {e}");
         }
     }
 }

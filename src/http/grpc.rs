@@ -188,7 +188,7 @@ impl Authorization for Checks {
         };
         let original = match &http {
             Some(h) => crate::gateway::protocol::envoy_grpc(&h.method, &h.path, &h.host),
-            None => Err(ProtocolError(
+            None => Err(ProtocolError::Incomplete(
                 "`attributes.request.http` is missing".to_string(),
             )),
         };
