@@ -14,6 +14,7 @@ pub mod authzen;
 pub mod cedar;
 pub mod error;
 pub mod gateway;
+pub mod jwks;
 pub mod listener;
 pub mod tls;
 
