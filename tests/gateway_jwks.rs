@@ -346,3 +346,40 @@ fn keys_are_fetched_only_over_https_or_from_loopback() {
     });
     assert!(both.unwrap_err().contains("exactly one"));
 }
+
+#[tokio::test]
+async fn a_cached_token_is_refused_once_its_key_leaves_the_set() {
+    let old = TestKey::ed25519("login-1");
+    let new = TestKey::ed25519("login-2");
+    let idp = Idp::start(jwks(&[&old, &new])).await;
+    let server = TestServer::start(args(&idp.url(), 1)).await;
+    eventually("ready", DEADLINE, || async {
+        (server.get("/readyz").await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    // Verified once, then answered from the verified-token cache.
+    let by_old = old.sign(&claims("bea"));
+    for _ in 0..3 {
+        assert_eq!(view_invoice(&server, &by_old).await.status, StatusCode::OK);
+    }
+    // The provider retires the old key; the periodic refresh installs the new set,
+    // and the cached token is no longer accepted.
+    idp.publish(&[&new]);
+    let refused = eventually("the cached token is refused", DEADLINE, || async {
+        let r = view_invoice(&server, &by_old).await;
+        (r.status == StatusCode::UNAUTHORIZED).then_some(r)
+    })
+    .await;
+    assert!(
+        refused.text.contains("unknown key id `login-1`"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(
+        view_invoice(&server, &new.sign(&claims("bea")))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    server.stop().await;
+}

@@ -331,8 +331,104 @@ impl RemoteKeys {
     }
 }
 
+/// A token verified before, remembered under the SHA-256 of its compact form.
+struct Verified {
+    identity: Identity,
+    /// The token's `exp`, in seconds since the epoch: the entry is not used from then.
+    exp: u64,
+    /// The key-set generation it was verified with.
+    generation: u64,
+    /// What the entry weighs in the cache, in bytes.
+    bytes: u32,
+}
+
+/// Seconds since the epoch; 0 if the clock is before it (then nothing is cached as
+/// valid for long, since every `exp` lies ahead).
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Entries leave the cache at their token's `exp`, never later.
+struct UntilExp;
+
+impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Verified>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(value.exp.saturating_sub(now_secs())))
+    }
+}
+
+/// Verified tokens, bounded in entries and bytes: each entry weighs at least
+/// `bytes / entries`, so neither bound can be exceeded. Verification is the
+/// gateway's own cost (a signature check per request), and a session sends the same
+/// token many times.
+struct VerifiedCache {
+    cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    /// The key-set generation the entries belong to; a different one flushes them.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl VerifiedCache {
+    fn new(entries: u64, bytes: u64) -> Option<Self> {
+        if entries == 0 || bytes == 0 {
+            return None;
+        }
+        let floor = u32::try_from((bytes / entries).max(1)).unwrap_or(u32::MAX);
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(bytes)
+            .weigher(move |_: &[u8; 32], v: &Arc<Verified>| v.bytes.max(floor))
+            .expire_after(UntilExp)
+            .build();
+        Some(Self {
+            cache,
+            generation: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The identity of a token verified before with the key set of `generation`, if
+    /// its `exp` is still ahead. A new generation flushes everything first.
+    fn get(&self, digest: &[u8; 32], generation: u64) -> Option<Identity> {
+        use std::sync::atomic::Ordering;
+        if self.generation.swap(generation, Ordering::AcqRel) != generation {
+            self.cache.invalidate_all();
+            return None;
+        }
+        let hit = self.cache.get(digest)?;
+        if hit.generation == generation && now_secs() < hit.exp {
+            return Some(hit.identity.clone());
+        }
+        self.cache.invalidate(digest);
+        None
+    }
+
+    fn insert(&self, digest: [u8; 32], identity: &Identity, exp: u64, generation: u64) {
+        if now_secs() >= exp {
+            return;
+        }
+        let bytes = std::mem::size_of::<Verified>() + 32 + identity.principal.to_string().len();
+        self.cache.insert(
+            digest,
+            Arc::new(Verified {
+                identity: identity.clone(),
+                exp,
+                generation,
+                bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+            }),
+        );
+    }
+}
+
 /// Verifies bearer tokens and turns their claims into an identity.
 pub struct JwtVerifier {
+    /// Tokens verified before; `None` with `--jwt-cache-entries 0`.
+    cache: Option<VerifiedCache>,
     keys: Vec<VerifyKey>,
     /// Keys fetched from an identity provider; when set, `keys` is empty.
     remote: Option<Arc<RemoteKeys>>,
@@ -492,6 +588,7 @@ impl JwtVerifier {
             );
         }
         Ok(Self {
+            cache: VerifiedCache::new(args.jwt_cache_entries, args.jwt_cache_bytes),
             keys,
             remote,
             by_kid,
@@ -522,8 +619,26 @@ impl JwtVerifier {
         self.verify(token)
     }
 
-    /// Verifies a compact JWT and maps its claims to an identity.
+    /// Verifies a compact JWT and maps its claims to an identity; a token verified
+    /// before with the same keys and not yet expired is answered from the cache.
     pub fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
+        let Some(cache) = &self.cache else {
+            return self.verify_uncached(token).map(|(identity, _)| identity);
+        };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let generation = self.remote.as_ref().map_or(0, |r| r.generation());
+        if let Some(identity) = cache.get(&digest, generation) {
+            return Ok(identity);
+        }
+        let (identity, exp) = self.verify_uncached(token)?;
+        if let Some(exp) = exp {
+            cache.insert(digest, &identity, exp, generation);
+        }
+        Ok(identity)
+    }
+
+    /// Verifies a compact JWT: its identity, and its `exp` in whole seconds.
+    fn verify_uncached(&self, token: &str) -> Result<(Identity, Option<u64>), IdentityError> {
         let invalid = |m: String| IdentityError::Invalid(m);
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| invalid(format!("malformed token: {e}")))?;
@@ -610,9 +725,57 @@ impl JwtVerifier {
             .get("acr")
             .and_then(Value::as_str)
             .is_some_and(|a| self.acr.iter().any(|x| x == a));
-        Ok(Identity {
-            principal,
-            second_factor: Some(amr || acr),
-        })
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        Ok((
+            Identity {
+                principal,
+                second_factor: Some(amr || acr),
+            },
+            exp,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod verified_cache_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn identity(n: usize) -> Identity {
+        Identity {
+            principal: format!("Portal::User::\"user-{n}\"").parse().unwrap(),
+            second_factor: Some(false),
+        }
+    }
+
+    /// Fills a cache with many sessions' tokens and returns how many entries it holds
+    /// and what they weigh.
+    fn fill(entries: u64, bytes: u64) -> (u64, u64) {
+        let cache = VerifiedCache::new(entries, bytes).unwrap();
+        let exp = now_secs() + 600;
+        for n in 0..500usize {
+            let digest: [u8; 32] = Sha256::digest(n.to_le_bytes()).into();
+            cache.insert(digest, &identity(n), exp, 0);
+        }
+        cache.cache.run_pending_tasks();
+        (cache.cache.entry_count(), cache.cache.weighted_size())
+    }
+
+    #[test]
+    fn the_cache_holds_no_more_entries_nor_bytes_than_allowed() {
+        let (count, weight) = fill(10, 1 << 20);
+        assert!(count <= 10, "{count} entries");
+        assert!(weight <= 1 << 20);
+        let (count, weight) = fill(1_000_000, 2_000);
+        assert!(weight <= 2_000, "{weight} bytes");
+        assert!(count > 0 && count < 500, "{count} entries");
+    }
+
+    #[test]
+    fn a_token_already_expired_is_not_cached_and_zero_turns_the_cache_off() {
+        let cache = VerifiedCache::new(10, 1 << 20).unwrap();
+        cache.insert([1; 32], &identity(1), now_secs(), 0);
+        assert_eq!(cache.get(&[1; 32], 0), None);
+        assert!(VerifiedCache::new(0, 1 << 20).is_none());
     }
 }
