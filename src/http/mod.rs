@@ -28,7 +28,7 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::decision::{Call, Surface};
+use crate::decision::{Call, Surface, TraceContext};
 pub use app::App;
 use error::{json_error, ApiError};
 pub use listener::{serve, CloseReason, Listeners, Role};
@@ -55,6 +55,8 @@ pub struct Ctx {
     pub app: Arc<App>,
     pub request_id: String,
     pub started: Instant,
+    /// The request's W3C `traceparent`, when it sent exactly one well-formed header.
+    pub trace: Option<TraceContext>,
 }
 
 impl Ctx {
@@ -62,7 +64,18 @@ impl Ctx {
     pub fn call(&self, surface: Surface) -> Call<'_> {
         let mut call = Call::new(surface, &self.request_id, &self.app.recorder);
         call.started = self.started;
+        call.trace = self.trace.as_ref();
         call
+    }
+}
+
+/// The trace context of a request: one `traceparent` header that parses. Several, or
+/// a malformed one, are ignored.
+fn trace_context(headers: &http::HeaderMap) -> Option<TraceContext> {
+    let mut values = headers.get_all("traceparent").iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => TraceContext::parse(v.to_str().ok()?),
+        _ => None,
     }
 }
 
@@ -73,6 +86,7 @@ async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Result<Res
         app: app.clone(),
         request_id: rid.clone(),
         started,
+        trace: trace_context(req.headers()),
     };
     let http1 = req.version() < http::Version::HTTP_2;
     let path = req.uri().path().to_string();
