@@ -54,13 +54,17 @@ fn jwt_verification(c: &mut Criterion) {
             .unwrap(),
     )
     .unwrap();
-    let auth = Authenticator::from_args(&GatewayArgs {
-        jwt_key_file: Some(pem),
-        jwt_issuer: Some("https://login.portal.example".into()),
-        jwt_audience: Some("portal".into()),
-        ..GatewayArgs::default()
-    })
-    .unwrap();
+    let verifier = |cache_entries: u64| {
+        Authenticator::from_args(&GatewayArgs {
+            jwt_key_file: Some(pem.clone()),
+            jwt_issuer: Some("https://login.portal.example".into()),
+            jwt_audience: Some("portal".into()),
+            jwt_cache_entries: cache_entries,
+            ..GatewayArgs::default()
+        })
+        .unwrap()
+    };
+    let (auth, cached) = (verifier(0), verifier(10_000));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -84,6 +88,9 @@ fn jwt_verification(c: &mut Criterion) {
     );
     c.bench_function("gateway/jwt_verify_eddsa", |b| {
         b.iter(|| auth.identify(black_box(&headers)).is_ok())
+    });
+    c.bench_function("gateway/jwt_verify_eddsa_cached", |b| {
+        b.iter(|| cached.identify(black_box(&headers)).is_ok())
     });
 }
 
