@@ -582,6 +582,29 @@ pub struct GatewayArgs {
     /// JWKS file with the signing keys (RS256, ES256, EdDSA); tokens must name a `kid`.
     #[arg(long, env = "PORTCULLIS_JWT_JWKS_FILE", value_name = "FILE")]
     pub jwt_jwks_file: Option<PathBuf>,
+    /// URL of the identity provider's JWKS (HTTPS; HTTP only on loopback), fetched in
+    /// the background and refreshed; tokens must name a `kid`.
+    #[arg(long, env = "PORTCULLIS_JWT_JWKS_URL", value_name = "URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// Read the JWKS URL (`jwks_uri`) from `<issuer>/.well-known/openid-configuration`.
+    #[arg(long, env = "PORTCULLIS_JWT_OIDC_DISCOVERY")]
+    pub jwt_oidc_discovery: bool,
+    /// Seconds between fetches of the JWKS from `--jwt-jwks-url` (or discovery); a
+    /// token naming an unknown `kid` fetches at once, at most once a second.
+    #[arg(
+        long,
+        env = "PORTCULLIS_JWT_JWKS_REFRESH_SECS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub jwt_jwks_refresh_secs: u64,
+    /// Verified tokens remembered (by SHA-256 of the token) until their `exp`, so a
+    /// returning token skips the signature check; 0 turns the cache off.
+    #[arg(long, env = "PORTCULLIS_JWT_CACHE_ENTRIES", default_value_t = 10_000)]
+    pub jwt_cache_entries: u64,
+    /// Bytes the verified-token cache may hold.
+    #[arg(long, env = "PORTCULLIS_JWT_CACHE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub jwt_cache_bytes: u64,
     /// File holding an HS256 shared secret; HS256 is accepted only with this flag.
     #[arg(long, env = "PORTCULLIS_JWT_HS256_SECRET_FILE", value_name = "FILE")]
     pub jwt_hs256_secret_file: Option<PathBuf>,

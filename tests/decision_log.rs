@@ -1,7 +1,8 @@
 //! The decision log: one event with the same fields on every surface (the Cedar-native
 //! API, AuthZEN, the gateway over HTTP and over Envoy's gRPC), and on the gateway the
-//! route template and protocol.
-//! A test binary of its own, because it installs the process-wide log subscriber.
+//! route template and protocol. A W3C `traceparent` is carried into the event as
+//! `trace_id` and `span_id`. A test binary of its own, because it installs the
+//! process-wide log subscriber.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,6 +19,9 @@ use common::jwt::{claims, TestKey, AUDIENCE, ISSUER};
 use common::TestServer;
 use http::{Method, StatusCode};
 use portcullis::config::{DecisionLog, GatewayArgs, ServeArgs};
+
+/// The W3C specification's example trace context.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -75,11 +79,81 @@ async fn every_surface_logs_the_same_fields_and_the_gateway_its_route() {
                 ("x-forwarded-method", "GET"),
                 ("x-forwarded-uri", "/accounts/acme/invoices/inv-1001"),
                 ("x-request-id", "req-walt-1"),
+                ("traceparent", TRACEPARENT),
             ],
             Vec::new(),
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A malformed trace context is ignored, never an error: each of these asks the
+    // gateway the same question and gets the same answer, logged without a trace.
+    let malformed: &[(&str, &str)] = &[
+        (
+            "req-trace-short",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ),
+        (
+            "req-trace-upper",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+        ),
+        (
+            "req-trace-zero-trace",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ),
+        (
+            "req-trace-zero-span",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        ),
+        (
+            "req-trace-version-ff",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        (
+            "req-trace-extra-00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        ),
+        (
+            "req-trace-not-hex",
+            "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",
+        ),
+        ("req-trace-garbage", "hello"),
+    ];
+    for (id, traceparent) in malformed {
+        let r = server
+            .send(
+                Method::GET,
+                "/forward-auth/traefik",
+                &[
+                    ("authorization", &auth),
+                    ("x-forwarded-method", "GET"),
+                    ("x-forwarded-uri", "/accounts/acme/invoices/inv-1001"),
+                    ("x-request-id", id),
+                    ("traceparent", traceparent),
+                ],
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{id}: {}", r.text);
+    }
+    // A later version may append fields; the known ones are read.
+    let r = server
+        .send(
+            Method::GET,
+            "/forward-auth/traefik",
+            &[
+                ("authorization", &auth),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/accounts/acme/invoices/inv-1001"),
+                ("x-request-id", "req-trace-future"),
+                (
+                    "traceparent",
+                    "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds",
+                ),
+            ],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     let json_headers =
         |id: &'static str| [("content-type", "application/json"), ("x-request-id", id)];
     let r = server
@@ -156,6 +230,21 @@ async fn every_surface_logs_the_same_fields_and_the_gateway_its_route() {
     assert_eq!(cedar["route"], "");
     assert_eq!(grpc["route"], "GET /accounts/{account}/invoices/{invoice}");
     assert_eq!(grpc["protocol"], "envoy-grpc");
+    assert_eq!(gateway["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(gateway["span_id"], "00f067aa0ba902b7");
+    for e in [&cedar, &authzen] {
+        assert_eq!(e["trace_id"], "", "no traceparent: {e}");
+        assert_eq!(e["span_id"], "", "no traceparent: {e}");
+    }
+    for (id, traceparent) in malformed {
+        let e = entry(&text, id);
+        assert_eq!(e["decision"], "Deny", "{id}");
+        assert_eq!(e["trace_id"], "", "`{traceparent}` was read: {e}");
+        assert_eq!(e["span_id"], "", "`{traceparent}` was read: {e}");
+    }
+    let future = entry(&text, "req-trace-future");
+    assert_eq!(future["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(future["span_id"], "00f067aa0ba902b7");
     let entry = gateway;
     assert_eq!(entry["route"], "GET /accounts/{account}/invoices/{invoice}");
     assert_eq!(entry["protocol"], "traefik");

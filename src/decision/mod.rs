@@ -9,7 +9,7 @@ pub mod record;
 pub mod request;
 
 pub use pipeline::{decide, Decision, Described, Outcome};
-pub use record::{Call, Recorder, Surface};
+pub use record::{Call, Recorder, Surface, TraceContext};
 pub use request::{
     check, check_uids, CheckedRequest, Field, FieldNames, RawRequest, RequestError, AUTHZEN_NAMES,
     CEDAR_NAMES,

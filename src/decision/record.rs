@@ -6,7 +6,7 @@
 //!
 //! `surface`, `request_id`, `protocol`, `route`, `principal`, `action`, `resource`,
 //! `decision` (`Allow`/`Deny`), `outcome` ([`Outcome::kind`]), `policies`, `errors`,
-//! `latency_us`.
+//! `latency_us`, `trace_id`, `span_id` (from a W3C `traceparent` of the request).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +36,48 @@ impl Surface {
             Surface::Authzen => "authzen",
             Surface::Gateway => "gateway",
         }
+    }
+}
+
+/// The W3C trace context of the request a decision answers (its `traceparent`), so a
+/// decision can be found from the trace of the request it judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The caller's span (the header's `parent-id`), 16 lowercase hex digits.
+    pub span_id: String,
+}
+
+impl TraceContext {
+    /// Reads a `traceparent` value (`version-trace_id-parent_id-flags`). Anything
+    /// malformed is `None`: the header is advisory, so a bad one is ignored rather
+    /// than refused.
+    pub fn parse(value: &str) -> Option<Self> {
+        let hex = |s: &str, len: usize| {
+            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        let zero = |s: &str| s.bytes().all(|b| b == b'0');
+        let mut fields = value.trim().split('-');
+        let (version, trace_id, span_id, flags) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        let valid = hex(version, 2)
+            && version != "ff"
+            && hex(trace_id, 32)
+            && !zero(trace_id)
+            && hex(span_id, 16)
+            && !zero(span_id)
+            && hex(flags, 2)
+            // Version 00 has exactly four fields; later versions may append more.
+            && (version != "00" || fields.next().is_none());
+        valid.then(|| Self {
+            trace_id: trace_id.to_string(),
+            span_id: span_id.to_string(),
+        })
     }
 }
 
@@ -85,6 +127,8 @@ pub struct Call<'a> {
     pub recorder: Option<&'a Recorder>,
     /// Which of the request's entities must exist.
     pub require: RequireEntities,
+    /// The request's trace context, when it carried a well-formed `traceparent`.
+    pub trace: Option<&'a TraceContext>,
 }
 
 impl<'a> Call<'a> {
@@ -98,6 +142,7 @@ impl<'a> Call<'a> {
             route: None,
             recorder: Some(recorder),
             require: recorder.require,
+            trace: None,
         }
     }
 
@@ -111,6 +156,7 @@ impl<'a> Call<'a> {
             route: None,
             recorder: None,
             require: RequireEntities::default(),
+            trace: None,
         }
     }
 
@@ -149,6 +195,8 @@ impl<'a> Call<'a> {
             policies = ?decision.reasons,
             errors = ?decision.errors,
             latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            trace_id = self.trace.map_or("", |t| t.trace_id.as_str()),
+            span_id = self.trace.map_or("", |t| t.span_id.as_str()),
             "decision"
         );
     }

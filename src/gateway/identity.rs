@@ -8,6 +8,11 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use sha2::{Digest, Sha256};
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 use http::header::AUTHORIZATION;
@@ -43,6 +48,10 @@ pub enum IdentityError {
         "the gateway has no identity source: configure `--jwt-*` or `--trusted-principal-header`"
     )]
     NotConfigured,
+    /// The signing keys are fetched from the identity provider and no set has arrived
+    /// yet: answered with 503, like a missing configuration.
+    #[error("{0}")]
+    KeysUnavailable(String),
 }
 
 impl IdentityError {
@@ -51,6 +60,7 @@ impl IdentityError {
             IdentityError::Missing(_) => "missing_credentials",
             IdentityError::Invalid(_) => "invalid_credentials",
             IdentityError::NotConfigured => "gateway_not_configured",
+            IdentityError::KeysUnavailable(_) => "identity_keys_unavailable",
         }
     }
 }
@@ -78,6 +88,8 @@ impl Authenticator {
             args.jwt_key_file.is_some(),
             args.jwt_jwks_file.is_some(),
             args.jwt_hs256_secret_file.is_some(),
+            args.jwt_jwks_url.is_some(),
+            args.jwt_oidc_discovery,
         ]
         .iter()
         .filter(|x| **x)
@@ -96,7 +108,7 @@ impl Authenticator {
             (None, true) => {
                 if key_sources != 1 {
                     return Err(
-                        "name exactly one of `--jwt-key-file`, `--jwt-jwks-file`, `--jwt-hs256-secret-file`"
+                        "name exactly one of `--jwt-key-file`, `--jwt-jwks-file`, `--jwt-hs256-secret-file`, `--jwt-jwks-url`, `--jwt-oidc-discovery`"
                             .to_string(),
                     );
                 }
@@ -111,6 +123,15 @@ impl Authenticator {
             Authenticator::NotConfigured => "none",
             Authenticator::Jwt(_) => "jwt",
             Authenticator::TrustedHeader(_) => "trusted-header",
+        }
+    }
+
+    /// The keys fetched from an identity provider, when the source is a JWT verifier
+    /// configured with `--jwt-jwks-url` or `--jwt-oidc-discovery`.
+    pub fn remote_keys(&self) -> Option<&Arc<RemoteKeys>> {
+        match self {
+            Authenticator::Jwt(v) => v.remote.as_ref(),
+            _ => None,
         }
     }
 
@@ -201,9 +222,221 @@ struct VerifyKey {
     key: DecodingKey,
 }
 
+/// Where fetched signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysLocation {
+    /// `--jwt-jwks-url`.
+    Jwks(http::Uri),
+    /// `--jwt-oidc-discovery`: the issuer's OpenID configuration, whose `jwks_uri`
+    /// names the JWKS.
+    Discovery(http::Uri),
+}
+
+impl std::fmt::Display for KeysLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeysLocation::Jwks(u) | KeysLocation::Discovery(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// A URL keys may be fetched from: HTTPS, or HTTP to a loopback address (an identity
+/// provider's sidecar, a test), since keys fetched in the clear elsewhere could be
+/// replaced on the way.
+pub fn key_url(url: &str, flag: &str) -> Result<http::Uri, String> {
+    let uri = http::Uri::from_str(url).map_err(|e| format!("`{flag}` `{url}`: {e}"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("`{flag}` `{url}` names no host"))?;
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") if loopback => Ok(uri),
+        _ => Err(format!(
+            "`{flag}` `{url}` must be an `https` URL (`http` only on a loopback address)"
+        )),
+    }
+}
+
+/// One fetched key set.
+struct KeySet {
+    keys: Vec<VerifyKey>,
+    /// SHA-256 of the JWKS document, so an unchanged document is not a change.
+    digest: [u8; 32],
+}
+
+/// Signing keys fetched from an identity provider: the last good set serves until a
+/// newer good one replaces it. `http::jwks` fetches; the verifier reads the set on
+/// every token (an `ArcSwap`, no lock) and asks for a fetch when a token names a key
+/// the set lacks.
+pub struct RemoteKeys {
+    pub location: KeysLocation,
+    pub refresh: Duration,
+    current: ArcSwapOption<KeySet>,
+    /// Raised when a token names an unknown `kid`; the fetcher waits on it. A
+    /// `Notify` keeps one permit, so a burst of such tokens asks for one fetch.
+    wanted: tokio::sync::Notify,
+    /// Incremented each time a different key set is installed.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl RemoteKeys {
+    pub fn new(location: KeysLocation, refresh: Duration) -> Self {
+        Self {
+            location,
+            refresh,
+            current: ArcSwapOption::empty(),
+            wanted: tokio::sync::Notify::new(),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Installs a fetched JWKS document. An unusable document is an error and leaves
+    /// the last good set serving. Returns whether the set changed.
+    pub fn install(&self, jwks: &[u8]) -> Result<bool, String> {
+        let digest: [u8; 32] = Sha256::digest(jwks).into();
+        if self
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|s| s.digest == digest)
+        {
+            return Ok(false);
+        }
+        let keys = jwks_keys(jwks)?;
+        self.current.store(Some(Arc::new(KeySet { keys, digest })));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Ok(true)
+    }
+
+    /// Whether a first set was fetched.
+    pub fn is_loaded(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// How many different sets were installed so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Completes when a token named a key the set lacks (since the last call).
+    pub async fn wanted(&self) {
+        self.wanted.notified().await;
+    }
+
+    /// Why the service is not ready, while no set was fetched.
+    pub fn not_ready(&self) -> Option<String> {
+        (!self.is_loaded()).then(|| format!("no JWKS fetched yet from `{}`", self.location))
+    }
+}
+
+/// A token verified before, remembered under the SHA-256 of its compact form.
+struct Verified {
+    identity: Identity,
+    /// The token's `exp`, in seconds since the epoch: the entry is not used from then.
+    exp: u64,
+    /// The key-set generation it was verified with.
+    generation: u64,
+    /// What the entry weighs in the cache, in bytes.
+    bytes: u32,
+}
+
+/// Seconds since the epoch; 0 if the clock is before it (then nothing is cached as
+/// valid for long, since every `exp` lies ahead).
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Entries leave the cache at their token's `exp`, never later.
+struct UntilExp;
+
+impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Verified>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(value.exp.saturating_sub(now_secs())))
+    }
+}
+
+/// Verified tokens, bounded in entries and bytes: each entry weighs at least
+/// `bytes / entries`, so neither bound can be exceeded. Verification is the
+/// gateway's own cost (a signature check per request), and a session sends the same
+/// token many times.
+struct VerifiedCache {
+    cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    /// The key-set generation the entries belong to; a different one flushes them.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl VerifiedCache {
+    fn new(entries: u64, bytes: u64) -> Option<Self> {
+        if entries == 0 || bytes == 0 {
+            return None;
+        }
+        let floor = u32::try_from((bytes / entries).max(1)).unwrap_or(u32::MAX);
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(bytes)
+            .weigher(move |_: &[u8; 32], v: &Arc<Verified>| v.bytes.max(floor))
+            .expire_after(UntilExp)
+            .build();
+        Some(Self {
+            cache,
+            generation: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The identity of a token verified before with the key set of `generation`, if
+    /// its `exp` is still ahead. A new generation flushes everything first.
+    fn get(&self, digest: &[u8; 32], generation: u64) -> Option<Identity> {
+        use std::sync::atomic::Ordering;
+        if self.generation.swap(generation, Ordering::AcqRel) != generation {
+            self.cache.invalidate_all();
+            return None;
+        }
+        let hit = self.cache.get(digest)?;
+        if hit.generation == generation && now_secs() < hit.exp {
+            return Some(hit.identity.clone());
+        }
+        self.cache.invalidate(digest);
+        None
+    }
+
+    fn insert(&self, digest: [u8; 32], identity: &Identity, exp: u64, generation: u64) {
+        if now_secs() >= exp {
+            return;
+        }
+        let bytes = std::mem::size_of::<Verified>() + 32 + identity.principal.to_string().len();
+        self.cache.insert(
+            digest,
+            Arc::new(Verified {
+                identity: identity.clone(),
+                exp,
+                generation,
+                bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+            }),
+        );
+    }
+}
+
 /// Verifies bearer tokens and turns their claims into an identity.
 pub struct JwtVerifier {
+    /// Tokens verified before; `None` with `--jwt-cache-entries 0`.
+    cache: Option<VerifiedCache>,
     keys: Vec<VerifyKey>,
+    /// Keys fetched from an identity provider; when set, `keys` is empty.
+    remote: Option<Arc<RemoteKeys>>,
     /// Whether tokens must name their key (`kid`): true for a JWKS.
     by_kid: bool,
     issuer: String,
@@ -285,7 +518,29 @@ fn jwks_keys(text: &[u8]) -> Result<Vec<VerifyKey>, String> {
 
 impl JwtVerifier {
     fn from_args(args: &GatewayArgs) -> Result<Self, String> {
-        let (keys, by_kid) = if let Some(path) = &args.jwt_key_file {
+        let mut remote = None;
+        let (keys, by_kid) = if let Some(url) = &args.jwt_jwks_url {
+            let location = KeysLocation::Jwks(key_url(url, "--jwt-jwks-url")?);
+            remote = Some(Arc::new(RemoteKeys::new(
+                location,
+                Duration::from_secs(args.jwt_jwks_refresh_secs),
+            )));
+            (Vec::new(), true)
+        } else if args.jwt_oidc_discovery {
+            let issuer = args.jwt_issuer.as_deref().ok_or(
+                "`--jwt-oidc-discovery` reads the issuer's configuration: name `--jwt-issuer`",
+            )?;
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
+            let location = KeysLocation::Discovery(key_url(&url, "--jwt-issuer")?);
+            remote = Some(Arc::new(RemoteKeys::new(
+                location,
+                Duration::from_secs(args.jwt_jwks_refresh_secs),
+            )));
+            (Vec::new(), true)
+        } else if let Some(path) = &args.jwt_key_file {
             let (alg, key) =
                 pem_key(&read(path)?).map_err(|e| format!("`{}`: {e}", path.display()))?;
             (
@@ -338,7 +593,9 @@ impl JwtVerifier {
             );
         }
         Ok(Self {
+            cache: VerifiedCache::new(args.jwt_cache_entries, args.jwt_cache_bytes),
             keys,
+            remote,
             by_kid,
             issuer,
             audience,
@@ -367,23 +624,58 @@ impl JwtVerifier {
         self.verify(token)
     }
 
-    /// Verifies a compact JWT and maps its claims to an identity.
+    /// Verifies a compact JWT and maps its claims to an identity; a token verified
+    /// before with the same keys and not yet expired is answered from the cache.
     pub fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
+        let Some(cache) = &self.cache else {
+            return self.verify_uncached(token).map(|(identity, _)| identity);
+        };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let generation = self.remote.as_ref().map_or(0, |r| r.generation());
+        if let Some(identity) = cache.get(&digest, generation) {
+            return Ok(identity);
+        }
+        let (identity, exp) = self.verify_uncached(token)?;
+        if let Some(exp) = exp {
+            cache.insert(digest, &identity, exp, generation);
+        }
+        Ok(identity)
+    }
+
+    /// Verifies a compact JWT: its identity, and its `exp` in whole seconds.
+    fn verify_uncached(&self, token: &str) -> Result<(Identity, Option<u64>), IdentityError> {
         let invalid = |m: String| IdentityError::Invalid(m);
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| invalid(format!("malformed token: {e}")))?;
+        // Fetched keys: the set serving now, loaded once for this token.
+        let fetched = self.remote.as_ref().map(|r| (r, r.current.load_full()));
+        let keys = match &fetched {
+            None => self.keys.as_slice(),
+            Some((_, Some(set))) => set.keys.as_slice(),
+            Some((r, None)) => {
+                return Err(IdentityError::KeysUnavailable(format!(
+                    "no signing keys yet: the JWKS at `{}` was not fetched",
+                    r.location
+                )))
+            }
+        };
         let key = if self.by_kid {
             let kid = header
                 .kid
                 .as_deref()
                 .ok_or_else(|| invalid("token names no key (`kid`)".to_string()))?;
-            self.keys
-                .iter()
+            keys.iter()
                 .find(|k| k.kid.as_deref() == Some(kid))
-                .ok_or_else(|| invalid(format!("unknown key id `{kid}`")))?
+                .ok_or_else(|| {
+                    // The provider may have rotated its keys: ask for a fetch now
+                    // rather than at the next refresh.
+                    if let Some((r, _)) = &fetched {
+                        r.wanted.notify_one();
+                    }
+                    invalid(format!("unknown key id `{kid}`"))
+                })?
         } else {
-            self.keys
-                .first()
+            keys.first()
                 .ok_or_else(|| invalid("no key configured".to_string()))?
         };
         if header.alg != key.alg {
@@ -444,9 +736,57 @@ impl JwtVerifier {
             .get("acr")
             .and_then(Value::as_str)
             .is_some_and(|a| self.acr.iter().any(|x| x == a));
-        Ok(Identity {
-            principal,
-            second_factor: Some(amr || acr),
-        })
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        Ok((
+            Identity {
+                principal,
+                second_factor: Some(amr || acr),
+            },
+            exp,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod verified_cache_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn identity(n: usize) -> Identity {
+        Identity {
+            principal: format!("Portal::User::\"user-{n}\"").parse().unwrap(),
+            second_factor: Some(false),
+        }
+    }
+
+    /// Fills a cache with many sessions' tokens and returns how many entries it holds
+    /// and what they weigh.
+    fn fill(entries: u64, bytes: u64) -> (u64, u64) {
+        let cache = VerifiedCache::new(entries, bytes).unwrap();
+        let exp = now_secs() + 600;
+        for n in 0..500usize {
+            let digest: [u8; 32] = Sha256::digest(n.to_le_bytes()).into();
+            cache.insert(digest, &identity(n), exp, 0);
+        }
+        cache.cache.run_pending_tasks();
+        (cache.cache.entry_count(), cache.cache.weighted_size())
+    }
+
+    #[test]
+    fn the_cache_holds_no_more_entries_nor_bytes_than_allowed() {
+        let (count, weight) = fill(10, 1 << 20);
+        assert!(count <= 10, "{count} entries");
+        assert!(weight <= 1 << 20);
+        let (count, weight) = fill(1_000_000, 2_000);
+        assert!(weight <= 2_000, "{weight} bytes");
+        assert!(count > 0 && count < 500, "{count} entries");
+    }
+
+    #[test]
+    fn a_token_already_expired_is_not_cached_and_zero_turns_the_cache_off() {
+        let cache = VerifiedCache::new(10, 1 << 20).unwrap();
+        cache.insert([1; 32], &identity(1), now_secs(), 0);
+        assert_eq!(cache.get(&[1; 32], 0), None);
+        assert!(VerifiedCache::new(0, 1 << 20).is_none());
     }
 }

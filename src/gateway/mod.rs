@@ -132,7 +132,8 @@ pub enum Verdict {
     Deny { code: &'static str, message: String },
     /// No or bad credentials.
     Unauthenticated(IdentityError),
-    /// The gateway has no identity source configured.
+    /// The gateway cannot identify anyone: no identity source is configured, or its
+    /// keys were not fetched yet.
     NotConfigured(IdentityError),
     /// The entity store could not be reached: a Deny the proxy may retry.
     Unavailable(String),
@@ -245,7 +246,9 @@ impl Gateway {
             Err(e) => {
                 self.count(protocol, route, "unauthenticated");
                 return match e {
-                    IdentityError::NotConfigured => Verdict::NotConfigured(e),
+                    IdentityError::NotConfigured | IdentityError::KeysUnavailable(_) => {
+                        Verdict::NotConfigured(e)
+                    }
                     other => Verdict::Unauthenticated(other),
                 };
             }

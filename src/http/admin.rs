@@ -21,9 +21,26 @@ pub fn healthz() -> Response {
 }
 
 /// Ready when the entity source can serve (the first snapshot is loaded before the
-/// listeners open). Until the source was usable once the status is `starting`;
+/// listeners open) and, with keys fetched from an identity provider, a first key set
+/// arrived. Until the source was usable once the status is `starting`;
 /// afterwards a source that stops serving makes it `not_ready`.
 pub async fn readyz(ctx: &Ctx) -> Response {
+    // Signing keys fetched from an identity provider: without a first set no token
+    // can be verified. Once fetched, a set is never dropped, so this only delays the
+    // first `ready`.
+    if let Some(reason) = ctx
+        .app
+        .gateway
+        .settings
+        .authenticator
+        .remote_keys()
+        .and_then(|k| k.not_ready())
+    {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "starting", "reason": reason}).to_string(),
+        );
+    }
     match ctx.app.entities.ready().await {
         Ok(()) => {
             ctx.app.became_ready.store(true, Ordering::Release);

@@ -39,6 +39,9 @@ pub struct App {
     pub limits: Limits,
     /// Connection budgets and timeouts of both listeners.
     pub connections: ConnectionSettings,
+    /// Fetches the gateway's signing keys when they come from an identity provider;
+    /// stops when the `App` is dropped.
+    pub jwks: Option<super::jwks::JwksTask>,
     /// Set the first time `/readyz` found the entity source usable (the first snapshot
     /// is loaded before the listeners open): until then the service is `starting`.
     pub became_ready: AtomicBool,
@@ -98,6 +101,11 @@ impl App {
             page_tokens,
             &metrics.registry,
         )?;
+        let jwks = settings
+            .authenticator
+            .remote_keys()
+            .map(|keys| super::jwks::spawn(keys.clone(), &metrics.registry))
+            .transpose()?;
         let gateway = Gateway::new(settings, &metrics.registry)?;
         let model = Arc::new(Model::new(snapshot, args.model.clone(), file, &metrics));
         Ok(Self {
@@ -117,6 +125,7 @@ impl App {
                 batch_limit: args.batch_limit,
             },
             connections: ConnectionSettings::from(&args.listener),
+            jwks,
             became_ready: AtomicBool::new(false),
         })
     }

@@ -94,6 +94,7 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> http::Response<Grpc
         app: app.clone(),
         request_id: request_id(req.headers()),
         started,
+        trace: super::trace_context(req.headers()),
     };
     let (endpoint, response) = match service_of(req.uri().path()) {
         None => {
@@ -166,6 +167,7 @@ impl Authorization for Checks {
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .and_then(sane_request_id);
+        let call_trace = super::trace_context(&request.metadata().clone().into_headers());
         let http = request
             .into_inner()
             .attributes
@@ -181,10 +183,12 @@ impl Authorization for Checks {
             .or_else(|| http.as_ref().and_then(|h| sane_request_id(&h.id)))
             .or(call_id)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // The original request's trace context first, as for the request id.
         let ctx = Ctx {
             app: self.app.clone(),
             request_id: id,
             started,
+            trace: super::trace_context(&headers).or(call_trace),
         };
         let original = match &http {
             Some(h) => crate::gateway::protocol::envoy_grpc(&h.method, &h.path, &h.host),

@@ -17,6 +17,7 @@ pub mod cedar;
 pub mod error;
 pub mod gateway;
 pub mod grpc;
+pub mod jwks;
 pub mod listener;
 pub mod tls;
 
@@ -30,7 +31,7 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::decision::{Call, Surface};
+use crate::decision::{Call, Surface, TraceContext};
 pub use app::App;
 use error::{json_error, ApiError};
 pub use listener::{serve, CloseReason, Listeners, Role};
@@ -62,6 +63,8 @@ pub struct Ctx {
     pub app: Arc<App>,
     pub request_id: String,
     pub started: Instant,
+    /// The request's W3C `traceparent`, when it sent exactly one well-formed header.
+    pub trace: Option<TraceContext>,
 }
 
 impl Ctx {
@@ -69,6 +72,7 @@ impl Ctx {
     pub fn call(&self, surface: Surface) -> Call<'_> {
         let mut call = Call::new(surface, &self.request_id, &self.app.recorder);
         call.started = self.started;
+        call.trace = self.trace.as_ref();
         call
     }
 }
@@ -91,6 +95,16 @@ async fn dispatch(
     Ok(response.map(Either::Left))
 }
 
+/// The trace context of a request: one `traceparent` header that parses. Several, or
+/// a malformed one, are ignored.
+pub(crate) fn trace_context(headers: &http::HeaderMap) -> Option<TraceContext> {
+    let mut values = headers.get_all("traceparent").iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => TraceContext::parse(v.to_str().ok()?),
+        _ => None,
+    }
+}
+
 async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Response {
     let started = Instant::now();
     let rid = request_id(req.headers());
@@ -98,6 +112,7 @@ async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Response {
         app: app.clone(),
         request_id: rid.clone(),
         started,
+        trace: trace_context(req.headers()),
     };
     let http1 = req.version() < http::Version::HTTP_2;
     let path = req.uri().path().to_string();
