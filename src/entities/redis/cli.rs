@@ -170,8 +170,10 @@ impl Writer {
     /// nothing, publishes the invalidation and waits for the acknowledgements.
     pub async fn write(&mut self, value: serde_json::Value, name: &str) -> anyhow::Result<String> {
         let schema = &self.snapshot.schema;
-        let entities = Entities::from_json_value(value, Some(schema))
-            .map_err(|e| anyhow::anyhow!("{name}: {}", crate::error_chain(&e)))?;
+        let entities = Entities::from_json_value(value.clone(), Some(schema)).map_err(|e| {
+            let found = crate::model::misfits(&value, &self.snapshot.types, &e);
+            anyhow::anyhow!("{name}: {}", found.join(&format!("\n{name}: ")))
+        })?;
         let actions: HashSet<EntityUid> = schema.actions().cloned().collect();
         let mut records: Vec<(EntityUid, String)> = Vec::new();
         for entity in entities.iter() {
