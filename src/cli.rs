@@ -105,13 +105,25 @@ async fn shutdown_signal() {
 
 /// `portcullis validate`: prints every problem as `file:line:col: message`.
 pub fn validate(args: &ValidateArgs) -> ExitCode {
-    match crate::model::load(&args.model, &EntityFile::External) {
+    let entities = args
+        .entities
+        .clone()
+        .map_or(EntityFile::External, EntityFile::Path);
+    match crate::model::load(&args.model, &entities) {
         Ok(snap) => {
             let (statics, templates, links) = snap.counts();
             println!(
                 "ok: {} policies and templates, {links} template links, schema valid",
                 statics + templates,
             );
+            if let (Some(path), Some(data)) = (&args.entities, &snap.entities) {
+                println!(
+                    "ok: {} entities in `{}` conform to the schema",
+                    data.entities.iter().count(),
+                    path.display()
+                );
+            }
+            println!("ok: AuthZEN mapping `{}`", snap.mapping.source);
             if let Some(routes) = &snap.routes {
                 println!(
                     "ok: {} gateway routes in `{}`",

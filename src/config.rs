@@ -685,6 +685,11 @@ impl Default for GatewayArgs {
 pub struct ValidateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Entity data (Cedar's JSON entity format) to check against the schema with the
+    /// model; each misfit names the entity, the attribute and the expected type.
+    /// Default: none (the model alone is checked).
+    #[arg(long, env = "PORTCULLIS_ENTITIES", value_name = "FILE")]
+    pub entities: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

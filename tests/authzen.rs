@@ -188,6 +188,43 @@ async fn a_caller_cannot_raise_its_privileges_with_properties_by_default() {
 }
 
 #[tokio::test]
+async fn on_the_portal_a_users_attributes_follow_the_precedence_of_their_type() {
+    // dora is disabled in the store and claims otherwise: only a precedence that lets
+    // users' properties replace stored attributes lets her in.
+    let mut body = eval(user("dora"), "ViewInvoice", invoice("inv-1001"));
+    body["subject"]["properties"] = json!({"disabled": false});
+    let cases = [
+        ("request", true),
+        ("{default: store, types: {user: request}}", true),
+        ("{default: request, types: {user: store}}", false),
+        ("{default: request, types: {Portal::User: store}}", false),
+    ];
+    for (precedence, allowed) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mapping = dir.path().join("authzen.yaml");
+        let text = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/portal/authzen.yaml"),
+        )
+        .unwrap()
+        .replace(
+            "properties_precedence: store\n",
+            &format!("properties_precedence: {precedence}\n"),
+        );
+        std::fs::write(&mapping, text).unwrap();
+        let mut args = ServeArgs::default();
+        args.model.authzen_mapping = Some(mapping);
+        let server = TestServer::start(args).await;
+        let reply = server.post(EVALUATION, &body).await;
+        assert_eq!(
+            reply.json["decision"], allowed,
+            "{precedence}: {}",
+            reply.text
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn evaluations_merge_top_level_defaults_and_keep_order() {
     let server = TestServer::portal().await;
     let body = json!({
@@ -1308,6 +1345,51 @@ async fn a_non_portal_schema_is_served_with_configuration_only() {
         false
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn precedence_per_type_takes_a_books_owner_from_the_request_but_never_a_members_level() {
+    // The PEP is the authority on books (it says who owns one); members' levels come
+    // only from the store, so a member cannot claim a higher one.
+    let bob_reads_b1_as_owner = {
+        let mut r = eval(member("bob"), "read", book("b1"));
+        r["resource"]["properties"] = json!({"owner": {"type": "Library::Member", "id": "bob"}});
+        r
+    };
+    let bob_claims_level_9 = {
+        let mut r = json!({
+            "subject": member("bob"),
+            "action": {"name": "borrow", "properties": {"period": "2W"}},
+            "resource": book("b2"),
+        });
+        r["subject"]["properties"] = json!({"level": 9});
+        r
+    };
+    // (precedence, bob reads b1 as its owner, bob borrows with level 9)
+    let cases = [
+        (None, false, false),
+        (Some("request"), true, true),
+        (
+            Some("{default: store, types: {book: request}}"),
+            true,
+            false,
+        ),
+        (
+            Some("{default: request, types: {Library::Member: store}}"),
+            true,
+            false,
+        ),
+        (Some("{types: {book: ignore}}"), false, false),
+    ];
+    for (precedence, owner_claim, level_claim) in cases {
+        let (server, _dir) = library(precedence).await;
+        let owner = server.post(EVALUATION, &bob_reads_b1_as_owner).await;
+        assert_eq!(owner.status, 200, "{precedence:?}: {}", owner.text);
+        assert_eq!(owner.json["decision"], owner_claim, "{precedence:?}: owner");
+        let level = server.post(EVALUATION, &bob_claims_level_9).await;
+        assert_eq!(level.json["decision"], level_claim, "{precedence:?}: level");
+        server.stop().await;
+    }
 }
 
 #[tokio::test]

@@ -115,6 +115,121 @@ fn validate_rejects_duplicate_policy_ids() {
     assert!(stderr.contains("zz-dup.cedar:1:"), "{stderr}");
 }
 
+/// The demo data with its user `bea` changed by `edit`, written to a temporary file.
+fn data_with(edit: impl FnOnce(&mut serde_json::Value)) -> (tempfile::TempDir, String) {
+    let mut data: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("examples/portal/entities.json")).unwrap(),
+    )
+    .unwrap();
+    let bea = data
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["uid"]["type"] == "Portal::User" && e["uid"]["id"] == "bea")
+        .expect("the demo data has bea");
+    edit(bea);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("entities.json");
+    std::fs::write(&path, data.to_string()).unwrap();
+    let path = path.display().to_string();
+    (dir, path)
+}
+
+/// Entity files that do not fit the portal schema, and what the message must say:
+/// the entity's uid, the attribute or parent at fault, and what the schema expects.
+fn misfit_data() -> Vec<(&'static str, (tempfile::TempDir, String), &'static str)> {
+    vec![
+        (
+            "a wrong-typed attribute",
+            data_with(|bea| bea["attrs"]["disabled"] = "no".into()),
+            r#"entity `Portal::User::"bea"`: attribute `disabled` must be Bool, found `"no"`"#,
+        ),
+        (
+            "a missing required attribute",
+            data_with(|bea| {
+                bea["attrs"].as_object_mut().unwrap().remove("email");
+            }),
+            r#"entity `Portal::User::"bea"`: required attribute `email` (String) is missing"#,
+        ),
+        (
+            "an unknown entity type",
+            data_with(|bea| bea["uid"]["type"] = "Portal::Robot".into()),
+            r#"entity `Portal::Robot::"bea"`: entity type `Portal::Robot` is not declared in the schema (declared: `Portal::Account`"#,
+        ),
+        (
+            "an unknown parent type",
+            data_with(|bea| {
+                bea["parents"] = serde_json::json!([{"type": "Portal::Robot", "id": "r2"}]);
+            }),
+            r#"entity `Portal::User::"bea"`: parent `Portal::Robot::"r2"` has type `Portal::Robot`, but a `Portal::User` may only be in `Portal::Account`"#,
+        ),
+    ]
+}
+
+#[test]
+fn validate_names_the_entity_attribute_and_expected_type_of_data_that_does_not_fit() {
+    for (what, (_dir, path), expected) in misfit_data() {
+        let out = run(&["validate", "--entities", &path]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{path}: entity data does not conform to the schema: {expected}"
+            )),
+            "{what}: {stderr}"
+        );
+    }
+    let out = run(&[
+        "validate",
+        "--entities",
+        repo("examples/portal/entities.json").to_str().unwrap(),
+        "--authzen-mapping",
+        repo("examples/portal/authzen.yaml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("entities in"), "{stdout}");
+    assert!(stdout.contains("conform to the schema"), "{stdout}");
+}
+
+#[test]
+fn validate_checks_an_authzen_mapping_against_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = dir.path().join("authzen.yaml");
+    std::fs::write(
+        &mapping,
+        "entity_types:\n  user: Portal::User\n  robot: Portal::Robot\n",
+    )
+    .unwrap();
+    let out = run(&["validate", "--authzen-mapping", mapping.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:3:3: `entity_types.robot`: entity type `Portal::Robot` is not declared in the schema",
+            mapping.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_on_data_that_does_not_fit_and_names_the_misfit() {
+    for (what, (_dir, path), expected) in misfit_data() {
+        let out = run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--entities",
+            &path,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", text(&out));
+        assert!(text(&out).contains(expected), "{what}: {}", text(&out));
+    }
+}
+
 #[test]
 fn authorize_prints_the_decision_and_its_determining_policies() {
     let allow = run(&[

@@ -1148,3 +1148,183 @@ async fn writes_beside_the_model_reload_nothing_and_touches_compile_nothing() {
         "files that read as the serving snapshot's are not compiled"
     );
 }
+
+/// The shipped model with its entity data and AuthZEN mapping copied into `dir` too:
+/// every part of the model is a file the server reloads.
+fn copy_model_with_data(dir: &Path) -> (ModelArgs, PathBuf) {
+    let mut model = copy_model(dir);
+    let mapping = dir.join("authzen.yaml");
+    std::fs::copy(repo("examples/portal/authzen.yaml"), &mapping).unwrap();
+    model.authzen_mapping = Some(mapping);
+    let entities = dir.join("entities.json");
+    std::fs::copy(repo("examples/portal/entities.json"), &entities).unwrap();
+    (model, entities)
+}
+
+impl Served {
+    async fn start_with_data() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, entities) = copy_model_with_data(dir.path());
+        let server = TestServer::start(ServeArgs {
+            model,
+            entity: portcullis::config::EntityArgs {
+                entities: Some(entities),
+                ..portcullis::config::EntityArgs::default()
+            },
+            ..ServeArgs::default()
+        })
+        .await;
+        let reload = reload::spawn(
+            server.app.model.clone(),
+            Arc::new(SourceGate(server.app.entities.clone())),
+            ReloadOptions {
+                watch: None,
+                debounce: Duration::from_millis(50),
+                settle: Duration::from_millis(50),
+                sighup: false,
+            },
+        );
+        let served = Self {
+            dir,
+            server,
+            _reload: reload,
+        };
+        eventually("the watcher is watching", || async {
+            served.server.app.model.status().watching.then_some(())
+        })
+        .await;
+        served
+    }
+
+    /// The entity file with every user changed by `edit`.
+    fn users_edited(&self, edit: impl Fn(&str, &mut Value)) -> String {
+        let mut data: Value = serde_json::from_str(&self.read("entities.json")).unwrap();
+        for e in data.as_array_mut().unwrap() {
+            if e["uid"]["type"] == "Portal::User" {
+                let id = e["uid"]["id"].as_str().unwrap().to_string();
+                edit(&id, e);
+            }
+        }
+        serde_json::to_string_pretty(&data).unwrap()
+    }
+
+    /// An AuthZEN decision about `subject` (AuthZEN type and id).
+    async fn authzen(&self, subject: (&str, &str), action: &str, resource: (&str, &str)) -> Value {
+        let body = serde_json::json!({
+            "subject": {"type": subject.0, "id": subject.1},
+            "action": {"name": action},
+            "resource": {"type": resource.0, "id": resource.1},
+        });
+        self.server.post("/access/v1/evaluation", &body).await.json
+    }
+}
+
+#[tokio::test]
+async fn editing_the_entity_file_changes_decisions() {
+    let s = Served::start_with_data().await;
+    let olivia = (user("olivia"), "ViewInvoice", uid("Invoice", "inv-1001"));
+    assert!(s.allowed(&olivia.0, olivia.1, &olivia.2).await);
+
+    // The owner is disabled in the data: the guard denies her everything.
+    let disabled = s.users_edited(|id, e| {
+        if id == "olivia" {
+            e["attrs"]["disabled"] = true.into();
+        }
+    });
+    s.write("entities.json", &disabled);
+    s.until_decision(
+        "the disabled owner is denied",
+        (&olivia.0, olivia.1, &olivia.2),
+        false,
+    )
+    .await;
+    assert_eq!(
+        s.policies().await["reload"]["last_error"],
+        Value::Null,
+        "the data edit applied cleanly"
+    );
+}
+
+#[tokio::test]
+async fn editing_the_authzen_mapping_applies() {
+    let s = Served::start_with_data().await;
+    let (bea, pays, invoice) = (("customer", "bea"), "PayInvoice", ("invoice", "inv-1001"));
+    let before = s.authzen(bea, pays, invoice).await;
+    assert_ne!(
+        before["decision"], true,
+        "`customer` is no AuthZEN type yet: {before}"
+    );
+
+    // The operator renames the AuthZEN type of users.
+    let mapping = s
+        .read("authzen.yaml")
+        .replace("  user: Portal::User", "  customer: Portal::User");
+    s.write("authzen.yaml", &mapping);
+    eventually("the renamed type decides", || async {
+        (s.authzen(bea, pays, invoice).await["decision"] == true).then_some(())
+    })
+    .await;
+    let old_name = s.authzen(("user", "bea"), pays, invoice).await;
+    assert_ne!(
+        old_name["decision"], true,
+        "the old name is gone: {old_name}"
+    );
+}
+
+/// The portal schema with a required `department` on users.
+fn schema_with_department(schema: &str) -> String {
+    let with = schema.replace(
+        "entity User in [Account] = {\n    email: String,",
+        "entity User in [Account] = {\n    department: String,\n    email: String,",
+    );
+    assert_ne!(with, schema, "the schema declares users as expected");
+    with
+}
+
+#[tokio::test]
+async fn a_schema_change_that_needs_new_data_applies_once_both_files_agree() {
+    // Either file may be written first; the state between is rejected and reported,
+    // and the pair applies once both are written.
+    for schema_first in [true, false] {
+        let s = Served::start_with_data().await;
+        let hash_before = s.policies().await["hash"].clone();
+        let schema = schema_with_department(&s.read("portal.cedarschema"));
+        let data = s.users_edited(|_, e| e["attrs"]["department"] = "ops".into());
+
+        let needle = if schema_first {
+            s.write("portal.cedarschema", &schema);
+            "required attribute `department` (String) is missing"
+        } else {
+            s.write("entities.json", &data);
+            "attribute `department` is not declared for `Portal::User`"
+        };
+        let messages = s
+            .until_rejected("the half-written pair is rejected", needle)
+            .await;
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("entity `Portal::User::")),
+            "the misfit names the user: {messages:?}"
+        );
+        assert_eq!(
+            s.policies().await["hash"],
+            hash_before,
+            "nothing was served"
+        );
+        assert_stable_decisions(&s.server).await;
+
+        if schema_first {
+            s.write("entities.json", &data);
+        } else {
+            s.write("portal.cedarschema", &schema);
+        }
+        s.until_no_error("the consistent pair applies").await;
+        assert_ne!(
+            s.policies().await["hash"],
+            hash_before,
+            "schema_first={schema_first}"
+        );
+        assert_stable_decisions(&s.server).await;
+    }
+}

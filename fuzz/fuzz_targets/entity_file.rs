@@ -17,11 +17,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let schema = &snapshot().schema;
-    let entities = match entity_data(&SourceFile::new(NAME, text), schema) {
+    let snapshot = snapshot();
+    let (schema, types) = (&snapshot.schema, &snapshot.types);
+    let entities = match entity_data(&SourceFile::new(NAME, text), schema, types) {
         Ok(e) => e,
-        Err(problem) => {
-            assert_eq!(problem.file, NAME, "{problem}");
+        Err(problems) => {
+            assert!(!problems.is_empty(), "a refusal names a problem");
+            for problem in problems {
+                assert_eq!(problem.file, NAME, "{problem}");
+            }
             return;
         }
     };
@@ -29,8 +33,8 @@ fuzz_target!(|data: &[u8]| {
         e.iter().map(|x| x.uid().to_string()).collect()
     };
     let json = entities.to_json_value().expect("loaded data writes back");
-    let again = entity_data(&SourceFile::new(NAME, json.to_string()), schema)
-        .unwrap_or_else(|p| panic!("data that loaded does not load again: {p}"));
+    let again = entity_data(&SourceFile::new(NAME, json.to_string()), schema, types)
+        .unwrap_or_else(|p| panic!("data that loaded does not load again: {p:?}"));
     assert_eq!(uids(&entities), uids(&again));
     // The index the file source lists from.
     drop(EntityData::new(entities));

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             let Ok(value) = serde_json::from_slice::<serde_json::Value>(rest) else {
                 return;
             };
-            let written = match records(value, &snapshot.schema, "import.json") {
+            let written = match records(value, &snapshot.schema, &snapshot.types, "import.json") {
                 Ok(r) => r,
                 Err(e) => {
                     assert!(e.to_string().starts_with("import.json"), "{e:#}");

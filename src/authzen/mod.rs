@@ -273,7 +273,8 @@ impl Scope<'_> {
         let Some(props) = props.filter(|p| !p.is_empty()) else {
             return Ok(None);
         };
-        if self.snapshot.mapping.precedence == crate::model::Precedence::Ignore {
+        if self.snapshot.mapping.precedence_for(uid.type_name()) == crate::model::Precedence::Ignore
+        {
             return Ok(None);
         }
         let path = format!("{field}.properties");

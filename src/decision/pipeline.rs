@@ -188,14 +188,13 @@ fn overlay(
     roots: &[EntityUid],
     described: &[Described],
 ) -> Result<Arc<Entities>, String> {
-    let precedence = snapshot.mapping.precedence;
     let mut extra = Vec::new();
     for d in described {
         if d.attrs.is_empty() {
             continue;
         }
         let existing = stored.get(&d.uid);
-        let used = match precedence {
+        let used = match snapshot.mapping.precedence_for(d.uid.type_name()) {
             Precedence::Ignore => false,
             Precedence::Store => existing.is_none(),
             Precedence::Request => true,

@@ -418,15 +418,17 @@ fn derive(sources: &Sources, schema: &Schema, problems: &mut Vec<Problem>) -> Op
     };
     let entities = match &sources.entities {
         None => None,
-        Some(file) => match entity_data(file, schema) {
+        Some(file) => match entity_data(file, schema, &types) {
             Ok(e) => Some(Arc::new(EntityData::new(e))),
-            Err(mut p) => {
+            Err(mut found) => {
                 if file.path.is_none() {
-                    p.message.push_str(
-                        " (this is the shipped demo data: name the data of your schema with `--entities` or `--redis-url`)",
-                    );
+                    if let Some(last) = found.last_mut() {
+                        last.message.push_str(
+                            " (this is the shipped demo data: name the data of your schema with `--entities` or `--redis-url`)",
+                        );
+                    }
                 }
-                problems.push(p);
+                problems.extend(found);
                 None
             }
         },
@@ -443,25 +445,47 @@ fn derive(sources: &Sources, schema: &Schema, problems: &mut Vec<Problem>) -> Op
     })
 }
 
-/// Reads an entity file and validates it against the schema: the file source's parser.
-pub fn entity_data(file: &SourceFile, schema: &Schema) -> Result<Entities, Problem> {
+/// Reads an entity file and validates it against the schema. A file that does not
+/// conform gets one problem per misfit, each naming the entity's uid, the attribute
+/// or parent, and the type the schema expects.
+pub fn entity_data(
+    file: &SourceFile,
+    schema: &Schema,
+    types: &SchemaTypes,
+) -> Result<Entities, Vec<Problem>> {
     let json: serde_json::Value = serde_json::from_str(&file.text).map_err(|e| {
-        Problem::at_line(
+        vec![Problem::at_line(
             file,
             Some(e.line()),
             Some(e.column()),
             format!("invalid JSON: {e}"),
-        )
+        )]
     })?;
-    Entities::from_json_value(json, Some(schema)).map_err(|e| {
-        Problem::file(
-            file.name.clone(),
-            format!(
-                "entity data does not conform to the schema: {}",
-                crate::error_chain(&e)
-            ),
-        )
+    Entities::from_json_value(json.clone(), Some(schema)).map_err(|e| {
+        misfits(&json, types, &e)
+            .into_iter()
+            .map(|m| Problem::file(file.name.clone(), m))
+            .collect()
     })
+}
+
+/// The messages for entity data Cedar rejected: each misfit [`conformance::explain`]
+/// names, or Cedar's own message when it names none.
+pub fn misfits(
+    data: &serde_json::Value,
+    types: &SchemaTypes,
+    cedar: &dyn std::error::Error,
+) -> Vec<String> {
+    const PREFIX: &str = "entity data does not conform to the schema";
+    let explained = super::conformance::explain(data, types);
+    if explained.is_empty() {
+        vec![format!("{PREFIX}: {}", crate::error_chain(cedar))]
+    } else {
+        explained
+            .into_iter()
+            .map(|m| format!("{PREFIX}: {m}"))
+            .collect()
+    }
 }
 
 /// The message of a miette diagnostic, with its help, and the offset of its first label.

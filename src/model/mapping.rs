@@ -4,7 +4,7 @@
 //! schema with the rest of the model, so a reload that breaks the mapping is rejected
 //! like a bad policy.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid, Schema};
@@ -28,6 +28,32 @@ pub enum Precedence {
     /// Properties are never used, not even for entities the store does not hold: only
     /// stored data reaches policies.
     Ignore,
+}
+
+/// `properties_precedence` as written: one precedence for every type, or a default
+/// with overrides per AuthZEN type (or Cedar type name), e.g.
+/// `{default: store, types: {todo: request}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PrecedenceFile {
+    All(Precedence),
+    PerType(PerTypePrecedence),
+}
+
+impl Default for PrecedenceFile {
+    fn default() -> Self {
+        Self::All(Precedence::default())
+    }
+}
+
+/// A default precedence and the types that differ from it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerTypePrecedence {
+    #[serde(default)]
+    pub default: Precedence,
+    #[serde(default)]
+    pub types: BTreeMap<String, Precedence>,
 }
 
 /// How the AuthZEN API answers an action name the mapping and schema do not know.
@@ -93,7 +119,7 @@ pub struct MappingFile {
     #[serde(default)]
     pub actions: ActionsFile,
     #[serde(default)]
-    pub properties_precedence: Precedence,
+    pub properties_precedence: PrecedenceFile,
     /// The context attribute that receives the action's properties (when the
     /// action's context type declares it).
     #[serde(default = "default_action_properties_key")]
@@ -115,7 +141,12 @@ pub struct Mapping {
     types: BTreeMap<String, EntityTypeName>,
     action_type: EntityTypeName,
     action_names: BTreeMap<String, String>,
+    /// The precedence of types without an override.
     pub precedence: Precedence,
+    /// Overrides by the AuthZEN or Cedar type name as written; resolved against the
+    /// schema into `precedence_of`.
+    precedence_written: BTreeMap<String, Precedence>,
+    precedence_of: HashMap<EntityTypeName, Precedence>,
     pub action_properties_key: String,
     pub unknown_actions: UnknownActions,
     pub search: SearchConfig,
@@ -131,9 +162,29 @@ impl Mapping {
             source::Mapping::File(f) => (f, true),
         };
         let mut mapping = Self::parse(file)?;
-        let problems = mapping.problems(schema, file);
+        let mut problems = mapping.problems(schema, file);
+        for written in mapping.precedence_written.keys() {
+            if mapping.cedar_type(written, schema).is_none() {
+                let offset = file.text.find(&format!("{written}:"));
+                problems.push(Problem::at(
+                    file,
+                    offset,
+                    format!(
+                        "`properties_precedence.types.{written}`: `{written}` is neither an AuthZEN type of `entity_types` nor an entity type the schema declares"
+                    ),
+                ));
+            }
+        }
         if strict && !problems.is_empty() {
             return Err(Problems(problems));
+        }
+        let overrides = std::mem::take(&mut mapping.precedence_written);
+        for (written, precedence) in overrides {
+            // A name that is no type was a problem above (the shipped mapping has no
+            // overrides).
+            if let Some(ty) = mapping.cedar_type(&written, schema) {
+                mapping.precedence_of.insert(ty, precedence);
+            }
         }
         if !strict {
             let declared: HashSet<&EntityTypeName> = schema.entity_types().collect();
@@ -205,12 +256,18 @@ impl Mapping {
                     .to_string(),
             ));
         }
+        let (precedence, precedence_written) = match file.properties_precedence {
+            PrecedenceFile::All(p) => (p, BTreeMap::new()),
+            PrecedenceFile::PerType(p) => (p.default, p.types),
+        };
         Ok(Self {
             source: name.to_string(),
             types,
             action_type,
             action_names: file.actions.names,
-            precedence: file.properties_precedence,
+            precedence,
+            precedence_written,
+            precedence_of: HashMap::new(),
             action_properties_key: file.action_properties_key,
             unknown_actions: file.unknown_actions,
             search: file.search,
@@ -271,6 +328,14 @@ impl Mapping {
             EntityUid::from_str(alias).ok().filter(declared)
         };
         named.filter(|n| n != target)
+    }
+
+    /// Which side wins for entities of `ty`: its override, or the default.
+    pub fn precedence_for(&self, ty: &EntityTypeName) -> Precedence {
+        self.precedence_of
+            .get(ty)
+            .copied()
+            .unwrap_or(self.precedence)
     }
 
     /// The Cedar entity type of an AuthZEN type: the mapped one, or the type itself
@@ -370,6 +435,59 @@ mod tests {
         assert_eq!(m.search.default_page_size, 50);
         assert_eq!(m.reference_type("inv"), "Portal::Invoice");
         assert!(Mapping::compile(&file("m.yaml", "search: {fetch_size: 0}\n"), &schema()).is_err());
+    }
+
+    #[test]
+    fn precedence_is_one_for_every_type_or_a_default_with_overrides_per_type() {
+        let ty = |name: &str| EntityTypeName::from_str(name).unwrap();
+        let plain = Mapping::compile(
+            &file("m.yaml", "properties_precedence: request\n"),
+            &schema(),
+        )
+        .unwrap();
+        assert_eq!(
+            plain.precedence_for(&ty("Portal::User")),
+            Precedence::Request
+        );
+        let per_type = Mapping::compile(
+            &file(
+                "m.yaml",
+                "entity_types:\n  bill: Portal::Invoice\nproperties_precedence:\n  default: store\n  types:\n    bill: request\n    Portal::Ticket: ignore\n",
+            ),
+            &schema(),
+        )
+        .unwrap();
+        assert_eq!(
+            per_type.precedence_for(&ty("Portal::User")),
+            Precedence::Store
+        );
+        assert_eq!(
+            per_type.precedence_for(&ty("Portal::Invoice")),
+            Precedence::Request
+        );
+        assert_eq!(
+            per_type.precedence_for(&ty("Portal::Ticket")),
+            Precedence::Ignore
+        );
+        let unknown = Mapping::compile(
+            &file(
+                "m.yaml",
+                "properties_precedence:\n  default: store\n  types:\n    robot: request\n",
+            ),
+            &schema(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            unknown.contains("m.yaml:4:5: `properties_precedence.types.robot`"),
+            "{unknown}"
+        );
+        assert!(Mapping::compile(
+            &file("m.yaml", "properties_precedence: {default: maybe}\n"),
+            &schema()
+        )
+        .is_err());
     }
 
     #[test]

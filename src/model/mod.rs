@@ -9,6 +9,8 @@
 //!   the gateway route table, the AuthZEN mapping and attribute types.
 //! - [`index`]: the policy index: per request, only the policies whose scope can
 //!   match, so decisions stay flat in the number of grants.
+//! - [`conformance`]: why entity data does not fit the schema, named by uid,
+//!   attribute and expected type.
 //! - [`lint`]: warnings about a valid model (forbids that missing data would skip).
 //! - [`reload`]: the serving [`Model`], the reload task (SIGHUP, file changes, settling)
 //!   and the atomic swap.
@@ -19,6 +21,7 @@
 //! checked through the [`Gate`] the entity layer implements.
 
 pub mod compile;
+pub mod conformance;
 pub mod index;
 pub mod lint;
 pub mod mapping;
@@ -29,7 +32,7 @@ pub mod snapshot;
 pub mod source;
 pub mod watch;
 
-pub use compile::{compile, entity_data, load, parse_schema, TemplateLink};
+pub use compile::{compile, entity_data, load, misfits, parse_schema, TemplateLink};
 pub use mapping::{Mapping, Precedence, SearchConfig, UnknownActions};
 pub use reload::{Gate, Model, ReloadOptions, ReloadOutcome, ReloadStatus, ReloadTask, Trigger};
 pub use routes::RouteTable;

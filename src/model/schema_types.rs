@@ -28,6 +28,32 @@ pub enum Ty {
     Any,
 }
 
+impl std::fmt::Display for Ty {
+    /// The type as the schema writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ty::String => write!(f, "String"),
+            Ty::Long => write!(f, "Long"),
+            Ty::Bool => write!(f, "Bool"),
+            Ty::Entity(name) => write!(f, "{name}"),
+            Ty::Extension => write!(f, "an extension type"),
+            Ty::Set(element) => write!(f, "Set<{element}>"),
+            Ty::Record(attrs) => {
+                write!(f, "{{")?;
+                let mut first = true;
+                for (name, attr) in attrs {
+                    let sep = if first { " " } else { ", " };
+                    first = false;
+                    let optional = if attr.required { "" } else { "?" };
+                    write!(f, "{sep}{name}{optional}: {}", attr.ty)?;
+                }
+                write!(f, " }}")
+            }
+            Ty::Any => write!(f, "any type"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attr {
     pub ty: Ty,
@@ -39,6 +65,8 @@ pub struct Attr {
 pub struct SchemaTypes {
     entity_attrs: HashMap<String, Ty>,
     action_context: HashMap<EntityUid, Ty>,
+    /// The parent types (`in [..]`) each entity type may have, fully qualified.
+    member_of: HashMap<String, Vec<String>>,
     /// False when the schema could not be read this way; conversion then passes values
     /// through and leaves every check to Cedar.
     pub known: bool,
@@ -106,6 +134,24 @@ impl SchemaTypes {
                         .get("shape")
                         .map_or_else(|| Ty::Record(BTreeMap::new()), |s| resolver.ty(s, 0));
                     info.entity_attrs.insert(qualify(ns, name), shape);
+                    let parents = def
+                        .get("memberOfTypes")
+                        .and_then(Value::as_array)
+                        .map(|types| {
+                            types
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .map(|t| {
+                                    if t.contains("::") {
+                                        t.to_string()
+                                    } else {
+                                        qualify(ns, t)
+                                    }
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    info.member_of.insert(qualify(ns, name), parents);
                 }
             }
             if let Some(actions) = body.get("actions").and_then(Value::as_object) {
@@ -135,6 +181,25 @@ impl SchemaTypes {
             .get(&entity_type.to_string())
             .cloned()
             .unwrap_or_else(|| Ty::Record(BTreeMap::new()))
+    }
+
+    /// The declared entity types, sorted; empty when the schema could not be read
+    /// this way.
+    pub fn entity_type_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.entity_attrs.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The attribute record of a declared entity type (by its full name), `None` for
+    /// a type the schema does not declare.
+    pub fn attributes_of(&self, entity_type: &str) -> Option<&Ty> {
+        self.entity_attrs.get(entity_type)
+    }
+
+    /// The parent types an entity type may have, `None` for an undeclared type.
+    pub fn parent_types(&self, entity_type: &str) -> Option<&[String]> {
+        self.member_of.get(entity_type).map(Vec::as_slice)
     }
 
     /// Whether an attribute of this name holds an entity reference in some entity type

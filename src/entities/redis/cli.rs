@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::invalidation::{ack_channel, encode};
 use super::store::{self, Conn, Target};
 use crate::config::{EntitiesArgs, EntitiesCommand};
-use crate::model::{EntityFile, Snapshot};
+use crate::model::{EntityFile, SchemaTypes, Snapshot};
 
 /// Above this many entities, import shows a progress bar.
 const PROGRESS_THRESHOLD: usize = 1000;
@@ -169,7 +169,7 @@ impl Writer {
     /// Validates `value` (an array of entities in Cedar JSON) whole, writes it all or
     /// nothing, publishes the invalidation and waits for the acknowledgements.
     pub async fn write(&mut self, value: serde_json::Value, name: &str) -> anyhow::Result<String> {
-        let records = records(value, &self.snapshot.schema, name)?;
+        let records = records(value, &self.snapshot.schema, &self.snapshot.types, name)?;
         let prefix = &self.args.redis.redis_prefix;
         let count = records.len();
         let written = match &self.target {
@@ -221,10 +221,13 @@ impl Writer {
 pub fn records(
     value: serde_json::Value,
     schema: &Schema,
+    types: &SchemaTypes,
     name: &str,
 ) -> anyhow::Result<Vec<(EntityUid, String)>> {
-    let entities = Entities::from_json_value(value, Some(schema))
-        .map_err(|e| anyhow::anyhow!("{name}: {}", crate::error_chain(&e)))?;
+    let entities = Entities::from_json_value(value.clone(), Some(schema)).map_err(|e| {
+        let found = crate::model::misfits(&value, types, &e);
+        anyhow::anyhow!("{name}: {}", found.join(&format!("\n{name}: ")))
+    })?;
     let actions: HashSet<EntityUid> = schema.actions().cloned().collect();
     let mut records: Vec<(EntityUid, String)> = Vec::new();
     for entity in entities.iter() {

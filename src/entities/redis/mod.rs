@@ -346,10 +346,20 @@ pub fn parse_stored(
     let json: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| format!("entity `{uid}` in Redis is not valid JSON: {e}"))?;
     let entity = Entity::from_json_value(json.clone(), Some(&snapshot.schema)).map_err(|e| {
-        format!(
-            "entity `{uid}` in Redis does not conform to the schema: {}",
-            crate::error_chain(&e)
+        let lead = format!("entity `{uid}`: ");
+        let explained: Vec<String> = crate::model::conformance::explain(
+            &serde_json::Value::Array(vec![json.clone()]),
+            &snapshot.types,
         )
+        .into_iter()
+        .map(|m| m.strip_prefix(&lead).map_or(m.clone(), str::to_string))
+        .collect();
+        let details = if explained.is_empty() {
+            crate::error_chain(&e)
+        } else {
+            explained.join("; ")
+        };
+        format!("entity `{uid}` in Redis does not conform to the schema: {details}")
     })?;
     if &entity.uid() != uid {
         return Err(format!(
@@ -602,11 +612,14 @@ impl EntitySource for RedisSource {
             let Ok(json) = cached.entity.to_json_value() else {
                 continue;
             };
-            if let Err(e) = Entity::from_json_value(json, Some(&next.schema)) {
-                misfits.push(format!(
-                    "entity `{uid}` (cached) does not conform to the new schema: {}",
-                    crate::error_chain(&e)
-                ));
+            if let Err(e) = Entity::from_json_value(json.clone(), Some(&next.schema)) {
+                let found =
+                    crate::model::misfits(&serde_json::Value::Array(vec![json]), &next.types, &e);
+                misfits.extend(
+                    found
+                        .into_iter()
+                        .map(|m| format!("{m} (cached `{uid}`, under the new schema)")),
+                );
             }
         }
         let mut types: Vec<&EntityTypeName> = next.entity_types.iter().collect();
