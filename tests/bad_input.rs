@@ -131,6 +131,34 @@ async fn bad_requests_get_named_4xx_errors_and_the_service_keeps_serving() {
             "`principal`",
         ),
         post(
+            "uid with text after its quoted id",
+            json!({"principal": "Portal::User::\"bea\"::\"x\"", "action": "Portal::Action::\"PayInvoice\"", "resource": invoice}),
+            400,
+            "invalid_uid",
+            "`principal`",
+        ),
+        post(
+            "uid with a raw tab in its id (Cedar wants it escaped)",
+            json!({"principal": "Portal::User::\"be\ta\"", "action": "Portal::Action::\"PayInvoice\"", "resource": invoice}),
+            400,
+            "invalid_uid",
+            "`principal`",
+        ),
+        post(
+            "uid with a needless escape in its id",
+            json!({"principal": "Portal::User::\"b\\u{65}a\"", "action": "Portal::Action::\"PayInvoice\"", "resource": invoice}),
+            400,
+            "invalid_uid",
+            "`principal`",
+        ),
+        post(
+            "uid whose id is not closed",
+            json!({"principal": "Portal::User::\"bea", "action": "Portal::Action::\"PayInvoice\"", "resource": invoice}),
+            400,
+            "invalid_uid",
+            "`principal`",
+        ),
+        post(
             "resource uid syntax error",
             bea_pays("PayInvoice", "inv-1001"),
             400,
@@ -343,6 +371,59 @@ async fn the_request_id_is_echoed_or_generated() {
         errored.header("x-request-id").is_some(),
         "errors carry a request id too"
     );
+}
+
+/// A generated request id is a UUID (version 8: a random prefix drawn when the service
+/// starts, then a counter, so no request asks the system for randomness), and no two
+/// are alike: not within one run, not across restarts (each run draws its own prefix).
+#[tokio::test]
+async fn generated_request_ids_are_uuids_unique_across_requests_and_restarts() {
+    let mut seen = std::collections::HashSet::new();
+    for run in 0..2 {
+        let server = TestServer::portal().await;
+        for _ in 0..3 {
+            let reply = server.get("/healthz").await;
+            let id = reply.header("x-request-id").unwrap_or_default().to_string();
+            let parsed = uuid::Uuid::parse_str(&id)
+                .unwrap_or_else(|e| panic!("run {run}: `{id}` is not a UUID: {e}"));
+            assert_eq!(parsed.get_version_num(), 8, "run {run}: `{id}`");
+            assert_eq!(
+                parsed.get_variant(),
+                uuid::Variant::RFC4122,
+                "run {run}: `{id}`"
+            );
+            assert!(
+                seen.insert(id.clone()),
+                "run {run}: `{id}` was handed out before"
+            );
+        }
+        server.stop().await;
+    }
+}
+
+/// A uid whose id needs an escape is read by Cedar's parser, as the plain form is read
+/// through the schema's type names: both decide.
+#[tokio::test]
+async fn uids_decide_alike_in_every_cedar_spelling() {
+    let server = TestServer::portal().await;
+    let invoice = uid("Invoice", "inv-1001");
+    let plain = server
+        .post(
+            "/v1/is_authorized",
+            &request(&uid("User", "bea"), "PayInvoice", &invoice),
+        )
+        .await;
+    assert_eq!(plain.status, 200, "{}", plain.text);
+    assert_eq!(plain.json["decision"], "Allow", "{}", plain.text);
+    // An escaped quote is part of the id: another user, who does not exist.
+    let quoted = server
+        .post(
+            "/v1/is_authorized",
+            &request("Portal::User::\"be\\\"a\"", "PayInvoice", &invoice),
+        )
+        .await;
+    assert_eq!(quoted.status, 200, "{}", quoted.text);
+    assert_eq!(quoted.json["decision"], "Deny", "{}", quoted.text);
 }
 
 #[tokio::test]

@@ -166,11 +166,10 @@ impl<'a> Call<'a> {
         let Some(recorder) = self.recorder else {
             return;
         };
-        let decision = outcome.decision();
         if let Some(r) = request {
             recorder
                 .metrics
-                .decision(decision.allowed, r.action.id().unescaped());
+                .decision(outcome.allowed(), r.action.id().unescaped());
         }
         match outcome {
             Outcome::Decided(d) if d.errors.is_empty() => {}
@@ -180,6 +179,7 @@ impl<'a> Call<'a> {
         if !recorder.sampled() {
             return;
         }
+        let decision = outcome.decision();
         let uid = |f: fn(&CheckedRequest) -> String| request.map(f).unwrap_or_default();
         tracing::info!(
             target: "portcullis::decision",

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use cedar_policy::{Context, EntityUid, Request, RequestValidationError};
+use cedar_policy::{Context, EntityId, EntityUid, Request, RequestValidationError};
 
 use crate::model::Snapshot;
 
@@ -146,7 +146,14 @@ pub struct CheckedRequest {
     pub request: Request,
 }
 
-fn parse_uid(field: Field, input: &str) -> Result<EntityUid, RequestError> {
+/// Reads a uid in Cedar string syntax. The common form, `Type::"id"` with a type of
+/// the schema and an id without escapes, is read by a lookup in the snapshot's type
+/// names; anything else (whitespace, escapes, unknown types, malformed input) goes
+/// through Cedar's parser, which gives the same uid or the error.
+fn parse_uid(snapshot: &Snapshot, field: Field, input: &str) -> Result<EntityUid, RequestError> {
+    if let Some(uid) = plain_uid(snapshot, input) {
+        return Ok(uid);
+    }
     EntityUid::from_str(input).map_err(|e| RequestError::InvalidUid {
         field,
         input: input.to_string(),
@@ -154,11 +161,28 @@ fn parse_uid(field: Field, input: &str) -> Result<EntityUid, RequestError> {
     })
 }
 
+/// `Type::"id"` where `Type` is written exactly as the schema names it and `id` is
+/// printable ASCII without quotes or backslashes: text Cedar would write unescaped, so
+/// it is the id itself and already in the normalised form Cedar's parser demands.
+fn plain_uid(snapshot: &Snapshot, input: &str) -> Option<EntityUid> {
+    let (ty, rest) = input.split_once("::\"")?;
+    let id = rest.strip_suffix('"')?;
+    let plain = |b: &u8| (b.is_ascii_graphic() || *b == b' ') && !matches!(b, b'"' | b'\\' | b'\'');
+    if !id.as_bytes().iter().all(plain) {
+        return None;
+    }
+    let ty = snapshot.type_named(ty)?;
+    Some(EntityUid::from_type_name_and_id(
+        ty.clone(),
+        EntityId::new(id),
+    ))
+}
+
 /// Checks a raw request against the snapshot's schema.
 pub fn check(snapshot: &Snapshot, raw: &RawRequest) -> Result<CheckedRequest, RequestError> {
-    let principal = parse_uid(Field::Principal, &raw.principal)?;
-    let action = parse_uid(Field::Action, &raw.action)?;
-    let resource = parse_uid(Field::Resource, &raw.resource)?;
+    let principal = parse_uid(snapshot, Field::Principal, &raw.principal)?;
+    let action = parse_uid(snapshot, Field::Action, &raw.action)?;
+    let resource = parse_uid(snapshot, Field::Resource, &raw.resource)?;
     check_uids(snapshot, principal, action, resource, raw.context.clone())
 }
 

@@ -45,6 +45,8 @@ pub struct App {
     /// Set the first time `/readyz` found the entity source usable (the first snapshot
     /// is loaded before the listeners open): until then the service is `starting`.
     pub became_ready: AtomicBool,
+    /// Ids for requests that carry no `X-Request-Id`.
+    pub request_ids: super::request_id::RequestIds,
 }
 
 /// Where the entity data of `serve` (and `authorize`) comes from.
@@ -127,6 +129,7 @@ impl App {
             connections: ConnectionSettings::from(&args.listener),
             jwks,
             became_ready: AtomicBool::new(false),
+            request_ids: super::request_id::RequestIds::new(),
         })
     }
 

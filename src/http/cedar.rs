@@ -112,8 +112,41 @@ pub async fn is_authorized(ctx: &Ctx, req: Request<Incoming>) -> Reply {
     if let Some(e) = outcome_error(&outcome) {
         return Err(e);
     }
-    let body = serde_json::to_string(&IsAuthorizedResponse::from(&outcome)).unwrap_or_default();
-    Ok(json_response(StatusCode::OK, body))
+    let body = match &outcome {
+        // A decision is written from where it lies, without copying its diagnostics.
+        Outcome::Decided(d) => serde_json::to_string(&DecisionRef::from(d)),
+        other => serde_json::to_string(&IsAuthorizedResponse::from(other)),
+    };
+    Ok(json_response(StatusCode::OK, body.unwrap_or_default()))
+}
+
+/// [`IsAuthorizedResponse`] of a decision, borrowing its diagnostics: the same JSON.
+#[derive(Serialize)]
+struct DecisionRef<'a> {
+    decision: WireDecision,
+    diagnostics: DiagnosticsRef<'a>,
+}
+
+#[derive(Serialize)]
+struct DiagnosticsRef<'a> {
+    reason: &'a [String],
+    errors: &'a [String],
+}
+
+impl<'a> From<&'a Decision> for DecisionRef<'a> {
+    fn from(d: &'a Decision) -> Self {
+        Self {
+            decision: if d.allowed {
+                WireDecision::Allow
+            } else {
+                WireDecision::Deny
+            },
+            diagnostics: DiagnosticsRef {
+                reason: &d.reasons,
+                errors: &d.errors,
+            },
+        }
+    }
 }
 
 pub async fn batch_is_authorized(ctx: &Ctx, req: Request<Incoming>) -> Reply {
@@ -131,12 +164,13 @@ pub async fn batch_is_authorized(ctx: &Ctx, req: Request<Incoming>) -> Reply {
     // whole; an outcome (a store that cannot be reached) closes only its own item.
     let mut checked = Vec::with_capacity(body.requests.len());
     for (i, value) in body.requests.into_iter().enumerate() {
-        let at = format!("`requests[{i}]`");
+        // The item's name is written only for an error.
+        let at = || format!("`requests[{i}]`");
         let one: IsAuthorizedRequest =
-            serde_json::from_value(value).map_err(|e| json_error(&e).at(&at))?;
+            serde_json::from_value(value).map_err(|e| json_error(&e).at(&at()))?;
         checked.push(
             decision::check(&snapshot, &RawRequest::from(one))
-                .map_err(|e| ApiError::from(e).at(&at))?,
+                .map_err(|e| ApiError::from(e).at(&at()))?,
         );
     }
     let call = ctx.call(Surface::Cedar);

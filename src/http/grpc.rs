@@ -92,7 +92,7 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> http::Response<Grpc
     let started = Instant::now();
     let ctx = Ctx {
         app: app.clone(),
-        request_id: request_id(req.headers()),
+        request_id: request_id(req.headers(), &app.request_ids),
         started,
         trace: super::trace_context(req.headers()),
     };
@@ -182,7 +182,8 @@ impl Authorization for Checks {
             .and_then(sane_request_id)
             .or_else(|| http.as_ref().and_then(|h| sane_request_id(&h.id)))
             .or(call_id)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .and_then(|id| http::HeaderValue::from_str(&id).ok())
+            .unwrap_or_else(|| self.app.request_ids.next_id());
         // The original request's trace context first, as for the request id.
         let ctx = Ctx {
             app: self.app.clone(),
@@ -211,7 +212,7 @@ impl Authorization for Checks {
             )
             .await;
         let mut response = tonic::Response::new(answer(&ctx, &verdict));
-        if let Ok(v) = ctx.request_id.parse() {
+        if let Ok(v) = ctx.request_id.to_str().unwrap_or_default().parse() {
             response.metadata_mut().insert(REQUEST_ID, v);
         }
         Ok(response)
@@ -267,7 +268,8 @@ fn header(key: &str, value: &str) -> HeaderValueOption {
 fn answer(ctx: &Ctx, verdict: &Verdict) -> CheckResponse {
     let (status, error) = verdict_status(verdict);
     let code = verdict_grpc_code(verdict);
-    let request_id = header(REQUEST_ID, &ctx.request_id);
+    // The id is printable ASCII (checked when it was taken or made).
+    let request_id = header(REQUEST_ID, ctx.request_id.to_str().unwrap_or_default());
     if let Some((error_code, message)) = error {
         if let Verdict::BadCheck(_) = verdict {
             ctx.app.metrics.error(BAD_CHECK);

@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod jwks;
 pub mod listener;
+pub mod request_id;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -43,13 +44,16 @@ pub type Response = http::Response<Body>;
 /// A handler's result: a response, or an error `handle` answers.
 pub type Reply = Result<Response, ApiError>;
 
-/// The request id: the caller's when it is a sane header value, else a new one.
-fn request_id(headers: &HeaderMap) -> String {
+/// The request id: the caller's when it is a sane header value, else a new one from
+/// `ids`. Either way no copy of the text is made: a header value shares its bytes.
+fn request_id(headers: &HeaderMap, ids: &request_id::RequestIds) -> HeaderValue {
     headers
         .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .and_then(sane_request_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 200 && v.as_bytes().iter().all(u8::is_ascii_graphic)
+        })
+        .cloned()
+        .unwrap_or_else(|| ids.next_id())
 }
 
 /// A caller's request id, when it is short printable text.
@@ -61,16 +65,22 @@ fn sane_request_id(v: &str) -> Option<String> {
 /// Per-request facts the handlers need besides the body.
 pub struct Ctx {
     pub app: Arc<App>,
-    pub request_id: String,
+    /// The request id, echoed in the response; printable ASCII only.
+    pub request_id: HeaderValue,
     pub started: Instant,
     /// The request's W3C `traceparent`, when it sent exactly one well-formed header.
     pub trace: Option<TraceContext>,
 }
 
 impl Ctx {
+    /// The request id as text.
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+
     /// A call of `surface` for this request: its decisions are recorded under its id.
     pub fn call(&self, surface: Surface) -> Call<'_> {
-        let mut call = Call::new(surface, &self.request_id, &self.app.recorder);
+        let mut call = Call::new(surface, self.request_id(), &self.app.recorder);
         call.started = self.started;
         call.trace = self.trace.as_ref();
         call
@@ -107,16 +117,14 @@ pub(crate) fn trace_context(headers: &http::HeaderMap) -> Option<TraceContext> {
 
 async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Response {
     let started = Instant::now();
-    let rid = request_id(req.headers());
     let ctx = Ctx {
+        request_id: request_id(req.headers(), &app.request_ids),
         app: app.clone(),
-        request_id: rid.clone(),
         started,
         trace: trace_context(req.headers()),
     };
     let http1 = req.version() < http::Version::HTTP_2;
-    let path = req.uri().path().to_string();
-    let (endpoint, result) = route(&ctx, role, req).await;
+    let (endpoint, allow, result) = route(&ctx, role, req).await;
     let mut response = match result {
         Ok(r) => r,
         Err(e) => {
@@ -124,8 +132,7 @@ async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Response {
             let mut r = json_response(e.status, e.body());
             // RFC 9110: a 405 lists the methods the resource does accept.
             if e.status == StatusCode::METHOD_NOT_ALLOWED {
-                let allow = find_route(&ctx, role, &path).map(|r| r.methods.join(", "));
-                if let Some(v) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+                if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
                     r.headers_mut().insert(http::header::ALLOW, v);
                 }
             }
@@ -139,9 +146,7 @@ async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Response {
             r
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&rid) {
-        response.headers_mut().insert(REQUEST_ID, v);
-    }
+    response.headers_mut().insert(REQUEST_ID, ctx.request_id);
     app.metrics
         .request_duration
         .with_label_values(&[endpoint])
@@ -303,16 +308,27 @@ fn find_route(ctx: &Ctx, role: Role, path: &str) -> Option<&'static Route> {
 }
 
 /// Routes a request through [`ROUTES`]. Returns the endpoint label for metrics (a
-/// fixed name, never the path as sent) and the response.
-async fn route(ctx: &Ctx, role: Role, req: Request<Incoming>) -> (&'static str, Reply) {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let Some(found) = find_route(ctx, role, &path) else {
-        return ("other", Err(ApiError::not_found(&path)));
+/// fixed name, never the path as sent), the methods the route accepts (for a 405's
+/// `Allow`) and the response.
+async fn route(
+    ctx: &Ctx,
+    role: Role,
+    req: Request<Incoming>,
+) -> (&'static str, &'static [&'static str], Reply) {
+    let path = req.uri().path();
+    let Some(found) = find_route(ctx, role, path) else {
+        return ("other", ANY, Err(ApiError::not_found(path)));
     };
-    if !found.methods.is_empty() && !found.methods.contains(&method.as_str()) {
-        return ("other", Err(ApiError::method_not_allowed(&method, &path)));
+    if !found.methods.is_empty() && !found.methods.contains(&req.method().as_str()) {
+        let e = ApiError::method_not_allowed(req.method(), path);
+        return ("other", found.methods, Err(e));
     }
+    let (endpoint, reply) = answer(ctx, found, req).await;
+    (endpoint, found.methods, reply)
+}
+
+/// Answers a request with the endpoint of its route.
+async fn answer(ctx: &Ctx, found: &Route, req: Request<Incoming>) -> (&'static str, Reply) {
     match found.endpoint {
         Endpoint::Healthz => ("healthz", Ok(admin::healthz())),
         Endpoint::Readyz => ("readyz", Ok(admin::readyz(ctx).await)),

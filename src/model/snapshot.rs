@@ -62,6 +62,9 @@ pub struct Snapshot {
     /// The schema's entity types and actions as sets, for request checks.
     pub entity_types: HashSet<EntityTypeName>,
     pub actions: HashSet<EntityUid>,
+    /// The schema's entity types (actions' types included) by their names as written
+    /// in a uid (`Portal::User`), so a request's uids are read without Cedar's parser.
+    pub type_names: TypeNames,
     /// The schema's action entities when actions have groups (`action in Group`
     /// needs them); empty otherwise, since a request's own action needs no entity.
     pub action_entities: Vec<Entity>,
@@ -70,6 +73,20 @@ pub struct Snapshot {
     pub entities: Option<Arc<EntityData>>,
     /// Paths of the files the snapshot was built from, for the reload watcher.
     pub paths: Vec<PathBuf>,
+}
+
+/// Entity type names by their text. The keys come from the schema (trusted), so a fast
+/// hasher serves.
+pub type TypeNames = HashMap<String, EntityTypeName, foldhash::fast::RandomState>;
+
+/// The [`TypeNames`] of a schema: its entity types and its actions' types.
+pub fn type_names(schema: &Schema) -> TypeNames {
+    schema
+        .entity_types()
+        .cloned()
+        .chain(schema.actions().map(|a| a.type_name().clone()))
+        .map(|ty| (ty.to_string(), ty))
+        .collect()
 }
 
 /// Entity data held by the model, with the uids of each type in id order for listing.
@@ -123,6 +140,11 @@ impl Snapshot {
                 PolicyKind::Template => (s, t + 1, l),
                 PolicyKind::Link => (s, t, l + 1),
             })
+    }
+
+    /// The schema's entity type (or action type) named `name` as written in a uid.
+    pub fn type_named(&self, name: &str) -> Option<&EntityTypeName> {
+        self.type_names.get(name)
     }
 
     pub fn declares_type(&self, ty: &EntityTypeName) -> bool {
