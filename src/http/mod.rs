@@ -4,7 +4,7 @@
 //! - [`app`]: the application state, built once from configuration.
 //! - [`listener`]: the decision and admin listeners, connection budgets and timeouts.
 //! - [`ROUTES`]: the routing table of both listeners (docs/openapi.json documents it).
-//! - [`cedar`], [`authzen`], [`gateway`], [`admin`]: the handlers of each surface.
+//! - [`cedar`], [`authzen`], [`gateway`], [`admin`], [`plan`]: the handlers of each surface.
 //! - [`error`]: the one mapping of outcomes and errors to statuses and bodies.
 //! - [`tls`]: HTTPS and mutual TLS for the listener.
 
@@ -15,6 +15,7 @@ pub mod cedar;
 pub mod error;
 pub mod gateway;
 pub mod listener;
+pub mod plan;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -135,6 +136,7 @@ pub enum Endpoint {
     OpenApi,
     IsAuthorized,
     BatchIsAuthorized,
+    QueryPlan,
     /// Every AuthZEN path; [`authzen::route`] tells them apart.
     Authzen,
     ForwardAuthNginx,
@@ -194,6 +196,7 @@ pub const ROUTES: &[Route] = &[
         Serves::Decision,
         Endpoint::BatchIsAuthorized,
     ),
+    row("/v1/query_plan", POST, Serves::Decision, Endpoint::QueryPlan),
     row(
         crate::authzen::wire::EVALUATION,
         POST,
@@ -283,6 +286,7 @@ async fn route(ctx: &Ctx, role: Role, req: Request<Incoming>) -> (&'static str, 
             "batch_is_authorized",
             cedar::batch_is_authorized(ctx, req).await,
         ),
+        Endpoint::QueryPlan => ("query_plan", plan::query_plan(ctx, req).await),
         Endpoint::Authzen => authzen::route(ctx, req).await,
         Endpoint::ForwardAuthNginx => (
             "forward_auth_nginx",
