@@ -13,11 +13,29 @@ use portcullis::plan::{plan, PlanKind, PlanRequest};
 
 fn portal_plans(c: &mut Criterion) {
     let snapshot = compile(&Sources::embedded()).unwrap();
-    let entities = snapshot.entities.as_ref().unwrap().entities.as_ref().clone();
+    let entities = snapshot
+        .entities
+        .as_ref()
+        .unwrap()
+        .entities
+        .as_ref()
+        .clone();
     let cases = [
-        ("conditional: bea views invoices", "bea", PlanKind::Conditional),
-        ("conditional: owner olivia views invoices", "olivia", PlanKind::Conditional),
-        ("always_deny: walt views invoices", "walt", PlanKind::AlwaysDeny),
+        (
+            "conditional: bea views invoices",
+            "bea",
+            PlanKind::Conditional,
+        ),
+        (
+            "conditional: owner olivia views invoices",
+            "olivia",
+            PlanKind::Conditional,
+        ),
+        (
+            "always_deny: walt views invoices",
+            "walt",
+            PlanKind::AlwaysDeny,
+        ),
     ];
     let mut group = c.benchmark_group("query_plan");
     group.measurement_time(Duration::from_secs(5));
@@ -29,7 +47,11 @@ fn portal_plans(c: &mut Criterion) {
             None,
         )
         .unwrap();
-        assert_eq!(plan(&snapshot, &entities, &request).unwrap().kind, kind, "{name}");
+        assert_eq!(
+            plan(&snapshot, &entities, &request).unwrap().kind,
+            kind,
+            "{name}"
+        );
         group.bench_function(name, |b| {
             b.iter(|| black_box(plan(&snapshot, &entities, black_box(&request)).unwrap()))
         });

@@ -170,9 +170,7 @@ impl From<&PlanError> for ApiError {
             PlanError::Field { .. } | PlanError::Request(_) => StatusCode::BAD_REQUEST,
             // The configured entity source cannot serve plans (Redis): not the caller's.
             PlanError::NoEntityData => StatusCode::NOT_IMPLEMENTED,
-            PlanError::Entities(_) | PlanError::Evaluation(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            PlanError::Entities(_) | PlanError::Evaluation(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

@@ -196,7 +196,12 @@ pub const ROUTES: &[Route] = &[
         Serves::Decision,
         Endpoint::BatchIsAuthorized,
     ),
-    row("/v1/query_plan", POST, Serves::Decision, Endpoint::QueryPlan),
+    row(
+        "/v1/query_plan",
+        POST,
+        Serves::Decision,
+        Endpoint::QueryPlan,
+    ),
     row(
         crate::authzen::wire::EVALUATION,
         POST,

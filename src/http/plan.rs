@@ -33,8 +33,7 @@ pub async fn query_plan(ctx: &Ctx, req: Request<Incoming>) -> Reply {
         return Err(ApiError::from(&PlanError::NoEntityData));
     };
     let answer = plan(&snapshot, &data.entities, &request).map_err(|e| ApiError::from(&e))?;
-    let text = serde_json::to_string(&answer).map_err(|e| {
-        ApiError::from(&PlanError::Evaluation(format!("unencodable plan: {e}")))
-    })?;
+    let text = serde_json::to_string(&answer)
+        .map_err(|e| ApiError::from(&PlanError::Evaluation(format!("unencodable plan: {e}"))))?;
     Ok(json_response(StatusCode::OK, text))
 }

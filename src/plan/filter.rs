@@ -152,11 +152,7 @@ fn canonical(v: &Value) -> Value {
                     "id": inner.get("id").cloned().unwrap_or(Value::Null),
                 }});
             }
-            Value::Object(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), canonical(v)))
-                    .collect(),
-            )
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
         }
         Value::Array(items) => {
             let mut items: Vec<Value> = items.iter().map(canonical).collect();

@@ -129,8 +129,9 @@ pub fn plan(
     request: &PlanRequest,
 ) -> Result<Plan, PlanError> {
     let schema = &snapshot.schema;
-    let context = Context::from_json_value(request.context.clone(), Some((schema, &request.action)))
-        .map_err(|e| PlanError::Request(format!("`context`: {}", crate::error_chain(&e))))?;
+    let context =
+        Context::from_json_value(request.context.clone(), Some((schema, &request.action)))
+            .map_err(|e| PlanError::Request(format!("`context`: {}", crate::error_chain(&e))))?;
     let partial = PartialRequest::new(
         PartialEntityUid::from_concrete(request.principal.clone()),
         request.action.clone(),
@@ -170,7 +171,12 @@ pub fn plan(
             Ok(p) => p,
             Err(e) => {
                 let reason = format!("residual policy `{}`: {e}", policy.id());
-                return Ok(finish(PlanKind::Unsupported, None, Some(reason), Vec::new()));
+                return Ok(finish(
+                    PlanKind::Unsupported,
+                    None,
+                    Some(reason),
+                    Vec::new(),
+                ));
             }
         };
         let clauses = pst.body().clauses().clone();
@@ -182,7 +188,12 @@ pub fn plan(
     let filter = match planner.decide(&residuals, some_permit_holds) {
         Ok(f) => f,
         Err(Unsupported(reason)) => {
-            return Ok(finish(PlanKind::Unsupported, None, Some(reason), Vec::new()))
+            return Ok(finish(
+                PlanKind::Unsupported,
+                None,
+                Some(reason),
+                Vec::new(),
+            ))
         }
     };
     let assumptions = planner.assumptions();
