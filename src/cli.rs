@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::{
-    AuthorizeArgs, EntitiesArgs, FmtArgs, ServeArgs, TestArgs, ValidateArgs, VerifyArgs,
+    AuthorizeArgs, EntitiesArgs, FmtArgs, PlanArgs, ServeArgs, TestArgs, ValidateArgs, VerifyArgs,
 };
 use crate::decision::{self, Call, RawRequest};
 use crate::entities::SourceGate;
@@ -147,6 +147,57 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
 /// `portcullis authorize`: one decision through the same pipeline as the server,
 /// printed with its determining policies. Exit status 0 on Allow, 1 on Deny, 2 on a
 /// bad request or configuration.
+/// `portcullis plan`: prints the plan as JSON; exit 0 with a plan (of any kind), 2 on
+/// a usage error.
+pub fn plan(args: &PlanArgs) -> ExitCode {
+    let snapshot = match crate::model::load(&args.model, &entity_file(&args.entity)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let context = match args
+        .context
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("`--context` is not valid JSON: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let answer = crate::plan::PlanRequest::parse(
+        &args.principal,
+        &args.action,
+        &args.resource_type,
+        context,
+    )
+    .and_then(|request| {
+        let data = snapshot
+            .entities
+            .as_ref()
+            .ok_or(crate::plan::PlanError::NoEntityData)?;
+        crate::plan::plan(&snapshot, &data.entities, &request)
+    });
+    match answer.map(|p| serde_json::to_string_pretty(&p)) {
+        Ok(Ok(text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 pub async fn authorize(args: &AuthorizeArgs) -> ExitCode {
     let snapshot = match crate::model::load(&args.model, &entity_file(&args.entity)) {
         Ok(s) => s,

@@ -31,6 +31,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Decide one request from the command line and print the determining policies.
     Authorize(AuthorizeArgs),
+    /// Print the query plan of a principal, action and resource type: which resources
+    /// the policies allow, as a filter (docs/query-plan.md).
+    Plan(PlanArgs),
     /// Read and write entities in the Redis entity store.
     #[command(
         after_help = "Exit status: 0 when the write landed and every subscribed \
@@ -707,6 +710,27 @@ pub struct AuthorizeArgs {
     /// Resource uid, e.g. `Portal::Invoice::"inv-1001"`.
     #[arg(long)]
     pub resource: String,
+    /// Context as a JSON object.
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+/// `portcullis plan`.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub entity: EntityArgs,
+    /// Principal uid, e.g. `Portal::User::"bea"`.
+    #[arg(long)]
+    pub principal: String,
+    /// Action uid, e.g. `Portal::Action::"ViewInvoice"`.
+    #[arg(long)]
+    pub action: String,
+    /// Resource type, e.g. `Portal::Invoice`.
+    #[arg(long)]
+    pub resource_type: String,
     /// Context as a JSON object.
     #[arg(long)]
     pub context: Option<String>,

@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 pub mod policytest;
 pub mod verify;
 

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "metrics"],
     &["model"],
     &["entities"],
-    &["decision"],
+    &["decision", "plan"],
     &["authzen", "gateway", "policytest", "verify", "fmt"],
     &["http"],
     &["cli"],

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::authzen::AuthzenError;
 use crate::decision::{Outcome, RequestError};
 use crate::gateway::Verdict;
+use crate::plan::PlanError;
 
 /// The code of a request whose body did not arrive in time.
 pub const BODY_TIMEOUT: &str = "body_timeout";
@@ -159,6 +160,19 @@ impl From<&AuthzenError> for ApiError {
 impl From<AuthzenError> for ApiError {
     fn from(e: AuthzenError) -> Self {
         ApiError::from(&e)
+    }
+}
+
+/// A query plan's error: the caller's request, or a service that cannot plan.
+impl From<&PlanError> for ApiError {
+    fn from(e: &PlanError) -> Self {
+        let status = match e {
+            PlanError::Field { .. } | PlanError::Request(_) => StatusCode::BAD_REQUEST,
+            // The configured entity source cannot serve plans (Redis): not the caller's.
+            PlanError::NoEntityData => StatusCode::NOT_IMPLEMENTED,
+            PlanError::Entities(_) | PlanError::Evaluation(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.code(), e.to_string())
     }
 }
 

@@ -4,7 +4,7 @@
 //! - [`app`]: the application state, built once from configuration.
 //! - [`listener`]: the decision and admin listeners, connection budgets and timeouts.
 //! - [`ROUTES`]: the routing table of both listeners (docs/openapi.json documents it).
-//! - [`cedar`], [`authzen`], [`gateway`], [`admin`]: the handlers of each surface.
+//! - [`cedar`], [`authzen`], [`gateway`], [`admin`], [`plan`]: the handlers of each surface.
 //! - [`grpc`]: Envoy's gRPC ext_authz and the gRPC health service, on the decision
 //!   listener beside the HTTP surfaces.
 //! - [`error`]: the one mapping of outcomes and errors to statuses and bodies.
@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod jwks;
 pub mod listener;
+pub mod plan;
 pub mod request_id;
 pub mod tls;
 
@@ -181,6 +182,7 @@ pub enum Endpoint {
     OpenApi,
     IsAuthorized,
     BatchIsAuthorized,
+    QueryPlan,
     /// Every AuthZEN path; [`authzen::route`] tells them apart.
     Authzen,
     ForwardAuthNginx,
@@ -239,6 +241,12 @@ pub const ROUTES: &[Route] = &[
         POST,
         Serves::Decision,
         Endpoint::BatchIsAuthorized,
+    ),
+    row(
+        "/v1/query_plan",
+        POST,
+        Serves::Decision,
+        Endpoint::QueryPlan,
     ),
     row(
         crate::authzen::wire::EVALUATION,
@@ -340,6 +348,7 @@ async fn answer(ctx: &Ctx, found: &Route, req: Request<Incoming>) -> (&'static s
             "batch_is_authorized",
             cedar::batch_is_authorized(ctx, req).await,
         ),
+        Endpoint::QueryPlan => ("query_plan", plan::query_plan(ctx, req).await),
         Endpoint::Authzen => authzen::route(ctx, req).await,
         Endpoint::ForwardAuthNginx => (
             "forward_auth_nginx",
