@@ -37,7 +37,10 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 pub fn authzen() -> &'static Authzen {
     static AUTHZEN: OnceLock<Authzen> = OnceLock::new();
     AUTHZEN.get_or_init(|| {
-        Authzen::new(None, &prometheus::Registry::new()).expect("AuthZEN metrics register")
+        // A key of this process, as a server without `--page-token-key-file` has: the
+        // tokens a target feeds back were issued by this same service.
+        let key = portcullis::authzen::token::PageTokenKey::random().expect("a random key");
+        Authzen::new(None, key, &prometheus::Registry::new()).expect("AuthZEN metrics register")
     })
 }
 
