@@ -182,7 +182,6 @@ impl Authorization for Checks {
             .and_then(sane_request_id)
             .or_else(|| http.as_ref().and_then(|h| sane_request_id(&h.id)))
             .or(call_id)
-            .and_then(|id| http::HeaderValue::from_str(&id).ok())
             .unwrap_or_else(|| self.app.request_ids.next_id());
         // The original request's trace context first, as for the request id.
         let ctx = Ctx {

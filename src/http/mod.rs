@@ -50,17 +50,21 @@ pub type Reply = Result<Response, ApiError>;
 fn request_id(headers: &HeaderMap, ids: &request_id::RequestIds) -> HeaderValue {
     headers
         .get(REQUEST_ID)
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 200 && v.as_bytes().iter().all(u8::is_ascii_graphic)
-        })
+        .filter(|v| is_sane_request_id(v.as_bytes()))
         .cloned()
         .unwrap_or_else(|| ids.next_id())
 }
 
-/// A caller's request id, when it is short printable text.
-fn sane_request_id(v: &str) -> Option<String> {
-    (!v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic()))
-        .then(|| v.to_string())
+/// Whether a caller's request id is short printable text, fit to echo and log.
+fn is_sane_request_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= 200 && v.iter().all(u8::is_ascii_graphic)
+}
+
+/// A caller's request id as a header value, when it is sane.
+fn sane_request_id(v: &str) -> Option<HeaderValue> {
+    is_sane_request_id(v.as_bytes())
+        .then(|| HeaderValue::from_str(v).ok())
+        .flatten()
 }
 
 /// Per-request facts the handlers need besides the body.
