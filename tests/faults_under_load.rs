@@ -480,6 +480,27 @@ async fn decisions_under_faults_never_allow_what_the_data_does_not_support() {
         "after the flows to Redis went silent",
     )
     .await;
+    // Writes are acknowledged again through the new connections: the writer fails
+    // when no subscriber acknowledges within its timeout.
+    // A write published while the old subscription is silent reaches nobody (and its
+    // writer rightly reports the missing acknowledgement); once the liveness check has
+    // replaced the subscription, writes are acknowledged again.
+    eventually("the silent subscription is replaced", DEADLINE, || async {
+        let metrics = server.admin_get("/metrics").await.text;
+        let replaced = common::metric(
+            &metrics,
+            "portcullis_redis_subscription_failures_total{how=\"unanswered\"}",
+        ) >= Some(1.0);
+        (replaced && server.get("/readyz").await.status == 200).then_some(())
+    })
+    .await;
+    load.change(Data::Before, import(&redis)).await;
+    all_correct(
+        &server,
+        Truth::steady(Data::Before),
+        "after a write once the flows were replaced",
+    )
+    .await;
 
     load.running.store(false, Ordering::SeqCst);
     for s in streams {

@@ -741,6 +741,17 @@ async fn a_subscription_that_dies_silently_still_lets_a_revocation_deny() {
     assert!(allowed(
         &decide(&server, &bea, "OpenTicket", &uid("Account", "acme")).await
     ));
+
+    // The writer's acknowledgements come back too: a later write through the CLI is
+    // acknowledged by this Portcullis (the CLI fails when it is not), and applies.
+    entities_cli(
+        &["--redis-url", &redis.url()],
+        &["put", &bea_with_permissions(&[])],
+    )
+    .await;
+    assert!(!allowed(
+        &decide(&server, &bea, "OpenTicket", &uid("Account", "acme")).await
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
