@@ -601,12 +601,12 @@ pub struct GatewayArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub jwt_jwks_refresh_secs: u64,
-    /// Verified tokens remembered (by SHA-256 of the token) until their `exp`, so a
+    /// Verified tokens remembered (keyed by the whole token) until their `exp`, so a
     /// returning token skips the signature check; 0 turns the cache off.
     #[arg(long, env = "PORTCULLIS_JWT_CACHE_ENTRIES", default_value_t = 10_000)]
     pub jwt_cache_entries: u64,
-    /// Bytes the verified-token cache may hold.
-    #[arg(long, env = "PORTCULLIS_JWT_CACHE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    /// Bytes the verified-token cache may hold, the tokens themselves included.
+    #[arg(long, env = "PORTCULLIS_JWT_CACHE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub jwt_cache_bytes: u64,
     /// File holding an HS256 shared secret; HS256 is accepted only with this flag.
     #[arg(long, env = "PORTCULLIS_JWT_HS256_SECRET_FILE", value_name = "FILE")]

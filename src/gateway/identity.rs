@@ -336,7 +336,9 @@ impl RemoteKeys {
     }
 }
 
-/// A token verified before, remembered under the SHA-256 of its compact form.
+/// A token verified before, remembered under its compact form itself: a hit compares
+/// the whole token, so no two tokens can share an entry, and a hit costs one hash of the
+/// token (SipHash, seeded per process) rather than a cryptographic digest.
 struct Verified {
     identity: Identity,
     /// The token's `exp`, in seconds since the epoch: the entry is not used from then.
@@ -359,10 +361,10 @@ fn now_secs() -> u64 {
 /// Entries leave the cache at their token's `exp`, never later.
 struct UntilExp;
 
-impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExp {
+impl moka::Expiry<Arc<str>, Arc<Verified>> for UntilExp {
     fn expire_after_create(
         &self,
-        _key: &[u8; 32],
+        _key: &Arc<str>,
         value: &Arc<Verified>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
@@ -375,7 +377,7 @@ impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExp {
 /// gateway's own cost (a signature check per request), and a session sends the same
 /// token many times.
 struct VerifiedCache {
-    cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    cache: moka::sync::Cache<Arc<str>, Arc<Verified>>,
     /// The key-set generation the entries belong to; a different one flushes them.
     generation: std::sync::atomic::AtomicU64,
 }
@@ -388,7 +390,7 @@ impl VerifiedCache {
         let floor = u32::try_from((bytes / entries).max(1)).unwrap_or(u32::MAX);
         let cache = moka::sync::Cache::builder()
             .max_capacity(bytes)
-            .weigher(move |_: &[u8; 32], v: &Arc<Verified>| v.bytes.max(floor))
+            .weigher(move |_: &Arc<str>, v: &Arc<Verified>| v.bytes.max(floor))
             .expire_after(UntilExp)
             .build();
         Some(Self {
@@ -399,27 +401,28 @@ impl VerifiedCache {
 
     /// The identity of a token verified before with the key set of `generation`, if
     /// its `exp` is still ahead. A new generation flushes everything first.
-    fn get(&self, digest: &[u8; 32], generation: u64) -> Option<Identity> {
+    fn get(&self, token: &str, generation: u64) -> Option<Identity> {
         use std::sync::atomic::Ordering;
         if self.generation.swap(generation, Ordering::AcqRel) != generation {
             self.cache.invalidate_all();
             return None;
         }
-        let hit = self.cache.get(digest)?;
+        let hit = self.cache.get(token)?;
         if hit.generation == generation && now_secs() < hit.exp {
             return Some(hit.identity.clone());
         }
-        self.cache.invalidate(digest);
+        self.cache.invalidate(token);
         None
     }
 
-    fn insert(&self, digest: [u8; 32], identity: &Identity, exp: u64, generation: u64) {
+    fn insert(&self, token: &str, identity: &Identity, exp: u64, generation: u64) {
         if now_secs() >= exp {
             return;
         }
-        let bytes = std::mem::size_of::<Verified>() + 32 + identity.principal.to_string().len();
+        let bytes =
+            std::mem::size_of::<Verified>() + token.len() + identity.principal.to_string().len();
         self.cache.insert(
-            digest,
+            Arc::from(token),
             Arc::new(Verified {
                 identity: identity.clone(),
                 exp,
@@ -630,14 +633,13 @@ impl JwtVerifier {
         let Some(cache) = &self.cache else {
             return self.verify_uncached(token).map(|(identity, _)| identity);
         };
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let generation = self.remote.as_ref().map_or(0, |r| r.generation());
-        if let Some(identity) = cache.get(&digest, generation) {
+        if let Some(identity) = cache.get(token, generation) {
             return Ok(identity);
         }
         let (identity, exp) = self.verify_uncached(token)?;
         if let Some(exp) = exp {
-            cache.insert(digest, &identity, exp, generation);
+            cache.insert(token, &identity, exp, generation);
         }
         Ok(identity)
     }
@@ -765,8 +767,7 @@ mod verified_cache_tests {
         let cache = VerifiedCache::new(entries, bytes).unwrap();
         let exp = now_secs() + 600;
         for n in 0..500usize {
-            let digest: [u8; 32] = Sha256::digest(n.to_le_bytes()).into();
-            cache.insert(digest, &identity(n), exp, 0);
+            cache.insert(&format!("token-{n}"), &identity(n), exp, 0);
         }
         cache.cache.run_pending_tasks();
         (cache.cache.entry_count(), cache.cache.weighted_size())
@@ -785,8 +786,8 @@ mod verified_cache_tests {
     #[test]
     fn a_token_already_expired_is_not_cached_and_zero_turns_the_cache_off() {
         let cache = VerifiedCache::new(10, 1 << 20).unwrap();
-        cache.insert([1; 32], &identity(1), now_secs(), 0);
-        assert_eq!(cache.get(&[1; 32], 0), None);
+        cache.insert("token", &identity(1), now_secs(), 0);
+        assert_eq!(cache.get("token", 0), None);
         assert!(VerifiedCache::new(0, 1 << 20).is_none());
     }
 }
