@@ -4,7 +4,9 @@
 
 use std::str::FromStr;
 
-use cedar_policy::{Context, EntityId, EntityUid, Request, RequestValidationError};
+use cedar_policy::{
+    Context, EntityId, EntityUid, Request, RequestValidationError, RestrictedExpression,
+};
 
 use crate::model::Snapshot;
 
@@ -194,6 +196,41 @@ pub fn check_uids(
     resource: EntityUid,
     context: Option<serde_json::Value>,
 ) -> Result<CheckedRequest, RequestError> {
+    check_uids_with(
+        snapshot,
+        principal,
+        action,
+        resource,
+        |schema, action| match context {
+            None | Some(serde_json::Value::Null) => Ok(Context::empty()),
+            Some(v) => Context::from_json_value(v, Some((schema, action)))
+                .map_err(|e| RequestError::InvalidContext(crate::error_chain(&e))),
+        },
+    )
+}
+
+/// Checks parsed uids and a context built from typed values (what a surface that
+/// computes its own context, the gateway, hands over: no JSON to read) against the
+/// snapshot's schema, which types the context when the request is built.
+pub fn check_uids_with_pairs(
+    snapshot: &Snapshot,
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
+    pairs: Vec<(String, RestrictedExpression)>,
+) -> Result<CheckedRequest, RequestError> {
+    check_uids_with(snapshot, principal, action, resource, |_, _| {
+        Context::from_pairs(pairs).map_err(|e| RequestError::InvalidContext(crate::error_chain(&e)))
+    })
+}
+
+fn check_uids_with(
+    snapshot: &Snapshot,
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
+    context: impl FnOnce(&cedar_policy::Schema, &EntityUid) -> Result<Context, RequestError>,
+) -> Result<CheckedRequest, RequestError> {
     let schema = &snapshot.schema;
     let declared = |uid: &EntityUid| snapshot.declares_type(uid.type_name());
     if !declared(&principal) {
@@ -211,11 +248,7 @@ pub fn check_uids(
     if !snapshot.declares_action(&action) {
         return Err(RequestError::UnknownAction(action.to_string()));
     }
-    let context = match context {
-        None | Some(serde_json::Value::Null) => Context::empty(),
-        Some(v) => Context::from_json_value(v, Some((schema, &action)))
-            .map_err(|e| RequestError::InvalidContext(crate::error_chain(&e)))?,
-    };
+    let context = context(schema, &action)?;
     let request = Request::new(
         principal.clone(),
         action.clone(),

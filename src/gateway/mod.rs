@@ -13,10 +13,9 @@
 pub mod identity;
 pub mod protocol;
 
-use cedar_policy::EntityUid;
+use cedar_policy::{EntityUid, RestrictedExpression};
 use http::HeaderMap;
 use prometheus::{IntCounterVec, Opts, Registry};
-use serde_json::{Map, Value};
 
 pub use identity::{Authenticator, Identity, IdentityError};
 pub use protocol::{Protocol, ProtocolError};
@@ -267,12 +266,12 @@ impl Gateway {
                 message: "the route's resource could not be built".to_string(),
             };
         };
-        let checked = match decision::check_uids(
+        let checked = match decision::check_uids_with_pairs(
             snapshot,
             identity.principal.clone(),
             matched.route.action.clone(),
             resource,
-            Some(Value::Object(context)),
+            context,
         ) {
             Ok(c) => c,
             Err(e) => {
@@ -342,23 +341,23 @@ fn context_of(
     headers: &HeaderMap,
     client_ip: ClientIpFrom,
     second_factor: Option<bool>,
-) -> Map<String, Value> {
-    let mut out = Map::new();
+) -> Vec<(String, RestrictedExpression)> {
+    let mut out = Vec::with_capacity(matched.route.context.len());
     let mut ip = None;
     for (name, source) in &matched.route.context {
         let value = match source {
             ContextSource::ClientIp => {
                 let addr = *ip.get_or_insert_with(|| protocol::client_ip(client_ip, headers));
-                addr.map(|a| serde_json::json!({"__extn": {"fn": "ip", "arg": a.to_string()}}))
+                addr.map(|a| RestrictedExpression::new_ip(a.to_string()))
             }
-            ContextSource::SecondFactor => second_factor.map(Value::Bool),
+            ContextSource::SecondFactor => second_factor.map(RestrictedExpression::new_bool),
             ContextSource::Header(h) => headers
                 .get(h)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| Value::String(v.to_string())),
+                .map(|v| RestrictedExpression::new_string(v.to_string())),
         };
         if let Some(v) = value {
-            out.insert(name.clone(), v);
+            out.push((name.clone(), v));
         }
     }
     out

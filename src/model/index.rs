@@ -107,6 +107,10 @@
 //! keeps it bounded without bookkeeping on the hot path.
 
 use std::collections::{HashMap, HashSet};
+
+/// Maps keyed by what the policies name (and lists of their positions): the keys are
+/// the model's own, so a fast hasher serves; a request's uids only look up.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -253,9 +257,9 @@ impl Entry {
 /// Values are positions in `PolicyIndex::entries`, ascending.
 #[derive(Debug, Default)]
 struct Dimension {
-    eq: HashMap<EntityUid, Vec<u32>>,
-    within: HashMap<EntityUid, Vec<u32>>,
-    of_type: HashMap<EntityTypeName, Vec<u32>>,
+    eq: FastMap<EntityUid, Vec<u32>>,
+    within: FastMap<EntityUid, Vec<u32>>,
+    of_type: FastMap<EntityTypeName, Vec<u32>>,
     any: Vec<u32>,
 }
 
@@ -308,7 +312,7 @@ impl Dimension {
     }
 }
 
-fn push<K: Eq + Hash + Clone>(map: &mut HashMap<K, Vec<u32>>, key: &K, at: u32) {
+fn push<K: Eq + Hash + Clone>(map: &mut FastMap<K, Vec<u32>>, key: &K, at: u32) {
     map.entry(key.clone()).or_default().push(at);
 }
 
@@ -319,7 +323,7 @@ struct Lineage<'a> {
     ancestors: Vec<&'a EntityUid>,
     /// Built only for long ancestor lists, where a linear search would cost more
     /// than hashing.
-    lookup: Option<HashSet<&'a EntityUid>>,
+    lookup: Option<HashSet<&'a EntityUid, foldhash::fast::RandomState>>,
 }
 
 impl<'a> Lineage<'a> {
@@ -333,7 +337,7 @@ impl<'a> Lineage<'a> {
             .map(Iterator::collect)
             .unwrap_or_default();
         let lookup = (ancestors.len() > Self::LINEAR_LIMIT)
-            .then(|| ancestors.iter().copied().collect::<HashSet<_>>());
+            .then(|| ancestors.iter().copied().collect::<HashSet<_, _>>());
         Self {
             uid,
             ancestors,
@@ -354,7 +358,7 @@ impl<'a> Lineage<'a> {
 /// Per-request policy sets, keyed by their candidate positions.
 struct SetCache {
     capacity: usize,
-    sets: RwLock<HashMap<Box<[u32]>, Arc<PolicySet>>>,
+    sets: RwLock<FastMap<Box<[u32]>, Arc<PolicySet>>>,
 }
 
 impl SetCache {
@@ -376,12 +380,12 @@ impl SetCache {
                 let evicted = if sets.len() >= self.capacity {
                     std::mem::take(&mut *sets)
                 } else {
-                    HashMap::new()
+                    FastMap::default()
                 };
                 sets.insert(key.into(), set);
                 evicted
             }
-            Err(_) => HashMap::new(),
+            Err(_) => FastMap::default(),
         };
         // Dropping thousands of sets takes a while: do it after the lock is released,
         // so that readers do not wait for it.
@@ -506,7 +510,7 @@ impl PolicyIndex {
             general,
             cache: SetCache {
                 capacity: options.cache_capacity,
-                sets: RwLock::new(HashMap::new()),
+                sets: RwLock::new(FastMap::default()),
             },
             authorizer: Authorizer::new(),
         })
