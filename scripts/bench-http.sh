@@ -12,12 +12,15 @@
 #   BENCH_CONNECTIONS=64 BENCH_DURATION=20s bash scripts/bench-http.sh
 #
 # Environment (defaults in brackets):
-#   BENCH_ENDPOINT     is_authorized | gateway [is_authorized]
+#   BENCH_ENDPOINT     is_authorized | gateway | gateway_jwt [is_authorized]
 #                        is_authorized: the decision API, bea PayInvoice inv-1001,
 #                          the embedded demo model, `serve --listen` and no other flag.
 #                        gateway: nginx auth_request dialect for
 #                          `POST /accounts/acme/invoices/inv-1001/pay` as bea, who is
 #                          named by a trusted header (`--trusted-principal-header`).
+#                        gateway_jwt: the same check, bea named by an EdDSA JWT
+#                          (scripts/mint-jwt.sh; the verified-token cache on, as by
+#                          default).
 #   BENCH_THREADS      wrk threads [1]
 #   BENCH_CONNECTIONS  wrk connections [32]
 #   BENCH_DURATION     wrk duration of each measured run [10s]
@@ -108,8 +111,20 @@ wrk.headers["x-original-uri"] = "/accounts/acme/invoices/inv-1001/pay"
 wrk.headers["x-portcullis-user"] = "bea"
 LUA
         ;;
+    gateway_jwt)
+        TOKEN="$(bash scripts/mint-jwt.sh "$WORK")"
+        PORTCULLIS_ARGS+=(--jwt-key-file "$WORK/login.pub.pem"
+            --jwt-issuer https://login.portal.example --jwt-audience portal)
+        cat >"$WORK/request.lua" <<LUA
+wrk.method = "GET"
+wrk.path = "/forward-auth/nginx"
+wrk.headers["x-original-method"] = "POST"
+wrk.headers["x-original-uri"] = "/accounts/acme/invoices/inv-1001/pay"
+wrk.headers["authorization"] = "Bearer $TOKEN"
+LUA
+        ;;
     *)
-        echo "bench-http: BENCH_ENDPOINT must be is_authorized or gateway, not $ENDPOINT" >&2
+        echo "bench-http: BENCH_ENDPOINT must be is_authorized, gateway or gateway_jwt, not $ENDPOINT" >&2
         exit 2
         ;;
 esac
@@ -140,10 +155,14 @@ probe() {
         curl -sS -o "$WORK/probe.body" -w '%{http_code}' -X POST "http://$addr/v1/is_authorized" \
             -H 'content-type: application/json' \
             --data-binary '{"principal":"Portal::User::\"bea\"","action":"Portal::Action::\"PayInvoice\"","resource":"Portal::Invoice::\"inv-1001\"","context":{}}'
-    else
+    elif [[ "$ENDPOINT" == gateway ]]; then
         curl -sS -o "$WORK/probe.body" -w '%{http_code}' "http://$addr/forward-auth/nginx" \
             -H 'x-original-method: POST' -H 'x-original-uri: /accounts/acme/invoices/inv-1001/pay' \
             -H 'x-portcullis-user: bea'
+    else
+        curl -sS -o "$WORK/probe.body" -w '%{http_code}' "http://$addr/forward-auth/nginx" \
+            -H 'x-original-method: POST' -H 'x-original-uri: /accounts/acme/invoices/inv-1001/pay' \
+            -H "authorization: Bearer $TOKEN"
     fi
 }
 for server in baseline portcullis; do

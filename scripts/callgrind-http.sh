@@ -19,7 +19,8 @@
 #   CALLGRIND_REQUESTS=5000 CALLGRIND_RUNS=3 bash scripts/callgrind-http.sh
 #
 # Environment (defaults in brackets):
-#   CALLGRIND_ENDPOINT   is_authorized | gateway, as in scripts/bench-http.sh [is_authorized]
+#   CALLGRIND_ENDPOINT   is_authorized | gateway | gateway_jwt, as in scripts/bench-http.sh
+#                        [is_authorized]
 #   CALLGRIND_REQUESTS   measured requests per server and run [2000]
 #   CALLGRIND_WARMUP     unmeasured requests first, on the same connection [200]
 #   CALLGRIND_RUNS       runs (each measures both servers) [2]
@@ -70,8 +71,9 @@ EXPECT='"Allow"'
 case "$ENDPOINT" in
     is_authorized) ;;
     gateway) PORTCULLIS_ARGS+=(--trusted-principal-header x-portcullis-user) ;;
+    gateway_jwt) ;;
     *)
-        echo "callgrind-http: CALLGRIND_ENDPOINT must be is_authorized or gateway, not $ENDPOINT" >&2
+        echo "callgrind-http: CALLGRIND_ENDPOINT must be is_authorized, gateway or gateway_jwt, not $ENDPOINT" >&2
         exit 2
         ;;
 esac
@@ -99,6 +101,13 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+if [[ "$ENDPOINT" == gateway_jwt ]]; then
+    # bea named by an EdDSA JWT, verified once and then answered by the token cache.
+    PORTCULLIS_BENCH_TOKEN="$(bash scripts/mint-jwt.sh "$WORK")"
+    export PORTCULLIS_BENCH_TOKEN
+    PORTCULLIS_ARGS+=(--jwt-key-file "$WORK/login.pub.pem"
+        --jwt-issuer https://login.portal.example --jwt-audience portal)
+fi
 
 # Waits until `log` has a line matching `pattern`, then prints the first
 # host:port found on that line. Fails if `pid` exits or after 300 s (start-up under

@@ -10,10 +10,11 @@ the accept and the connection set-up are not in the dump.
 
   callgrind_http_client.py ADDR PID ENDPOINT WARMUP REQUESTS [EXPECT]
 
-ADDR is host:port, PID the Valgrind process, ENDPOINT `is_authorized` or `gateway`
-(see scripts/bench-http.sh for the two requests).
+ADDR is host:port, PID the Valgrind process, ENDPOINT `is_authorized`, `gateway` or `gateway_jwt` (see scripts/bench-http.sh for the
+requests; `gateway_jwt` reads its token from PORTCULLIS_BENCH_TOKEN).
 """
 
+import os
 import socket
 import subprocess
 import sys
@@ -41,6 +42,18 @@ def request_bytes(endpoint: str, host: str) -> bytes:
             "x-original-method: POST\r\n"
             "x-original-uri: /accounts/acme/invoices/inv-1001/pay\r\n"
             "x-portcullis-user: bea\r\n"
+            "\r\n"
+        )
+        return head.encode()
+    if endpoint == "gateway_jwt":
+        # The same check as `gateway`, bea named by a JWT (scripts/mint-jwt.sh).
+        token = os.environ["PORTCULLIS_BENCH_TOKEN"]
+        head = (
+            "GET /forward-auth/nginx HTTP/1.1\r\n"
+            f"host: {host}\r\n"
+            "x-original-method: POST\r\n"
+            "x-original-uri: /accounts/acme/invoices/inv-1001/pay\r\n"
+            f"authorization: Bearer {token}\r\n"
             "\r\n"
         )
         return head.encode()
