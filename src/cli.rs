@@ -176,11 +176,8 @@ pub fn plan(args: &PlanArgs) -> ExitCode {
         context,
     )
     .and_then(|request| {
-        let data = snapshot
-            .entities
-            .as_ref()
-            .ok_or(crate::plan::PlanError::NoEntityData)?;
-        crate::plan::plan(&snapshot, &data.entities, &request)
+        let data = crate::plan::snapshot_data(&snapshot)?;
+        crate::plan::plan(&snapshot, &data, &request)
     });
     match answer.map(|p| serde_json::to_string_pretty(&p)) {
         Ok(Ok(text)) => {

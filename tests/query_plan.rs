@@ -20,7 +20,7 @@ use http::StatusCode;
 
 use cedar_policy::{Authorizer, Context, Decision, Entities, EntityUid, Request};
 use portcullis::model::{compile, Snapshot, SourceFile, Sources};
-use portcullis::plan::{plan, Plan, PlanKind, PlanRequest};
+use portcullis::plan::{plan, Plan, PlanData, PlanKind, PlanRequest};
 use serde_json::{json, Value};
 
 /// The portal's request contexts: no second factor, and a session with and without.
@@ -59,6 +59,7 @@ fn selected(plan: &Plan, resources: &[(EntityUid, Value)]) -> BTreeSet<EntityUid
 /// of each kind were checked.
 fn differential(snapshot: &Snapshot, entities: &Entities, contexts: &[Value]) -> Vec<PlanKind> {
     let schema = &snapshot.schema;
+    let data = PlanData::new(snapshot, std::sync::Arc::new(entities.clone())).unwrap();
     let mut kinds = Vec::new();
     let mut actions: Vec<&EntityUid> = snapshot.actions.iter().collect();
     actions.sort_by_key(|a| a.to_string());
@@ -87,7 +88,7 @@ fn differential(snapshot: &Snapshot, entities: &Entities, contexts: &[Value]) ->
                         resource_type: (*resource_type).clone(),
                         context: context.clone(),
                     };
-                    let plan = plan(snapshot, entities, &request).unwrap();
+                    let plan = plan(snapshot, &data, &request).unwrap();
                     let cedar_context =
                         Context::from_json_value(context.clone(), Some((schema, action))).unwrap();
                     let allowed: BTreeSet<EntityUid> = resources
@@ -314,10 +315,11 @@ fn a_member_gets_an_account_filter_and_an_outsider_always_deny() {
         .entities
         .as_ref()
         .clone();
+    let data = PlanData::new(&snapshot, std::sync::Arc::new(entities)).unwrap();
     let ask = |who: &str| {
         plan(
             &snapshot,
-            &entities,
+            &data,
             &PlanRequest {
                 principal: uid(&format!("Portal::User::\"{who}\"")),
                 action: uid("Portal::Action::\"ViewInvoice\""),
@@ -380,7 +382,7 @@ fn shop_plan(policies: &str) -> Plan {
     let (snapshot, entities) = small(policies);
     plan(
         &snapshot,
-        &entities,
+        &PlanData::new(&snapshot, std::sync::Arc::new(entities)).unwrap(),
         &PlanRequest {
             principal: uid("Shop::User::\"u\""),
             action: uid("Shop::Action::\"View\""),

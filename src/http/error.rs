@@ -170,6 +170,7 @@ impl From<&PlanError> for ApiError {
             PlanError::Field { .. } | PlanError::Request(_) => StatusCode::BAD_REQUEST,
             // The configured entity source cannot serve plans (Redis): not the caller's.
             PlanError::NoEntityData => StatusCode::NOT_IMPLEMENTED,
+            PlanError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             PlanError::Entities(_) | PlanError::Evaluation(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.code(), e.to_string())
