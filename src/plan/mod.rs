@@ -101,7 +101,7 @@ pub enum PlanError {
         field: &'static str,
         message: String,
     },
-    #[error("query plans need the entity data in the model (`--entities`): a plan is decided over every entity the data names, which the Redis source cannot list")]
+    #[error("the model holds no entity data to plan over")]
     NoEntityData,
     #[error("the request does not fit the schema: {0}")]
     Request(String),
@@ -227,7 +227,11 @@ pub fn snapshot_data(snapshot: &Snapshot) -> Result<Arc<PlanData>, PlanError> {
 
 /// Plans `request` against the snapshot's policies and the entity data `data`, which
 /// holds every entity there is.
-pub fn plan(snapshot: &Snapshot, data: &PlanData, request: &PlanRequest) -> Result<Plan, PlanError> {
+pub fn plan(
+    snapshot: &Snapshot,
+    data: &PlanData,
+    request: &PlanRequest,
+) -> Result<Plan, PlanError> {
     plan_over(snapshot, data, request, None)
 }
 
@@ -279,7 +283,14 @@ pub async fn plan_from_source(
         for key in wants.referrers {
             let (ty, attr, target) = &key;
             let page = source
-                .referrers(ty, attr, std::slice::from_ref(target), None, MAX_CASES, snapshot)
+                .referrers(
+                    ty,
+                    attr,
+                    std::slice::from_ref(target),
+                    None,
+                    MAX_CASES,
+                    snapshot,
+                )
                 .await
                 .map_err(PlanError::from_source)?;
             let Some(page) = page else {
@@ -291,7 +302,9 @@ pub async fn plan_from_source(
             if page.next.is_some() {
                 return Ok(refused(
                     snapshot,
-                    format!("more than {MAX_CASES} `{ty}` entities refer to `{target}` by `{attr}`"),
+                    format!(
+                        "more than {MAX_CASES} `{ty}` entities refer to `{target}` by `{attr}`"
+                    ),
                 ));
             }
             hood.referrers.insert(key, page.uids);
@@ -747,7 +760,8 @@ impl<'a> Planner<'a> {
                     return match hood.referrers.get(&key) {
                         Some(list) => Ok(Some(list.clone())),
                         None => {
-                            let what = format!("the index set of `{}.{}` for `{}`", key.0, key.1, key.2);
+                            let what =
+                                format!("the index set of `{}.{}` for `{}`", key.0, key.1, key.2);
                             hood.wants.borrow_mut().referrers.insert(key);
                             need(what)
                         }

@@ -598,12 +598,17 @@ impl EntitySource for RedisSource {
         let reads = targets.iter().map(|target| {
             let mut conn = conn.clone();
             let mut cmd = redis::cmd("ZRANGEBYLEX");
-            cmd.arg(store::ref_key(&self.shared.prefix, entity_type, attribute, target))
-                .arg(&min)
-                .arg("+")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit.saturating_add(1));
+            cmd.arg(store::ref_key(
+                &self.shared.prefix,
+                entity_type,
+                attribute,
+                target,
+            ))
+            .arg(&min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit.saturating_add(1));
             async move { conn.query::<Vec<String>>(&cmd).await }
         });
         let answers = tokio::time::timeout(
