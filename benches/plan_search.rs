@@ -141,7 +141,9 @@ async fn search_all(server: &TestServer, mut body: Value) -> (Vec<String>, usize
         for r in reply.json["results"].as_array().unwrap() {
             ids.push(r["id"].as_str().unwrap().to_string());
         }
-        let next = reply.json["page"]["next_token"].as_str().unwrap_or_default();
+        let next = reply.json["page"]["next_token"]
+            .as_str()
+            .unwrap_or_default();
         if next.is_empty() {
             return (ids, calls);
         }

@@ -843,3 +843,34 @@ async fn resource_search_from_the_plan_returns_exactly_what_enumeration_returns(
     from_plan.stop().await;
     enumerating.stop().await;
 }
+
+/// The AuthZEN form of the plan: a resource search's body, answered with the plan.
+#[tokio::test]
+async fn the_authzen_resource_plan_answers_in_authzen_terms() {
+    let server = TestServer::portal().await;
+    let ask = |who: &str| {
+        json!({"subject": {"type": "user", "id": who}, "action": {"name": "ViewInvoice"},
+               "resource": {"type": "invoice"}})
+    };
+    let path = "/access/v1/search/resource/plan";
+    let reply = server.post(path, &ask("bea")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["kind"], "conditional", "{}", reply.text);
+    assert_eq!(
+        reply.json["filter"],
+        json!({"in": [["account"], [{"__entity": {"type": "Portal::Account", "id": "acme"}}]]})
+    );
+    let reply = server.post(path, &ask("walt")).await;
+    assert_eq!(reply.json["kind"], "always_deny", "{}", reply.text);
+
+    let mut described = ask("bea");
+    described["subject"]["properties"] = json!({"email": "x@example.test"});
+    let reply = server.post(path, &described).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(reply.text.contains("subject.properties"), "{}", reply.text);
+    let mut unknown = ask("bea");
+    unknown["resource"]["type"] = json!("spaceship");
+    let reply = server.post(path, &unknown).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    server.stop().await;
+}

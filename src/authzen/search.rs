@@ -450,6 +450,46 @@ fn pinned(
     })
 }
 
+/// The query plan request of a resource search body: its subject, action, searched
+/// type and context, converted and checked as a search converts them. The plan reads
+/// the subject from the entity store, so a subject described by properties is
+/// refused rather than planned for another entity than the one described.
+pub fn plan_request(scope: &Scope<'_>, req: &Search) -> Result<PlanRequest, AuthzenError> {
+    let action_ref = req.action.as_ref().ok_or_else(|| {
+        AuthzenError::Wire(WireError {
+            code: "missing_field",
+            message: "`action` is required".to_string(),
+        })
+    })?;
+    if req
+        .subject
+        .properties
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(AuthzenError::Wire(WireError {
+            code: "invalid_field",
+            message: "`subject.properties`: a plan reads the subject from the entity store; leave them out".to_string(),
+        }));
+    }
+    let action = scope.action(action_ref, "action")?;
+    let resource_type = scope.cedar_type(&req.resource.ty, "resource")?;
+    let principal = scope.uid(&req.subject, "subject")?;
+    let context = scope.context(
+        &action,
+        req.context.as_ref(),
+        action_ref.properties.as_ref(),
+    )?;
+    let probe = EntityUid::from_type_name_and_id(resource_type.clone(), EntityId::new(""));
+    scope.check(principal.clone(), action.clone(), probe, context.clone())?;
+    Ok(PlanRequest {
+        principal,
+        action,
+        resource_type,
+        context,
+    })
+}
+
 /// The field name of the fixed entity of a subject or resource search.
 fn fixed_field_static(kind: SearchKind) -> &'static str {
     match kind {
