@@ -680,6 +680,18 @@ async fn the_endpoint_plans_from_redis_instead_of_refusing() {
     );
     let reply = server.post("/v1/query_plan", &ask("walt")).await;
     assert_eq!(reply.json["kind"], "always_deny", "{}", reply.text);
+    // The CLI plans from the same store.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["plan", "--redis-url", &redis.url()])
+        .args(["--principal", "Portal::User::\"olivia\""])
+        .args(["--action", "Portal::Action::\"ViewInvoice\""])
+        .args(["--resource-type", "Portal::Invoice"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["kind"], "conditional", "{cli}");
     redis.stop();
     let reply = server.post("/v1/query_plan", &ask("bea")).await;
     assert_eq!(
@@ -800,14 +812,31 @@ async fn resource_search_from_the_plan_returns_exactly_what_enumeration_returns(
     ]);
     import(&redis, &data);
     let file = redis.dir().join("import.json");
+    // Small chunks and call budgets, so that pages resume from cursors inside the
+    // index sets and the type's listing alike.
+    let mapping = redis.dir().join("authzen.yaml");
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/portal/authzen.yaml"
+    ))
+    .unwrap();
+    std::fs::write(
+        &mapping,
+        shipped
+            .replace("max_candidates: 1000", "max_candidates: 4")
+            .replace("fetch_size: 100", "fetch_size: 3"),
+    )
+    .unwrap();
 
     let mut args = ServeArgs::default();
+    args.model.authzen_mapping = Some(mapping.clone());
     args.entity.redis = RedisArgs {
         redis_url: Some(redis.url()),
         ..RedisArgs::default()
     };
     let from_plan = TestServer::start(args).await;
     let mut args = ServeArgs::default();
+    args.model.authzen_mapping = Some(mapping);
     args.entity.entities = Some(file);
     let enumerating = TestServer::start(args).await;
 
