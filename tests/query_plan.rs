@@ -678,6 +678,18 @@ async fn the_endpoint_plans_from_redis_instead_of_refusing() {
         "{}",
         reply.text
     );
+    // Bea owns no account: her plan read the (empty) index set of the accounts she
+    // owns, and says it relies on it.
+    let relied = reply.json["assumptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| {
+            a.as_str()
+                .unwrap()
+                .contains(r#"index set of `Portal::Account.owner` for `Portal::User::"bea"`"#)
+        });
+    assert!(relied, "{}", reply.text);
     let reply = server.post("/v1/query_plan", &ask("walt")).await;
     assert_eq!(reply.json["kind"], "always_deny", "{}", reply.text);
     // The CLI plans from the same store.

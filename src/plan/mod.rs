@@ -542,6 +542,17 @@ impl<'a> Planner<'a> {
                 "every `{ty}` a resource refers to is as in the entity data the plan was made from (a missing one is decided as missing)"
             ));
         }
+        if let Some(hood) = self.hood {
+            for (ty, attr, target) in hood.referrers.keys() {
+                out.push(format!(
+                    "the entity store's index set of `{ty}.{attr}` for `{target}` is exact (every write through `portcullis entities`)"
+                ));
+            }
+            out.push(
+                "decisions read no entity beyond the store's fetch depth (`--redis-fetch-depth`)"
+                    .to_string(),
+            );
+        }
         out
     }
 
