@@ -9,17 +9,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis::model::{compile, Sources};
-use portcullis::plan::{plan, PlanKind, PlanRequest};
+use portcullis::plan::{plan, snapshot_data, PlanKind, PlanRequest};
 
 fn portal_plans(c: &mut Criterion) {
     let snapshot = compile(&Sources::embedded()).unwrap();
-    let entities = snapshot
-        .entities
-        .as_ref()
-        .unwrap()
-        .entities
-        .as_ref()
-        .clone();
+    let data = snapshot_data(&snapshot).unwrap();
     let cases = [
         (
             "conditional: bea views invoices",
@@ -48,12 +42,12 @@ fn portal_plans(c: &mut Criterion) {
         )
         .unwrap();
         assert_eq!(
-            plan(&snapshot, &entities, &request).unwrap().kind,
+            plan(&snapshot, &data, &request).unwrap().kind,
             kind,
             "{name}"
         );
         group.bench_function(name, |b| {
-            b.iter(|| black_box(plan(&snapshot, &entities, black_box(&request)).unwrap()))
+            b.iter(|| black_box(plan(&snapshot, &data, black_box(&request)).unwrap()))
         });
     }
     group.finish();

@@ -149,8 +149,15 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
 /// bad request or configuration.
 /// `portcullis plan`: prints the plan as JSON; exit 0 with a plan (of any kind), 2 on
 /// a usage error.
-pub fn plan(args: &PlanArgs) -> ExitCode {
+pub async fn plan(args: &PlanArgs) -> ExitCode {
     let snapshot = match crate::model::load(&args.model, &entity_file(&args.entity)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let source = match open_entities(&args.entity, None) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
@@ -169,19 +176,15 @@ pub fn plan(args: &PlanArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let answer = crate::plan::PlanRequest::parse(
+    let answer = match crate::plan::PlanRequest::parse(
         &args.principal,
         &args.action,
         &args.resource_type,
         context,
-    )
-    .and_then(|request| {
-        let data = snapshot
-            .entities
-            .as_ref()
-            .ok_or(crate::plan::PlanError::NoEntityData)?;
-        crate::plan::plan(&snapshot, &data.entities, &request)
-    });
+    ) {
+        Ok(request) => crate::plan::plan_from_source(&snapshot, source.as_ref(), &request).await,
+        Err(e) => Err(e),
+    };
     match answer.map(|p| serde_json::to_string_pretty(&p)) {
         Ok(Ok(text)) => {
             println!("{text}");

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         Command::Entities(args) => runtime.block_on(portcullis::cli::entities(args)),
         Command::Test(args) => Ok(runtime.block_on(portcullis::cli::test(&args))),
         Command::Fmt(args) => Ok(portcullis::cli::fmt(&args)),
-        Command::Plan(args) => Ok(portcullis::cli::plan(&args)),
+        Command::Plan(args) => Ok(runtime.block_on(portcullis::cli::plan(&args))),
         Command::Verify(args) => Ok(runtime.block_on(portcullis::cli::verify(&args))),
     };
     match result {

@@ -15,12 +15,17 @@ mod common;
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
+use std::time::Duration;
+
+use common::redis::{cli, RedisServer};
 use common::TestServer;
 use http::StatusCode;
+use portcullis::config::{RedisArgs, ServeArgs};
+use portcullis::entities::RedisSource;
 
 use cedar_policy::{Authorizer, Context, Decision, Entities, EntityUid, Request};
 use portcullis::model::{compile, Snapshot, SourceFile, Sources};
-use portcullis::plan::{plan, Plan, PlanKind, PlanRequest};
+use portcullis::plan::{plan, plan_from_source, Plan, PlanData, PlanKind, PlanRequest};
 use serde_json::{json, Value};
 
 /// The portal's request contexts: no second factor, and a session with and without.
@@ -58,6 +63,21 @@ fn selected(plan: &Plan, resources: &[(EntityUid, Value)]) -> BTreeSet<EntityUid
 /// the plan's selection equals Cedar's per-resource decisions. Returns how many plans
 /// of each kind were checked.
 fn differential(snapshot: &Snapshot, entities: &Entities, contexts: &[Value]) -> Vec<PlanKind> {
+    let data = PlanData::new(snapshot, std::sync::Arc::new(entities.clone())).unwrap();
+    differential_with(snapshot, entities, contexts, false, |request| {
+        plan(snapshot, &data, request).unwrap()
+    })
+}
+
+/// [`differential`] with the plans made by `plan_of`; with `refusals`, an
+/// `unsupported` plan is counted rather than failed.
+fn differential_with(
+    snapshot: &Snapshot,
+    entities: &Entities,
+    contexts: &[Value],
+    refusals: bool,
+    mut plan_of: impl FnMut(&PlanRequest) -> Plan,
+) -> Vec<PlanKind> {
     let schema = &snapshot.schema;
     let mut kinds = Vec::new();
     let mut actions: Vec<&EntityUid> = snapshot.actions.iter().collect();
@@ -87,7 +107,11 @@ fn differential(snapshot: &Snapshot, entities: &Entities, contexts: &[Value]) ->
                         resource_type: (*resource_type).clone(),
                         context: context.clone(),
                     };
-                    let plan = plan(snapshot, entities, &request).unwrap();
+                    let plan = plan_of(&request);
+                    if refusals && plan.kind == PlanKind::Unsupported {
+                        kinds.push(plan.kind);
+                        continue;
+                    }
                     let cedar_context =
                         Context::from_json_value(context.clone(), Some((schema, action))).unwrap();
                     let allowed: BTreeSet<EntityUid> = resources
@@ -314,10 +338,11 @@ fn a_member_gets_an_account_filter_and_an_outsider_always_deny() {
         .entities
         .as_ref()
         .clone();
+    let data = PlanData::new(&snapshot, std::sync::Arc::new(entities)).unwrap();
     let ask = |who: &str| {
         plan(
             &snapshot,
-            &entities,
+            &data,
             &PlanRequest {
                 principal: uid(&format!("Portal::User::\"{who}\"")),
                 action: uid("Portal::Action::\"ViewInvoice\""),
@@ -380,7 +405,7 @@ fn shop_plan(policies: &str) -> Plan {
     let (snapshot, entities) = small(policies);
     plan(
         &snapshot,
-        &entities,
+        &PlanData::new(&snapshot, std::sync::Arc::new(entities)).unwrap(),
         &PlanRequest {
             principal: uid("Shop::User::\"u\""),
             action: uid("Shop::Action::\"View\""),
@@ -515,4 +540,378 @@ fn the_cli_prints_the_plan() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--context"));
+}
+
+/// The portal model with its entity data left out, as `serve --redis-url` runs it.
+fn portal_without_data() -> Snapshot {
+    let mut sources = Sources::embedded();
+    sources.entities = None;
+    compile(&sources).unwrap()
+}
+
+/// Runs `portcullis entities --redis-url URL <args>` (the real binary) and returns
+/// stdout.
+fn entities_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["entities", "--redis-url", &redis.url()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "portcullis entities {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Imports `data` (a JSON array of entities) through `portcullis entities import`.
+fn import(redis: &RedisServer, data: &Value) {
+    let file = redis.dir().join("import.json");
+    std::fs::write(&file, data.to_string()).unwrap();
+    let out = entities_cli(redis, &["import", file.to_str().unwrap()]);
+    assert!(out.contains("wrote"), "{out}");
+}
+
+/// A Redis source on `redis`, connected, in `rt`.
+fn redis_source(rt: &tokio::runtime::Runtime, redis: &RedisServer) -> RedisSource {
+    let _guard = rt.enter();
+    let args = RedisArgs {
+        redis_url: Some(redis.url()),
+        ..RedisArgs::default()
+    };
+    let source = RedisSource::open(&args, None).unwrap();
+    rt.block_on(source.wait_connected(Duration::from_secs(10)));
+    source
+}
+
+/// With the generated portal in Redis, plans fetched from the store select exactly
+/// what Cedar allows over the whole data, for every principal, action, resource type
+/// and context; those the store cannot serve exactly are `unsupported`, never wrong.
+/// The ones the portal's list pages ask for (a member's or an owner's invoices,
+/// tickets, services) are not refused.
+#[test]
+fn plans_from_redis_select_exactly_what_the_portal_allows() {
+    let redis = RedisServer::start();
+    let mut data = generated_portal();
+    // An owner whom nothing but the owned account relates to: only the index set of
+    // the accounts it owns finds that account.
+    data.as_array_mut().unwrap().extend([
+        json!({"uid": {"type": "Portal::User", "id": "hermit"},
+               "attrs": {"email": "h@example.test", "disabled": false, "twoFactorEnrolled": true},
+               "parents": []}),
+        json!({"uid": {"type": "Portal::Account", "id": "lonely"},
+               "attrs": {"id": "lonely", "name": "Lonely", "owner": entity("User", "hermit")},
+               "parents": []}),
+        json!({"uid": {"type": "Portal::Invoice", "id": "li1"},
+               "attrs": {"account": entity("Account", "lonely"), "total": 1}, "parents": []}),
+    ]);
+    import(&redis, &data);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let source = redis_source(&rt, &redis);
+    let snapshot = portal_without_data();
+    let entities = Entities::from_json_value(data, Some(&snapshot.schema)).unwrap();
+    let mut refused = BTreeSet::new();
+    let kinds = differential_with(&snapshot, &entities, &portal_contexts(), true, |request| {
+        let p = rt
+            .block_on(plan_from_source(&snapshot, &source, request))
+            .unwrap();
+        if p.kind == PlanKind::Unsupported {
+            refused.insert(format!(
+                "{} {}: {}",
+                request.action,
+                request.resource_type,
+                p.reason.clone().unwrap_or_default()
+            ));
+        }
+        p
+    });
+    let count = |k: PlanKind| kinds.iter().filter(|x| **x == k).count();
+    assert!(count(PlanKind::Conditional) > 100, "{kinds:?}");
+    // The one refusal: an email about a ticket, where a permit reads
+    // `resource.ticket` without requiring the ticket to be related to the request.
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.contains("ReceiveEmail") && r.contains("resource.ticket")),
+        "{refused:#?}"
+    );
+    for page in ["ViewInvoice", "ViewTicket", "ViewService", "ViewDomain"] {
+        assert!(
+            !refused.iter().any(|r| r.contains(&format!("\"{page}\""))),
+            "{page} refused: {refused:#?}"
+        );
+    }
+}
+
+/// Bea's invoices from Redis: the account filter, after reading the index set of the
+/// accounts she owns (none); the owner's plan lists the accounts the index names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_plans_from_redis_instead_of_refusing() {
+    let mut redis = RedisServer::start();
+    let demo: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/portal/entities.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    import(&redis, &demo);
+    let mut args = ServeArgs::default();
+    args.entity.redis = RedisArgs {
+        redis_url: Some(redis.url()),
+        ..RedisArgs::default()
+    };
+    let server = TestServer::start(args).await;
+    let ask = |who: &'static str| {
+        json!({"principal": format!("Portal::User::\"{who}\""),
+               "action": "Portal::Action::\"ViewInvoice\"",
+               "resource_type": "Portal::Invoice"})
+    };
+    let reply = server.post("/v1/query_plan", &ask("bea")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["kind"], "conditional", "{}", reply.text);
+    assert_eq!(
+        reply.json["filter"],
+        json!({"in": [["account"], [{"__entity": {"type": "Portal::Account", "id": "acme"}}]]}),
+        "{}",
+        reply.text
+    );
+    // Bea owns no account: her plan read the (empty) index set of the accounts she
+    // owns, and says it relies on it.
+    let relied = reply.json["assumptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| {
+            a.as_str()
+                .unwrap()
+                .contains(r#"index set of `Portal::Account.owner` for `Portal::User::"bea"`"#)
+        });
+    assert!(relied, "{}", reply.text);
+    let reply = server.post("/v1/query_plan", &ask("walt")).await;
+    assert_eq!(reply.json["kind"], "always_deny", "{}", reply.text);
+    // The CLI plans from the same store.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["plan", "--redis-url", &redis.url()])
+        .args(["--principal", "Portal::User::\"olivia\""])
+        .args(["--action", "Portal::Action::\"ViewInvoice\""])
+        .args(["--resource-type", "Portal::Invoice"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["kind"], "conditional", "{cli}");
+    redis.stop();
+    let reply = server.post("/v1/query_plan", &ask("bea")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.json["error"], "entity_store_unavailable");
+    server.stop().await;
+}
+
+/// The members of one index set, sorted.
+fn index_set(redis: &RedisServer, key: &str) -> Vec<String> {
+    let mut members: Vec<String> = cli(redis.port, &["ZRANGE", key, "0", "-1"])
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    members.sort();
+    members
+}
+
+fn invoice(id: &str, account: &str) -> String {
+    json!({"uid": {"type": "Portal::Invoice", "id": id},
+           "attrs": {"account": entity("Account", account), "total": 10}, "parents": []})
+    .to_string()
+}
+
+/// Every write keeps the index sets exact: an import files each invoice under its
+/// account, moving one to another account takes it out of the first set, and a delete
+/// takes it out of every set.
+#[test]
+fn index_sets_follow_every_write() {
+    let redis = RedisServer::start();
+    let acme = r#"portcullis:r:Portal::Invoice.account:Portal::Account::"acme""#;
+    let globex = r#"portcullis:r:Portal::Invoice.account:Portal::Account::"globex""#;
+    let olivia = r#"portcullis:r:Portal::Account.owner:Portal::User::"olivia""#;
+    import(
+        &redis,
+        &json!([
+            serde_json::from_str::<Value>(&invoice("i1", "acme")).unwrap(),
+            serde_json::from_str::<Value>(&invoice("i2", "acme")).unwrap(),
+            serde_json::from_str::<Value>(&invoice("i3", "globex")).unwrap(),
+            {"uid": {"type": "Portal::Account", "id": "acme"},
+             "attrs": {"id": "acme", "name": "Acme", "owner": entity("User", "olivia")},
+             "parents": []},
+        ]),
+    );
+    assert_eq!(index_set(&redis, acme), ["i1", "i2"]);
+    assert_eq!(index_set(&redis, globex), ["i3"]);
+    assert_eq!(index_set(&redis, olivia), ["acme"]);
+
+    // i2 moves to globex: out of acme's set, into globex's.
+    entities_cli(&redis, &["put", &invoice("i2", "globex")]);
+    assert_eq!(index_set(&redis, acme), ["i1"]);
+    assert_eq!(index_set(&redis, globex), ["i2", "i3"]);
+    // Written again unchanged: still once.
+    entities_cli(&redis, &["put", &invoice("i2", "globex")]);
+    assert_eq!(index_set(&redis, globex), ["i2", "i3"]);
+
+    entities_cli(&redis, &["delete", r#"Portal::Invoice::"i3""#]);
+    assert_eq!(index_set(&redis, globex), ["i2"]);
+    entities_cli(&redis, &["delete", r#"Portal::Account::"acme""#]);
+    assert!(index_set(&redis, olivia).is_empty());
+    // Deleting what is absent changes nothing.
+    entities_cli(&redis, &["delete", r#"Portal::Invoice::"i9""#]);
+    assert_eq!(index_set(&redis, acme), ["i1"]);
+}
+
+/// Every result of an AuthZEN resource search, page by page.
+async fn search_all(server: &TestServer, mut body: Value) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        let reply = server.post("/access/v1/search/resource", &body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        for r in reply.json["results"].as_array().unwrap() {
+            ids.push(r["id"].as_str().unwrap().to_string());
+        }
+        let next = reply.json["page"]["next_token"]
+            .as_str()
+            .unwrap_or_default();
+        if next.is_empty() {
+            return ids;
+        }
+        body["page"]["token"] = json!(next);
+    }
+    panic!("pagination does not end: {body}");
+}
+
+/// Candidates the server's resource searches decided so far.
+async fn searched(server: &TestServer) -> f64 {
+    let metrics = server.admin_get("/metrics").await.text;
+    common::metric(
+        &metrics,
+        r#"portcullis_authzen_search_candidates_total{search="resource"}"#,
+    )
+    .unwrap_or(0.0)
+}
+
+/// Resource search from Redis takes its candidates from the plan (an account's
+/// invoices from the index set; nothing for a user the plan always denies) and
+/// returns exactly, page by page, what a server enumerating every resource of the
+/// type returns over the same data, while deciding fewer candidates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_search_from_the_plan_returns_exactly_what_enumeration_returns() {
+    let redis = RedisServer::start();
+    let mut data = generated_portal();
+    data.as_array_mut().unwrap().extend([
+        json!({"uid": {"type": "Portal::User", "id": "hermit"},
+               "attrs": {"email": "h@example.test", "disabled": false, "twoFactorEnrolled": true},
+               "parents": []}),
+        json!({"uid": {"type": "Portal::Account", "id": "lonely"},
+               "attrs": {"id": "lonely", "name": "Lonely", "owner": entity("User", "hermit")},
+               "parents": []}),
+        json!({"uid": {"type": "Portal::Invoice", "id": "li1"},
+               "attrs": {"account": entity("Account", "lonely"), "total": 1}, "parents": []}),
+    ]);
+    import(&redis, &data);
+    let file = redis.dir().join("import.json");
+    // Small chunks and call budgets, so that pages resume from cursors inside the
+    // index sets and the type's listing alike.
+    let mapping = redis.dir().join("authzen.yaml");
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/portal/authzen.yaml"
+    ))
+    .unwrap();
+    std::fs::write(
+        &mapping,
+        shipped
+            .replace("max_candidates: 1000", "max_candidates: 4")
+            .replace("fetch_size: 100", "fetch_size: 3"),
+    )
+    .unwrap();
+
+    let mut args = ServeArgs::default();
+    args.model.authzen_mapping = Some(mapping.clone());
+    args.entity.redis = RedisArgs {
+        redis_url: Some(redis.url()),
+        ..RedisArgs::default()
+    };
+    let from_plan = TestServer::start(args).await;
+    let mut args = ServeArgs::default();
+    args.model.authzen_mapping = Some(mapping);
+    args.entity.entities = Some(file);
+    let enumerating = TestServer::start(args).await;
+
+    let mut users: Vec<String> = (0..12).map(|u| format!("u{u}")).collect();
+    users.push("hermit".to_string());
+    let mut found = 0;
+    for (action, ty) in [
+        ("ViewInvoice", "invoice"),
+        ("ViewTicket", "ticket"),
+        ("ViewService", "service"),
+        ("ViewDomain", "domain"),
+        ("ViewQuote", "quote"),
+    ] {
+        for user in &users {
+            let query = json!({
+                "subject": {"type": "user", "id": user},
+                "action": {"name": action},
+                "resource": {"type": ty},
+                "page": {"limit": 2},
+            });
+            let planned = search_all(&from_plan, query.clone()).await;
+            let enumerated = search_all(&enumerating, query).await;
+            assert_eq!(planned, enumerated, "{user} {action}");
+            found += planned.len();
+        }
+    }
+    assert!(found > 20, "{found} results");
+    let (planned, enumerated) = (searched(&from_plan).await, searched(&enumerating).await);
+    assert!(
+        planned * 2.0 < enumerated,
+        "candidates decided: {planned} from the plan, {enumerated} enumerating"
+    );
+    from_plan.stop().await;
+    enumerating.stop().await;
+}
+
+/// The AuthZEN form of the plan: a resource search's body, answered with the plan.
+#[tokio::test]
+async fn the_authzen_resource_plan_answers_in_authzen_terms() {
+    let server = TestServer::portal().await;
+    let ask = |who: &str| {
+        json!({"subject": {"type": "user", "id": who}, "action": {"name": "ViewInvoice"},
+               "resource": {"type": "invoice"}})
+    };
+    let path = "/access/v1/search/resource/plan";
+    let reply = server.post(path, &ask("bea")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["kind"], "conditional", "{}", reply.text);
+    assert_eq!(
+        reply.json["filter"],
+        json!({"in": [["account"], [{"__entity": {"type": "Portal::Account", "id": "acme"}}]]})
+    );
+    let reply = server.post(path, &ask("walt")).await;
+    assert_eq!(reply.json["kind"], "always_deny", "{}", reply.text);
+
+    let mut described = ask("bea");
+    described["subject"]["properties"] = json!({"email": "x@example.test"});
+    let reply = server.post(path, &described).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(reply.text.contains("subject.properties"), "{}", reply.text);
+    let mut unknown = ask("bea");
+    unknown["resource"]["type"] = json!("spaceship");
+    let reply = server.post(path, &unknown).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    server.stop().await;
 }

@@ -488,6 +488,29 @@ async fn a_three_master_cluster_imports_and_decides() {
         let r = decide(&server, &who, action, &what).await;
         assert_eq!(allowed(&r), allow, "{who} {action} {what}: {}", r.text);
     }
+    // The index sets the import wrote across the masters serve the owner's plan and
+    // the resource search that reads acme's and globex's invoices from them.
+    let plan = server
+        .post(
+            "/v1/query_plan",
+            &serde_json::json!({"principal": uid("User", "olivia"),
+                "action": "Portal::Action::\"ViewInvoice\"", "resource_type": "Portal::Invoice"}),
+        )
+        .await;
+    assert_eq!(plan.json["kind"], "conditional", "{}", plan.text);
+    let found = server
+        .post(
+            "/access/v1/search/resource",
+            &serde_json::json!({"subject": {"type": "user", "id": "olivia"},
+                "action": {"name": "ViewInvoice"}, "resource": {"type": "invoice"}}),
+        )
+        .await;
+    assert_eq!(
+        found.json["results"],
+        serde_json::json!([{"type": "invoice", "id": "inv-1001"}, {"type": "invoice", "id": "inv-5001"}]),
+        "{}",
+        found.text
+    );
     let out = entities_cli(&target, &["put", &bea_with_permissions(&[])]).await;
     assert!(out.contains("acknowledged by 1 of 1"), "{out}");
     let r = decide(

@@ -23,7 +23,8 @@ use super::token::PageTokenKey;
 use super::wire::{Search, SearchKind, SearchOut, WireError};
 use super::{AuthzenError, Scope};
 use crate::decision::Described;
-use crate::entities::EntitySourceError;
+use crate::entities::{uid_of_json, EntitySourceError, UidPage};
+use crate::plan::{plan_from_source, Filter, PlanError, PlanKind, PlanRequest};
 
 /// Where a search resumes. Sealed by the service's key (see [`super::token`]), so a
 /// caller can hand back only what this PDP wrote; each field is still bounded again
@@ -270,12 +271,22 @@ pub async fn entities(
     if !held_or_described(scope, &fixed_uid, &fixed_described).await? {
         return Ok(nothing(req));
     }
+    let candidates = match kind {
+        SearchKind::Resource if fixed_described.is_empty() => {
+            from_plan(scope, &fixed_uid, &action, &searched_type, &context).await?
+        }
+        // A subject search has no plan; a subject described by properties is not the
+        // one a plan would read from the store.
+        _ => Candidates::All,
+    };
+    if matches!(candidates, Candidates::None) {
+        return Ok(nothing(req));
+    }
     let mut results = Vec::new();
     let mut examined = 0usize;
     let next_token = loop {
-        let page = scope
-            .source
-            .list(&searched_type, at.c.as_deref(), at.n, scope.snapshot)
+        let page = candidates
+            .page(scope, &searched_type, at.c.as_deref(), at.n)
             .await
             .map_err(source_error)?;
         let candidates: Vec<&EntityUid> = page.uids.iter().skip(at.s).collect();
@@ -328,6 +339,155 @@ pub async fn entities(
         examined,
     );
     Ok(SearchOut::new(req, results, next_token))
+}
+
+/// Where a subject or resource search takes its candidates from. Each is still
+/// decided by the pipeline, so the plan only narrows what is examined: the results
+/// are the decisions either way. Every kind pages in id order with the last id as
+/// the cursor, so a page token means the same under each.
+enum Candidates {
+    /// Every entity of the searched type, as the source lists them.
+    All,
+    /// None: the plan is `always_deny`.
+    None,
+    /// The entities whose reference attribute `attr` is one of `targets`, read from
+    /// the source's index sets: the plan's filter requires it of every resource it
+    /// selects.
+    Referring {
+        attr: String,
+        targets: Vec<EntityUid>,
+    },
+}
+
+impl Candidates {
+    async fn page(
+        &self,
+        scope: &Scope<'_>,
+        ty: &cedar_policy::EntityTypeName,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<UidPage, EntitySourceError> {
+        if let Candidates::Referring { attr, targets } = self {
+            let page = scope
+                .source
+                .referrers(ty, attr, targets, cursor, limit, scope.snapshot)
+                .await?;
+            // A source without index sets answers the same for every page.
+            if let Some(page) = page {
+                return Ok(page);
+            }
+        }
+        scope.source.list(ty, cursor, limit, scope.snapshot).await
+    }
+}
+
+/// The candidates of a resource search, from the query plan of the subject, action
+/// and resource type (docs/query-plan.md): none when it is `always_deny`; the
+/// referrers of the pinned entities when its filter pins a reference attribute at
+/// its top level (`eq`/`in` on a path of one attribute, alone or as a conjunct);
+/// otherwise, and whenever the plan cannot be made, every entity of the type.
+async fn from_plan(
+    scope: &Scope<'_>,
+    subject: &EntityUid,
+    action: &EntityUid,
+    ty: &cedar_policy::EntityTypeName,
+    context: &Value,
+) -> Result<Candidates, AuthzenError> {
+    let request = PlanRequest {
+        principal: subject.clone(),
+        action: action.clone(),
+        resource_type: ty.clone(),
+        context: context.clone(),
+    };
+    let plan = match plan_from_source(scope.snapshot, scope.source, &request).await {
+        Ok(plan) => plan,
+        Err(PlanError::Unavailable(m)) => {
+            return Err(AuthzenError::StoreUnavailable(format!(
+                "entity store unavailable: {m}"
+            )))
+        }
+        // What a plan cannot do, enumeration still can.
+        Err(_) => return Ok(Candidates::All),
+    };
+    Ok(match (plan.kind, &plan.filter) {
+        (PlanKind::AlwaysDeny, _) => Candidates::None,
+        (PlanKind::Conditional, Some(filter)) => {
+            pinned(filter, scope, ty).unwrap_or(Candidates::All)
+        }
+        _ => Candidates::All,
+    })
+}
+
+/// A reference attribute of `ty` that `filter` pins at its top level, and the
+/// entities it pins it to. A value that is not an entity never equals a reference,
+/// so it pins nothing.
+fn pinned(
+    filter: &Filter,
+    scope: &Scope<'_>,
+    ty: &cedar_policy::EntityTypeName,
+) -> Option<Candidates> {
+    let conjuncts: Vec<&Filter> = match filter {
+        Filter::And(parts) => parts.iter().collect(),
+        f => vec![f],
+    };
+    let references = scope.snapshot.types.reference_attributes(&ty.to_string());
+    conjuncts.into_iter().find_map(|f| {
+        let (path, values): (&Vec<String>, Vec<&Value>) = match f {
+            Filter::Eq(p, v) => (p, vec![v]),
+            Filter::In(p, vs) => (p, vs.iter().collect()),
+            _ => return None,
+        };
+        let [attr] = path.as_slice() else {
+            return None;
+        };
+        if !references.contains(&attr.as_str()) {
+            return None;
+        }
+        Some(Candidates::Referring {
+            attr: attr.clone(),
+            targets: values.into_iter().filter_map(uid_of_json).collect(),
+        })
+    })
+}
+
+/// The query plan request of a resource search body: its subject, action, searched
+/// type and context, converted and checked as a search converts them. The plan reads
+/// the subject from the entity store, so a subject described by properties is
+/// refused rather than planned for another entity than the one described.
+pub fn plan_request(scope: &Scope<'_>, req: &Search) -> Result<PlanRequest, AuthzenError> {
+    let action_ref = req.action.as_ref().ok_or_else(|| {
+        AuthzenError::Wire(WireError {
+            code: "missing_field",
+            message: "`action` is required".to_string(),
+        })
+    })?;
+    if req
+        .subject
+        .properties
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(AuthzenError::Wire(WireError {
+            code: "invalid_field",
+            message: "`subject.properties`: a plan reads the subject from the entity store; leave them out".to_string(),
+        }));
+    }
+    let action = scope.action(action_ref, "action")?;
+    let resource_type = scope.cedar_type(&req.resource.ty, "resource")?;
+    let principal = scope.uid(&req.subject, "subject")?;
+    let context = scope.context(
+        &action,
+        req.context.as_ref(),
+        action_ref.properties.as_ref(),
+    )?;
+    let probe = EntityUid::from_type_name_and_id(resource_type.clone(), EntityId::new(""));
+    scope.check(principal.clone(), action.clone(), probe, context.clone())?;
+    Ok(PlanRequest {
+        principal,
+        action,
+        resource_type,
+        context,
+    })
 }
 
 /// The field name of the fixed entity of a subject or resource search.

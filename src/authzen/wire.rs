@@ -11,6 +11,8 @@ pub const EVALUATIONS: &str = "/access/v1/evaluations";
 pub const SEARCH_SUBJECT: &str = "/access/v1/search/subject";
 pub const SEARCH_RESOURCE: &str = "/access/v1/search/resource";
 pub const SEARCH_ACTION: &str = "/access/v1/search/action";
+/// Not of the AuthZEN spec: the query plan of a resource search (docs/query-plan.md).
+pub const RESOURCE_PLAN: &str = "/access/v1/search/resource/plan";
 pub const DISCOVERY: &str = "/.well-known/authzen-configuration";
 
 /// A request that does not have the spec's shape; answered with 400.

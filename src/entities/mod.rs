@@ -46,6 +46,9 @@ pub struct Fetched {
     pub beyond_depth: Vec<EntityUid>,
     /// The fetch depth, for the diagnostic.
     pub depth: usize,
+    /// Whether `entities` is everything the source holds (the file and memory
+    /// sources), rather than what the requested uids reach.
+    pub complete: bool,
 }
 
 impl Fetched {
@@ -55,6 +58,7 @@ impl Fetched {
             entities,
             beyond_depth: Vec::new(),
             depth: 0,
+            complete: true,
         }
     }
 }
@@ -94,6 +98,23 @@ pub trait EntitySource: Send + Sync + 'static {
         limit: usize,
         snapshot: &Snapshot,
     ) -> Result<UidPage, EntitySourceError>;
+
+    /// Uids of the entities of `entity_type` whose attribute `attribute` refers to one
+    /// of `targets`, in id order, `limit` at a time after `cursor`: what a store's
+    /// index sets per referenced entity answer, for query plans and search. `None`
+    /// when the source keeps no such index for the attribute (the caller then
+    /// enumerates the type).
+    async fn referrers(
+        &self,
+        _entity_type: &EntityTypeName,
+        _attribute: &str,
+        _targets: &[EntityUid],
+        _cursor: Option<&str>,
+        _limit: usize,
+        _snapshot: &Snapshot,
+    ) -> Result<Option<UidPage>, EntitySourceError> {
+        Ok(None)
+    }
 
     /// Whether the source can serve decisions now (for `/readyz`).
     async fn ready(&self) -> Result<(), EntitySourceError>;

@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::{json_response, read_json, Ctx, Reply, Response};
 use crate::authzen::wire::{
     self, DecisionOut, EvaluationsOut, SearchKind, DISCOVERY, EVALUATION, EVALUATIONS,
-    SEARCH_ACTION, SEARCH_RESOURCE, SEARCH_SUBJECT,
+    RESOURCE_PLAN, SEARCH_ACTION, SEARCH_RESOURCE, SEARCH_SUBJECT,
 };
 use crate::authzen::{self, search, AuthzenError, Evaluations, Scope};
 use crate::decision::{Call, Surface};
@@ -42,9 +42,11 @@ pub async fn route(ctx: &Ctx, req: Request<Incoming>) -> (&'static str, Reply) {
             "authzen_search_action",
             search_endpoint(ctx, req, SearchKind::Action).await,
         ),
+        (RESOURCE_PLAN, &Method::POST) => ("authzen_resource_plan", resource_plan(ctx, req).await),
         (DISCOVERY, &Method::GET) => ("authzen_discovery", Ok(discovery(ctx, &req))),
         (
-            EVALUATION | EVALUATIONS | SEARCH_SUBJECT | SEARCH_RESOURCE | SEARCH_ACTION | DISCOVERY,
+            EVALUATION | EVALUATIONS | SEARCH_SUBJECT | SEARCH_RESOURCE | SEARCH_ACTION
+            | RESOURCE_PLAN | DISCOVERY,
             _,
         ) => ("other", Err(ApiError::method_not_allowed(&method, &path))),
         _ => ("other", Err(ApiError::not_found(&path))),
@@ -163,6 +165,21 @@ async fn search_endpoint(ctx: &Ctx, req: Request<Incoming>, kind: SearchKind) ->
         _ => search::entities(&scope, &s, kind, &body).await?,
     };
     Ok(json_ok(&out))
+}
+
+/// The query plan of a resource search: the same body as the search, answered with
+/// the plan (`/v1/query_plan`'s answer) instead of the list.
+async fn resource_plan(ctx: &Ctx, req: Request<Incoming>) -> Reply {
+    let body = body(ctx, req).await?;
+    let s = wire::search(&body, SearchKind::Resource).map_err(AuthzenError::from)?;
+    let snapshot = ctx.app.model.load();
+    let call = ctx.call(Surface::Authzen);
+    let scope = scope(ctx, &snapshot, &call);
+    let request = search::plan_request(&scope, &s)?;
+    let plan = crate::plan::plan_from_source(&snapshot, scope.source, &request)
+        .await
+        .map_err(|e| ApiError::from(&e))?;
+    Ok(json_ok(&plan))
 }
 
 /// The discovery document: every endpoint under the public base URL, or, when none is

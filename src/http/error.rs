@@ -168,8 +168,9 @@ impl From<&PlanError> for ApiError {
     fn from(e: &PlanError) -> Self {
         let status = match e {
             PlanError::Field { .. } | PlanError::Request(_) => StatusCode::BAD_REQUEST,
-            // The configured entity source cannot serve plans (Redis): not the caller's.
+            // Only for a caller that asks for the snapshot's own data where there is none.
             PlanError::NoEntityData => StatusCode::NOT_IMPLEMENTED,
+            PlanError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             PlanError::Entities(_) | PlanError::Evaluation(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.code(), e.to_string())

@@ -283,6 +283,12 @@ pub const ROUTES: &[Route] = &[
         Endpoint::Authzen,
     ),
     row(
+        crate::authzen::wire::RESOURCE_PLAN,
+        POST,
+        Serves::Decision,
+        Endpoint::Authzen,
+    ),
+    row(
         crate::authzen::wire::DISCOVERY,
         GET,
         Serves::Decision,

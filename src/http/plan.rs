@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::{json_response, read_json, Ctx, Reply};
-use crate::plan::{plan, PlanError, PlanRequest};
+use crate::plan::{plan_from_source, PlanError, PlanRequest};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,10 +29,9 @@ pub async fn query_plan(ctx: &Ctx, req: Request<Incoming>) -> Reply {
     )
     .map_err(|e| ApiError::from(&e))?;
     let snapshot = ctx.app.model.load();
-    let Some(data) = snapshot.entities.as_ref() else {
-        return Err(ApiError::from(&PlanError::NoEntityData));
-    };
-    let answer = plan(&snapshot, &data.entities, &request).map_err(|e| ApiError::from(&e))?;
+    let answer = plan_from_source(&snapshot, ctx.app.entities.as_ref(), &request)
+        .await
+        .map_err(|e| ApiError::from(&e))?;
     let text = serde_json::to_string(&answer)
         .map_err(|e| ApiError::from(&PlanError::Evaluation(format!("unencodable plan: {e}"))))?;
     Ok(json_response(StatusCode::OK, text))

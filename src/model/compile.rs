@@ -74,6 +74,7 @@ pub fn compile(sources: &Sources) -> Result<Snapshot, Problems> {
         action_entities: derived.action_entities,
         entities: derived.entities,
         schema,
+        plan_memo: Default::default(),
     })
 }
 

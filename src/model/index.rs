@@ -565,6 +565,39 @@ impl PolicyIndex {
         }
     }
 
+    /// The policies a query plan partially evaluates: those whose scope can match a
+    /// request with this principal and action and some resource of `resource_type`.
+    /// The principal's and the action's constraints are decided exactly, as for a
+    /// decision (ancestors from `entities` and `actions`); the resource's by type
+    /// alone (`== E` and `is T` by the type, `in E` kept), since its uid is unknown.
+    /// A partial evaluation over this set equals one over the whole set: every other
+    /// policy's scope is false, without error, for every such request, so it can
+    /// neither hold nor leave a residual. `None` only if the set cannot be rebuilt.
+    pub fn for_plan(
+        &self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource_type: &EntityTypeName,
+        entities: &Entities,
+        actions: &Entities,
+    ) -> Option<Arc<PolicySet>> {
+        let p = Lineage::new(principal, entities);
+        let a = Lineage::new(action, actions);
+        let resource_may_match = |scope: &EntityScope| match scope {
+            EntityScope::Any | EntityScope::In(_) => true,
+            EntityScope::Eq(e) => e.type_name() == resource_type,
+            EntityScope::Is(t) | EntityScope::IsIn(t, _) => t == resource_type,
+        };
+        let positions: Vec<u32> = (0u32..)
+            .zip(&self.entries)
+            .filter(|(_, e)| {
+                e.principal.matches(&p) && e.action.matches(&a) && resource_may_match(&e.resource)
+            })
+            .map(|(at, _)| at)
+            .collect();
+        self.set_for(&positions)
+    }
+
     fn entry(&self, at: u32) -> Option<&Entry> {
         self.entries.get(usize::try_from(at).ok()?)
     }

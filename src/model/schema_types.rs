@@ -197,6 +197,19 @@ impl SchemaTypes {
         self.entity_attrs.get(entity_type)
     }
 
+    /// The attributes of an entity type that hold one entity reference (not in a set
+    /// or a nested record), sorted: the attributes a store keeps index sets of.
+    pub fn reference_attributes(&self, entity_type: &str) -> Vec<&str> {
+        match self.entity_attrs.get(entity_type) {
+            Some(Ty::Record(attrs)) => attrs
+                .iter()
+                .filter(|(_, a)| matches!(a.ty, Ty::Entity(_)))
+                .map(|(name, _)| name.as_str())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The parent types an entity type may have, `None` for an undeclared type.
     pub fn parent_types(&self, entity_type: &str) -> Option<&[String]> {
         self.member_of.get(entity_type).map(Vec::as_slice)

@@ -73,6 +73,41 @@ pub struct Snapshot {
     pub entities: Option<Arc<EntityData>>,
     /// Paths of the files the snapshot was built from, for the reload watcher.
     pub paths: Vec<PathBuf>,
+    /// What the query planner derives from this snapshot alone (its policies and
+    /// entity data prepared for partial evaluation), computed on the first plan.
+    pub plan_memo: Memo,
+}
+
+/// A value a higher layer derives from one snapshot and nothing else, computed on
+/// first use and dropped with the snapshot: a cache that cannot outlive or mismatch
+/// the model it was derived from. It holds one value of one type (the layer that
+/// owns it names the type); `OnceLock` makes concurrent first uses compute it once.
+#[derive(Default)]
+pub struct Memo(std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Memo {
+    /// The value, computed by `init` on first use; `None` if the memo already holds a
+    /// value of another type.
+    pub fn get_or_init<T: std::any::Any + Send + Sync>(
+        &self,
+        init: impl FnOnce() -> T,
+    ) -> Option<Arc<T>> {
+        self.0
+            .get_or_init(|| Arc::new(init()))
+            .clone()
+            .downcast::<T>()
+            .ok()
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Memo(set)"
+        } else {
+            "Memo(empty)"
+        })
+    }
 }
 
 /// Entity type names by their text. The keys come from the schema (trusted), so a fast

@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 
 pub use filter::{Filter, Path};
 
+use crate::entities::{EntitySource, EntitySourceError};
 use crate::model::schema_types::Ty;
 use crate::model::Snapshot;
 
@@ -100,10 +101,12 @@ pub enum PlanError {
         field: &'static str,
         message: String,
     },
-    #[error("query plans need the entity data in the model (`--entities`): a plan is decided over every entity the data names, which the Redis source cannot list")]
+    #[error("the model holds no entity data to plan over")]
     NoEntityData,
     #[error("the request does not fit the schema: {0}")]
     Request(String),
+    #[error("entity store unavailable: {0}")]
+    Unavailable(String),
     #[error("the entity data does not fit the schema: {0}")]
     Entities(String),
     #[error("partial evaluation failed: {0}")]
@@ -111,23 +114,241 @@ pub enum PlanError {
 }
 
 impl PlanError {
+    fn from_source(e: EntitySourceError) -> Self {
+        match e {
+            EntitySourceError::Unavailable(m) => PlanError::Unavailable(m),
+            EntitySourceError::InvalidData { message, .. } => PlanError::Entities(message),
+        }
+    }
+
     /// The stable code of the error in an error body.
     pub fn code(&self) -> &'static str {
         match self {
             PlanError::Field { .. } | PlanError::Request(_) => "invalid_request",
             PlanError::NoEntityData => "plan_needs_entity_data",
+            PlanError::Unavailable(_) => "entity_store_unavailable",
             PlanError::Entities(_) => "invalid_entity_data",
             PlanError::Evaluation(_) => "plan_failed",
         }
     }
 }
 
-/// Plans `request` against the snapshot's policies and the entity data `entities`.
+/// Entity data prepared for plans: Cedar's entities, the same data as the partial
+/// evaluator's input, and every uid the data names by type (the candidates of a
+/// path through an entity). Built once per state of the data: for the file source
+/// once per snapshot ([`prepared`]), for a store once per plan from what was fetched.
+pub struct PlanData {
+    entities: Arc<Entities>,
+    partial: PartialEntities,
+    /// Every entity uid the data names anywhere (uids, parents, attribute and tag
+    /// values), by type.
+    named: BTreeMap<String, BTreeSet<EntityUid>>,
+}
+
+impl PlanData {
+    pub fn new(snapshot: &Snapshot, entities: Arc<Entities>) -> Result<Self, PlanError> {
+        let partial = PartialEntities::from_concrete(entities.as_ref().clone(), &snapshot.schema)
+            .map_err(|e| PlanError::Entities(crate::error_chain(&e)))?;
+        let mut named: BTreeMap<String, BTreeSet<EntityUid>> = BTreeMap::new();
+        let mut note = |uid: EntityUid| {
+            named
+                .entry(uid.type_name().to_string())
+                .or_default()
+                .insert(uid);
+        };
+        for entity in entities.iter() {
+            note(entity.uid());
+            if let Ok(v) = entity.to_json_value() {
+                if let Some(parents) = v.get("parents").and_then(Value::as_array) {
+                    for p in parents {
+                        if let Some(uid) = uid_of_json(p) {
+                            note(uid);
+                        }
+                    }
+                }
+                for key in ["attrs", "tags"] {
+                    if let Some(inner) = v.get(key) {
+                        walk_refs(inner, &mut note);
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            entities,
+            partial,
+            named,
+        })
+    }
+
+    pub fn entities(&self) -> &Entities {
+        &self.entities
+    }
+}
+
+/// What a snapshot prepares for every plan made from it, computed on the first.
+pub struct Prepared {
+    /// Entity literals of the policies: candidates of every path of their type.
+    literals: BTreeSet<EntityUid>,
+    /// The schema's action entities, whose hierarchy decides `action in [...]`;
+    /// `None` if they cannot be assembled (plans then evaluate every policy).
+    actions: Option<Entities>,
+    /// The snapshot's own entity data (the file source), prepared; `None` when the
+    /// data lives in a store, or (with the reason) when it cannot be prepared.
+    data: Option<Result<Arc<PlanData>, String>>,
+}
+
+/// The snapshot's prepared policies and data (computed once per snapshot).
+pub fn prepared(snapshot: &Snapshot) -> Arc<Prepared> {
+    let make = || Prepared {
+        literals: policy_literals(snapshot),
+        actions: Entities::from_entities(snapshot.action_entities.iter().cloned(), None).ok(),
+        data: snapshot.entities.as_ref().map(|d| {
+            PlanData::new(snapshot, d.entities.clone())
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        }),
+    };
+    // The memo holds nothing else; were it ever to, the plan is prepared afresh.
+    snapshot
+        .plan_memo
+        .get_or_init(make)
+        .unwrap_or_else(|| Arc::new(make()))
+}
+
+/// The snapshot's own entity data prepared for plans; `NoEntityData` when the data
+/// lives in a store.
+pub fn snapshot_data(snapshot: &Snapshot) -> Result<Arc<PlanData>, PlanError> {
+    match &prepared(snapshot).data {
+        None => Err(PlanError::NoEntityData),
+        Some(Ok(data)) => Ok(data.clone()),
+        Some(Err(e)) => Err(PlanError::Entities(e.clone())),
+    }
+}
+
+/// Plans `request` against the snapshot's policies and the entity data `data`, which
+/// holds every entity there is.
 pub fn plan(
     snapshot: &Snapshot,
-    entities: &Entities,
+    data: &PlanData,
     request: &PlanRequest,
 ) -> Result<Plan, PlanError> {
+    plan_over(snapshot, data, request, None)
+}
+
+/// Rounds of fetches a plan from a store may take: the request's neighbourhood, then
+/// the index sets and ancestors its permits name (one more round per level of
+/// nesting).
+const MAX_ROUNDS: usize = 6;
+
+/// Plans `request` over the entity source. A source that holds the model's data (or
+/// any data it hands out whole) plans over all of it. A store (Redis) cannot list
+/// every entity a path may name, so the plan fetches the request's neighbourhood:
+/// the principal and the context's entities with their ancestors and references,
+/// then, as the permits ask, the ancestors of the entities they test membership in
+/// and the index sets of the reference attributes they compare (`resource.account
+/// .owner == principal` reads the set of accounts whose owner is the principal).
+/// Every permit must require such a relation of each entity the plan splits on;
+/// otherwise the plan is `unsupported`.
+pub async fn plan_from_source(
+    snapshot: &Snapshot,
+    source: &dyn EntitySource,
+    request: &PlanRequest,
+) -> Result<Plan, PlanError> {
+    if snapshot.entities.is_some() {
+        let data = snapshot_data(snapshot)?;
+        return plan(snapshot, &data, request);
+    }
+    let mut hood = Neighbourhood::default();
+    hood.roots.insert(request.principal.clone());
+    walk_refs(&request.context, &mut |uid| {
+        hood.roots.insert(uid);
+    });
+    for _ in 0..MAX_ROUNDS {
+        let mut uids: Vec<EntityUid> = hood.roots.iter().cloned().collect();
+        uids.extend(hood.referrers.values().flatten().cloned());
+        let fetched = source
+            .entities_for(&uids, snapshot)
+            .await
+            .map_err(PlanError::from_source)?;
+        let data = PlanData::new(snapshot, fetched.entities)?;
+        if fetched.complete {
+            return plan(snapshot, &data, request);
+        }
+        let answer = plan_over(snapshot, &data, request, Some(&hood))?;
+        let wants = hood.wants.take();
+        if wants.roots.is_empty() && wants.referrers.is_empty() {
+            return Ok(answer);
+        }
+        hood.roots.extend(wants.roots);
+        for key in wants.referrers {
+            let (ty, attr, target) = &key;
+            let page = source
+                .referrers(
+                    ty,
+                    attr,
+                    std::slice::from_ref(target),
+                    None,
+                    MAX_CASES,
+                    snapshot,
+                )
+                .await
+                .map_err(PlanError::from_source)?;
+            let Some(page) = page else {
+                return Ok(refused(
+                    snapshot,
+                    format!("the entity source keeps no index of `{ty}.{attr}`"),
+                ));
+            };
+            if page.next.is_some() {
+                return Ok(refused(
+                    snapshot,
+                    format!(
+                        "more than {MAX_CASES} `{ty}` entities refer to `{target}` by `{attr}`"
+                    ),
+                ));
+            }
+            hood.referrers.insert(key, page.uids);
+        }
+    }
+    Ok(refused(
+        snapshot,
+        format!("the plan needed more than {MAX_ROUNDS} rounds of fetches from the entity source"),
+    ))
+}
+
+fn refused(snapshot: &Snapshot, reason: String) -> Plan {
+    Plan {
+        kind: PlanKind::Unsupported,
+        filter: None,
+        reason: Some(reason),
+        assumptions: Vec::new(),
+        policies: snapshot.hash.clone(),
+    }
+}
+
+/// What a plan from a store has fetched so far, and what it found it needs next.
+#[derive(Default)]
+struct Neighbourhood {
+    /// Uids fetched as roots: each with its ancestors, whole.
+    roots: BTreeSet<EntityUid>,
+    /// Index sets read: (type, attribute, referenced entity) to the referrers.
+    referrers: BTreeMap<(EntityTypeName, String, EntityUid), Vec<EntityUid>>,
+    wants: std::cell::RefCell<Wants>,
+}
+
+#[derive(Default)]
+struct Wants {
+    roots: BTreeSet<EntityUid>,
+    referrers: BTreeSet<(EntityTypeName, String, EntityUid)>,
+}
+
+fn plan_over(
+    snapshot: &Snapshot,
+    data: &PlanData,
+    request: &PlanRequest,
+    hood: Option<&Neighbourhood>,
+) -> Result<Plan, PlanError> {
+    let prep = prepared(snapshot);
     let schema = &snapshot.schema;
     let context =
         Context::from_json_value(request.context.clone(), Some((schema, &request.action)))
@@ -140,11 +361,21 @@ pub fn plan(
         schema,
     )
     .map_err(|e| PlanError::Request(crate::error_chain(&e)))?;
-    let known = PartialEntities::from_concrete(entities.clone(), schema)
-        .map_err(|e| PlanError::Entities(crate::error_chain(&e)))?;
-    let response = snapshot
-        .policies
-        .tpe(&partial, &known, schema)
+    // Only the policies whose scope can match: typechecking and partially evaluating
+    // the others, whose scope is false for every resource of the type, is most of
+    // the work of a plan and changes nothing.
+    let scoped = prep.actions.as_ref().and_then(|actions| {
+        snapshot.index.for_plan(
+            &request.principal,
+            &request.action,
+            &request.resource_type,
+            &data.entities,
+            actions,
+        )
+    });
+    let policies = scoped.as_deref().unwrap_or(&snapshot.policies);
+    let response = policies
+        .tpe(&partial, &data.partial, schema)
         .map_err(|e| PlanError::Evaluation(crate::error_chain(&e)))?;
     let hash = snapshot.hash.clone();
     let finish = |kind, filter, reason, assumptions| Plan {
@@ -163,7 +394,7 @@ pub fn plan(
         }
         None => {}
     }
-    let planner = Planner::new(snapshot, entities, request, context)?;
+    let planner = Planner::new(snapshot, &prep, data, request, context, hood)?;
     let some_permit_holds = response.true_permits().next().is_some();
     let mut residuals = Vec::new();
     for policy in response.residual_policies() {
@@ -235,22 +466,28 @@ struct Planner<'a> {
     /// The request with a stand-in resource, for evaluating conditions that no longer
     /// read the resource.
     concrete: Request,
-    /// Every entity uid the data names anywhere (uids, parents, attribute and tag
-    /// values), by type.
-    named: BTreeMap<String, BTreeSet<EntityUid>>,
+    /// Every entity uid the data names anywhere, by type.
+    named: &'a BTreeMap<String, BTreeSet<EntityUid>>,
+    /// The uids the request names (principal, context): candidates too.
+    requested: BTreeSet<EntityUid>,
     /// Entity types whose candidates a plan was decided over.
     split_types: std::cell::RefCell<BTreeSet<String>>,
     /// Entity literals of the policies: candidates too.
-    literals: BTreeSet<EntityUid>,
+    literals: &'a BTreeSet<EntityUid>,
     cases: std::cell::Cell<usize>,
+    /// Set when the data is what a store returned around the request rather than
+    /// all of it: candidates then come from the request's relations.
+    hood: Option<&'a Neighbourhood>,
 }
 
 impl<'a> Planner<'a> {
     fn new(
         snapshot: &'a Snapshot,
-        entities: &'a Entities,
+        prep: &'a Prepared,
+        data: &'a PlanData,
         request: &'a PlanRequest,
         context: Context,
+        hood: Option<&'a Neighbourhood>,
     ) -> Result<Self, PlanError> {
         let stand_in = EntityUid::from_type_name_and_id(
             request.resource_type.clone(),
@@ -264,43 +501,24 @@ impl<'a> Planner<'a> {
             None,
         )
         .map_err(|e| PlanError::Request(crate::error_chain(&e)))?;
-        let mut named: BTreeMap<String, BTreeSet<EntityUid>> = BTreeMap::new();
-        let mut note = |uid: EntityUid| {
-            named
-                .entry(uid.type_name().to_string())
-                .or_default()
-                .insert(uid);
-        };
-        note(request.principal.clone());
-        for entity in entities.iter() {
-            note(entity.uid());
-            if let Ok(v) = entity.to_json_value() {
-                if let Some(parents) = v.get("parents").and_then(Value::as_array) {
-                    for p in parents {
-                        if let Some(uid) = uid_of_json(p) {
-                            note(uid);
-                        }
-                    }
-                }
-                for key in ["attrs", "tags"] {
-                    if let Some(inner) = v.get(key) {
-                        walk_refs(inner, &mut note);
-                    }
-                }
-            }
-        }
+        let mut requested = BTreeSet::new();
+        requested.insert(request.principal.clone());
         // The context's references (explicit or implicit form) are candidates too;
         // a candidate too many only costs one more exact case.
-        walk_refs(&request.context, &mut note);
+        walk_refs(&request.context, &mut |uid| {
+            requested.insert(uid);
+        });
         Ok(Self {
             snapshot,
-            entities,
+            entities: &data.entities,
             request,
             concrete,
-            named,
-            literals: policy_literals(snapshot),
+            named: &data.named,
+            requested,
+            literals: &prep.literals,
             split_types: Default::default(),
             cases: Default::default(),
+            hood,
         })
     }
 
@@ -323,6 +541,17 @@ impl<'a> Planner<'a> {
             out.push(format!(
                 "every `{ty}` a resource refers to is as in the entity data the plan was made from (a missing one is decided as missing)"
             ));
+        }
+        if let Some(hood) = self.hood {
+            for (ty, attr, target) in hood.referrers.keys() {
+                out.push(format!(
+                    "the entity store's index set of `{ty}.{attr}` for `{target}` is exact (every write through `portcullis entities`)"
+                ));
+            }
+            out.push(
+                "decisions read no entity beyond the store's fetch depth (`--redis-fetch-depth`)"
+                    .to_string(),
+            );
         }
         out
     }
@@ -359,8 +588,13 @@ impl<'a> Planner<'a> {
                             .collect::<Result<Vec<_>, Unsupported>>()?;
                         self.decide(&rewritten, some_permit_holds)
                     };
+                    let related = match self.hood {
+                        None => Vec::new(),
+                        Some(hood) => self.related(hood, residuals, &through, some_permit_holds)?,
+                    };
                     return self.split(
                         &through,
+                        &related,
                         |target, with| rewrite(&|e| substitute(e, target, with)),
                         |target| rewrite(&|e| absent(e, target)),
                     );
@@ -390,6 +624,166 @@ impl<'a> Planner<'a> {
         Ok(Filter::and([allowed, Filter::negate(Filter::or(forbids))]))
     }
 
+    /// From a store: the entities of the path's type that the request relates to,
+    /// which are the candidates besides the named ones. Every permit among the
+    /// residuals must require, in a `when` conjunct, that the entity at the path is
+    /// related to the request: an ancestor of (or equal to) an entity the request
+    /// determines (`principal in resource.account`), equal to one, or one whose
+    /// reference attribute is one (`resource.account.owner == principal`, read from
+    /// the index set). An entity not so related then satisfies no permit, exists or
+    /// not, so the plan needs no list of them. What the plan has not fetched yet is
+    /// recorded in the wants, and the plan is refused for this round.
+    fn related(
+        &self,
+        hood: &Neighbourhood,
+        residuals: &[Residual],
+        path: &[String],
+        some_permit_holds: bool,
+    ) -> Result<Vec<EntityUid>, Unsupported> {
+        let type_name = if path.is_empty() {
+            self.request.resource_type.to_string()
+        } else {
+            match self.path_type(path) {
+                Some(Ty::Entity(t)) => t,
+                _ => return Err(unsupported("an entity reference of unknown type")),
+            }
+        };
+        let at = if path.is_empty() {
+            "the resource".to_string()
+        } else {
+            format!("`resource.{}`", path.join("."))
+        };
+        if some_permit_holds {
+            return Err(unsupported(format!(
+                "a permit holds for every resource while a forbid reads the `{type_name}` at {at}; the entity store cannot list every `{type_name}`"
+            )));
+        }
+        let target = path_expr(path);
+        let mut out = Vec::new();
+        for r in residuals.iter().filter(|r| r.effect == Effect::Permit) {
+            let mut found = None;
+            for clause in &r.clauses {
+                if let Clause::When(e) = clause {
+                    if let Some(c) = self.guard(hood, e, &target, &type_name)? {
+                        found = Some(c);
+                        break;
+                    }
+                }
+            }
+            let Some(c) = found else {
+                return Err(unsupported(format!(
+                    "a permit that does not require the `{type_name}` at {at} to be related to the request (`E in`, `== E`, or a reference attribute `== E`); the entity store cannot list every `{type_name}`"
+                )));
+            };
+            out.extend(c);
+        }
+        Ok(out)
+    }
+
+    /// The related entities a condition requires of the entity at `target`, if it
+    /// requires one of the relations [`Self::related`] names.
+    fn guard(
+        &self,
+        hood: &Neighbourhood,
+        e: &Expr,
+        target: &Expr,
+        type_name: &str,
+    ) -> Result<Option<Vec<EntityUid>>, Unsupported> {
+        // A value the condition compares with: an entity, or none (a value of
+        // another type, or an error, makes the comparison fail for every resource).
+        let value = |other: &Expr| -> Result<Option<EntityUid>, Unsupported> {
+            Ok(match self.evaluate(other)? {
+                Ok(EvalResult::EntityUid(v)) => Some(v),
+                _ => None,
+            })
+        };
+        let need = |what: String| Err(unsupported(format!("needs {what} from the store")));
+        match e {
+            Expr::BinaryOp {
+                op: BinaryOp::And,
+                left,
+                right,
+            } => Ok(match self.guard(hood, left, target, type_name)? {
+                Some(c) => Some(c),
+                None => self.guard(hood, right, target, type_name)?,
+            }),
+            Expr::BinaryOp {
+                op: BinaryOp::Or,
+                left,
+                right,
+            } => Ok(
+                match (
+                    self.guard(hood, left, target, type_name)?,
+                    self.guard(hood, right, target, type_name)?,
+                ) {
+                    (Some(mut a), Some(b)) => {
+                        a.extend(b);
+                        Some(a)
+                    }
+                    _ => None,
+                },
+            ),
+            Expr::BinaryOp {
+                op: BinaryOp::In,
+                left,
+                right,
+            } if right.as_ref() == target && !mentions(left, &Var::Resource) => {
+                match value(left)? {
+                    Some(v) if !hood.roots.contains(&v) => {
+                        hood.wants.borrow_mut().roots.insert(v.clone());
+                        need(format!("the ancestors of `{v}`"))
+                    }
+                    // Its ancestors are fetched whole, and named: candidates already.
+                    Some(v) => Ok(Some(vec![v])),
+                    None => Ok(Some(Vec::new())),
+                }
+            }
+            Expr::BinaryOp {
+                op: BinaryOp::Eq,
+                left,
+                right,
+            } => {
+                for (side, other) in [(left, right), (right, left)] {
+                    if mentions(other, &Var::Resource) {
+                        continue;
+                    }
+                    if side.as_ref() == target {
+                        return Ok(Some(value(other)?.into_iter().collect()));
+                    }
+                    let Expr::GetAttr { expr, attr } = side.as_ref() else {
+                        continue;
+                    };
+                    let attr = attr.to_string();
+                    let indexed = self
+                        .snapshot
+                        .types
+                        .reference_attributes(type_name)
+                        .contains(&attr.as_str());
+                    if expr.as_ref() != target || !indexed {
+                        continue;
+                    }
+                    let Some(v) = value(other)? else {
+                        return Ok(Some(Vec::new()));
+                    };
+                    let ty = EntityTypeName::from_str(type_name)
+                        .map_err(|_| unsupported(format!("entity type `{type_name}`")))?;
+                    let key = (ty, attr, v);
+                    return match hood.referrers.get(&key) {
+                        Some(list) => Ok(Some(list.clone())),
+                        None => {
+                            let what =
+                                format!("the index set of `{}.{}` for `{}`", key.0, key.1, key.2);
+                            hood.wants.borrow_mut().referrers.insert(key);
+                            need(what)
+                        }
+                    };
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The resources for which `e` evaluates to `want` (not to the other boolean, not
     /// to an error).
     fn holds(&self, e: &Expr, want: bool) -> Translated {
@@ -400,8 +794,14 @@ impl<'a> Planner<'a> {
             });
         }
         if let Some(through) = self.dereferenced(e)? {
+            if self.hood.is_some() {
+                return Err(unsupported(format!(
+                    "`{e}` reads through an entity outside the policies' conditions"
+                )));
+            }
             return self.split(
                 &through,
+                &[],
                 |target, with| self.holds(&substitute(e, target, with)?, want),
                 |target| self.holds(&absent(e, target)?, want),
             );
@@ -643,6 +1043,7 @@ impl<'a> Planner<'a> {
     fn split(
         &self,
         path: &[String],
+        related: &[EntityUid],
         decide: impl Fn(&Expr, &Expr) -> Translated,
         decide_absent: impl Fn(&Expr) -> Translated,
     ) -> Translated {
@@ -661,6 +1062,8 @@ impl<'a> Planner<'a> {
         candidates.extend(
             self.literals
                 .iter()
+                .chain(&self.requested)
+                .chain(related)
                 .filter(|u| u.type_name().to_string() == type_name)
                 .cloned(),
         );
@@ -698,7 +1101,12 @@ impl<'a> Planner<'a> {
         if !allowed.is_empty() {
             parts.insert(0, Filter::In(path.to_vec(), allowed));
         }
-        let rest = decide(&target, &literal(&other)?)?;
+        // From a store, every entity the request does not relate to is refused by
+        // every permit (`related` checked that), whether it exists or not.
+        let rest = match self.hood {
+            None => decide(&target, &literal(&other)?)?,
+            Some(_) => Filter::never(),
+        };
         if !path.is_empty() && !self.path_required(path) {
             // Resources without the attribute: `has` is false and reading it errors.
             let absent = decide_absent(&target)?;

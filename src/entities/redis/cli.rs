@@ -83,17 +83,15 @@ pub async fn execute(args: &EntitiesArgs) -> anyhow::Result<String> {
             let uid = parse_uid(uid)?;
             let mut conn = target.connect(args.redis.timeout()).await?;
             let prefix = &args.redis.redis_prefix;
-            // Key and index entry are in different slots on a cluster, so this is two
-            // commands; the key goes first, so a reader never finds an indexed uid
-            // that still resolves after the delete is reported.
-            let mut del = redis::cmd("DEL");
-            del.arg(store::entity_key(prefix, &uid));
-            let removed: i64 = conn.query(&del).await?;
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(store::type_key(prefix, uid.type_name()))
-                .arg(uid.id().unescaped());
-            conn.query::<i64>(&zrem).await?;
-            let done = format!("{} `{uid}`", if removed > 0 { "deleted" } else { "absent" });
+            // The schema says which attributes are references with index sets.
+            let snapshot = crate::model::load(&args.model, &EntityFile::External)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let types = &snapshot.types;
+            let removed = match &target {
+                Target::Single(client) => delete_atomic(client, prefix, types, &uid).await?,
+                Target::Cluster { .. } => delete_in_order(&mut conn, prefix, types, &uid).await?,
+            };
+            let done = format!("{} `{uid}`", if removed { "deleted" } else { "absent" });
             publish(
                 args,
                 &target,
@@ -173,8 +171,12 @@ impl Writer {
         let prefix = &self.args.redis.redis_prefix;
         let count = records.len();
         let written = match &self.target {
-            Target::Single(client) => write_atomic(client, prefix, &records).await,
-            Target::Cluster { .. } => write_compensated(&mut self.conn, prefix, &records).await,
+            Target::Single(client) => {
+                write_atomic(client, prefix, &self.snapshot.types, &records).await
+            }
+            Target::Cluster { .. } => {
+                write_compensated(&mut self.conn, prefix, &self.snapshot.types, &records).await
+            }
         };
         let uids: Vec<EntityUid> = records.into_iter().map(|(u, _)| u).collect();
         let listed = (uids.len() <= FLUSH_THRESHOLD).then_some(uids.as_slice());
@@ -262,18 +264,103 @@ fn progress(count: usize, what: &str) -> ProgressBar {
     bar
 }
 
-fn add_writes(pipe: &mut redis::Pipeline, prefix: &str, chunk: &[(EntityUid, String)]) {
-    for (uid, json) in chunk {
-        pipe.cmd("SET")
-            .arg(store::entity_key(prefix, uid))
-            .arg(json)
-            .ignore();
-        pipe.cmd("ZADD")
-            .arg(store::type_key(prefix, uid.type_name()))
-            .arg(0)
-            .arg(uid.id().unescaped())
-            .ignore();
+/// The index-set keys an entity in stored JSON belongs to: one per reference
+/// attribute (see [`store::ref_key`]) that holds an entity.
+pub fn index_keys(
+    prefix: &str,
+    types: &SchemaTypes,
+    uid: &EntityUid,
+    json: &serde_json::Value,
+) -> Vec<String> {
+    let ty = uid.type_name();
+    types
+        .reference_attributes(&ty.to_string())
+        .into_iter()
+        .filter_map(|attr| {
+            let target = crate::entities::uid_of_json(json.get("attrs")?.get(attr)?)?;
+            Some(store::ref_key(prefix, ty, attr, &target))
+        })
+        .collect()
+}
+
+/// The index entries one write changes: sets the entity leaves (its previous
+/// version's references that it no longer has) and sets it joins (all its current
+/// ones: adding is idempotent, and heals an index written before this layout).
+fn index_changes(
+    prefix: &str,
+    types: &SchemaTypes,
+    uid: &EntityUid,
+    old: Option<&[u8]>,
+    new: Option<&str>,
+) -> (Vec<String>, Vec<String>) {
+    let keys = |json: Option<serde_json::Value>| {
+        json.map(|j| index_keys(prefix, types, uid, &j))
+            .unwrap_or_default()
+    };
+    let before = keys(old.and_then(|b| serde_json::from_slice(b).ok()));
+    let after = keys(new.and_then(|t| serde_json::from_str(t).ok()));
+    let leave = before.into_iter().filter(|k| !after.contains(k)).collect();
+    (leave, after)
+}
+
+/// The commands that write one entity, each with the key it writes: its key, its
+/// type's index, and its index-set changes against its previous version `old`.
+fn write_commands(
+    prefix: &str,
+    types: &SchemaTypes,
+    uid: &EntityUid,
+    json: &str,
+    old: Option<&[u8]>,
+) -> Vec<(String, redis::Cmd)> {
+    let id = uid.id().unescaped();
+    let mut out = Vec::new();
+    let key = store::entity_key(prefix, uid);
+    let mut set = redis::cmd("SET");
+    set.arg(&key).arg(json);
+    out.push((key, set));
+    let key = store::type_key(prefix, uid.type_name());
+    let mut zadd = redis::cmd("ZADD");
+    zadd.arg(&key).arg(0).arg(id);
+    out.push((key, zadd));
+    let (leave, join) = index_changes(prefix, types, uid, old, Some(json));
+    for key in leave {
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(&key).arg(id);
+        out.push((key, zrem));
     }
+    for key in join {
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(&key).arg(0).arg(id);
+        out.push((key, zadd));
+    }
+    out
+}
+
+/// The commands that remove one entity: its key, its type-index entry and the
+/// index-set entries of its stored version `old`.
+fn delete_commands(
+    prefix: &str,
+    types: &SchemaTypes,
+    uid: &EntityUid,
+    old: Option<&[u8]>,
+) -> Vec<(String, redis::Cmd)> {
+    let id = uid.id().unescaped();
+    let mut out = Vec::new();
+    let key = store::entity_key(prefix, uid);
+    let mut del = redis::cmd("DEL");
+    del.arg(&key);
+    out.push((key, del));
+    let key = store::type_key(prefix, uid.type_name());
+    let mut zrem = redis::cmd("ZREM");
+    zrem.arg(&key).arg(id);
+    out.push((key, zrem));
+    let (leave, _) = index_changes(prefix, types, uid, old, None);
+    for key in leave {
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(&key).arg(id);
+        out.push((key, zrem));
+    }
+    out
 }
 
 /// Why a write failed: nothing of it landed, or (rarely) part of it may have.
@@ -296,27 +383,21 @@ impl From<redis::RedisError> for WriteError {
 
 /// The type a key of the layout must have, or `none` when it does not exist yet.
 fn expected_type(prefix: &str, key: &str) -> &'static str {
-    if key.starts_with(&format!("{prefix}t:")) {
+    if key.starts_with(&format!("{prefix}t:")) || key.starts_with(&format!("{prefix}r:")) {
         "zset"
     } else {
         "string"
     }
 }
 
-/// Every key a write touches: entity keys, then each type's index once.
-fn keys_of(prefix: &str, records: &[(EntityUid, String)]) -> Vec<String> {
-    let mut keys: Vec<String> = records
+/// Every key a write touches, once each, in the order first touched.
+fn keys_of(commands: &[(String, redis::Cmd)]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    commands
         .iter()
-        .map(|(u, _)| store::entity_key(prefix, u))
-        .collect();
-    let mut types: Vec<String> = records
-        .iter()
-        .map(|(u, _)| store::type_key(prefix, u.type_name()))
-        .collect();
-    types.sort();
-    types.dedup();
-    keys.extend(types);
-    keys
+        .filter(|(k, _)| seen.insert(k.as_str()))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// The first key holding something other than what the layout puts there.
@@ -330,36 +411,58 @@ fn misfit(prefix: &str, keys: &[String], types: &[String]) -> Option<String> {
 }
 
 /// A single server: one `MULTI`/`EXEC` transaction, sent in chunks on a connection of
-/// its own. Redis runs every queued command at `EXEC`, but a command that fails there
-/// (a key of the wrong type) does not undo the others; so the keys are `WATCH`ed and
-/// their types checked first, and a key of the wrong type, or any key changed by
-/// someone else before `EXEC`, means nothing is written.
+/// its own. The entities' previous versions are read under `WATCH` first, so that the
+/// transaction moves each out of the index sets it leaves (an overwrite that changes
+/// a reference) and is void if another writer changes one of them before `EXEC`.
+/// Redis runs every queued command at `EXEC`, but a command that fails there (a key
+/// of the wrong type) does not undo the others; so every key's type is checked
+/// under `WATCH` too, and a key of the wrong type means nothing is written.
 async fn write_atomic(
     client: &redis::Client,
     prefix: &str,
+    types: &SchemaTypes,
     records: &[(EntityUid, String)],
 ) -> Result<(), WriteError> {
     use redis::aio::ConnectionLike;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let keys = keys_of(prefix, records);
-    let mut types: Vec<String> = Vec::with_capacity(keys.len());
+    let entity_keys: Vec<String> = records
+        .iter()
+        .map(|(u, _)| store::entity_key(prefix, u))
+        .collect();
+    let mut previous: Vec<Option<Vec<u8>>> = Vec::with_capacity(records.len());
+    for chunk in entity_keys.chunks(CHUNK) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("WATCH").arg(chunk).ignore();
+        pipe.cmd("MGET").arg(chunk);
+        let (values,): (Vec<Option<Vec<u8>>>,) = pipe.query_async(&mut conn).await?;
+        previous.extend(values);
+    }
+    let commands: Vec<(String, redis::Cmd)> = records
+        .iter()
+        .zip(&previous)
+        .flat_map(|((uid, json), old)| write_commands(prefix, types, uid, json, old.as_deref()))
+        .collect();
+    let keys = keys_of(&commands);
+    let mut found: Vec<String> = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(CHUNK) {
         let mut pipe = redis::pipe();
         pipe.cmd("WATCH").arg(chunk).ignore();
         for key in chunk {
             pipe.cmd("TYPE").arg(key);
         }
-        types.extend(pipe.query_async::<Vec<String>>(&mut conn).await?);
+        found.extend(pipe.query_async::<Vec<String>>(&mut conn).await?);
     }
-    if let Some(problem) = misfit(prefix, &keys, &types) {
+    if let Some(problem) = misfit(prefix, &keys, &found) {
         let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
         return Err(WriteError::Nothing(problem));
     }
-    let bar = progress(records.len(), "writing");
+    let bar = progress(commands.len(), "writing");
     redis::cmd("MULTI").query_async::<()>(&mut conn).await?;
-    for chunk in records.chunks(CHUNK) {
+    for chunk in commands.chunks(CHUNK) {
         let mut pipe = redis::pipe();
-        add_writes(&mut pipe, prefix, chunk);
+        for (_, cmd) in chunk {
+            pipe.add_command(cmd.clone()).ignore();
+        }
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             let _ = redis::cmd("DISCARD").query_async::<()>(&mut conn).await;
             return Err(WriteError::Nothing(format!("Redis: {e}")));
@@ -368,11 +471,20 @@ async fn write_atomic(
     }
     let exec = conn.req_packed_command(&redis::cmd("EXEC")).await;
     bar.finish_and_clear();
+    exec_outcome(exec, &commands, "a key of the input")
+}
+
+/// What `EXEC` answered for `commands`: applied, void (a watched key changed), or
+/// applied but for a command Redis refused (named by its key).
+fn exec_outcome(
+    exec: redis::RedisResult<redis::Value>,
+    commands: &[(String, redis::Cmd)],
+    watched: &str,
+) -> Result<(), WriteError> {
     match exec {
-        Ok(redis::Value::Nil) => Err(WriteError::Nothing(
-            "another writer changed a key of the input while it was written; write it again"
-                .to_string(),
-        )),
+        Ok(redis::Value::Nil) => Err(WriteError::Nothing(format!(
+            "another writer changed {watched} while it was written; write it again"
+        ))),
         Ok(redis::Value::ServerError(e)) => Err(WriteError::Nothing(format!("Redis: {e}"))),
         Ok(redis::Value::Array(replies)) => {
             let failed = replies.iter().enumerate().find_map(|(i, r)| match r {
@@ -382,17 +494,9 @@ async fn write_atomic(
             match failed {
                 None => Ok(()),
                 Some((i, e)) => {
-                    // Two commands per record: the entity's `SET`, its index's `ZADD`.
-                    let key = records.get(i / 2).map(|(u, _)| {
-                        if i % 2 == 0 {
-                            store::entity_key(prefix, u)
-                        } else {
-                            store::type_key(prefix, u.type_name())
-                        }
-                    });
+                    let key = commands.get(i).map(|(k, _)| k.as_str()).unwrap_or_default();
                     Err(WriteError::Partial(format!(
-                        "Redis refused a command of the transaction on key `{}` ({e}) after checking the types; the other commands were applied",
-                        key.unwrap_or_default()
+                        "Redis refused a command of the transaction on key `{key}` ({e}) after checking the types; the other commands were applied"
                     )))
                 }
             }
@@ -406,6 +510,59 @@ async fn write_atomic(
     }
 }
 
+/// Deletes one entity on a single server: its key, its type-index entry and its
+/// index-set entries in one transaction, under `WATCH` of the key whose stored
+/// version names those sets. Whether the entity was there.
+async fn delete_atomic(
+    client: &redis::Client,
+    prefix: &str,
+    types: &SchemaTypes,
+    uid: &EntityUid,
+) -> anyhow::Result<bool> {
+    use redis::aio::ConnectionLike;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let key = store::entity_key(prefix, uid);
+    let mut pipe = redis::pipe();
+    pipe.cmd("WATCH").arg(&key).ignore();
+    pipe.cmd("GET").arg(&key);
+    let (old,): (Option<Vec<u8>>,) = pipe.query_async(&mut conn).await?;
+    let commands = delete_commands(prefix, types, uid, old.as_deref());
+    redis::cmd("MULTI").query_async::<()>(&mut conn).await?;
+    let mut pipe = redis::pipe();
+    for (_, cmd) in &commands {
+        pipe.add_command(cmd.clone()).ignore();
+    }
+    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        let _ = redis::cmd("DISCARD").query_async::<()>(&mut conn).await;
+        anyhow::bail!("nothing was deleted: Redis: {e}");
+    }
+    let exec = conn.req_packed_command(&redis::cmd("EXEC")).await;
+    exec_outcome(exec, &commands, &format!("`{uid}`")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(old.is_some())
+}
+
+/// Deletes one entity on a cluster, whose keys live in different slots: the key
+/// first, so a reader never finds an indexed uid that still resolves after the
+/// delete is reported, then its index entries.
+async fn delete_in_order(
+    conn: &mut Conn,
+    prefix: &str,
+    types: &SchemaTypes,
+    uid: &EntityUid,
+) -> anyhow::Result<bool> {
+    let old = conn.mget(&[store::entity_key(prefix, uid)]).await?;
+    let old = old.into_iter().next().flatten();
+    let commands = delete_commands(prefix, types, uid, old.as_deref());
+    let mut removed = false;
+    for (i, (_, cmd)) in commands.iter().enumerate() {
+        let n: i64 = conn.query(cmd).await?;
+        if i == 0 {
+            removed = n > 0;
+        }
+    }
+    Ok(removed)
+}
+
 /// A cluster cannot run one transaction across slots. The previous values are read
 /// first; if any write fails, they are put back (and new keys removed) before the
 /// error is reported, so the file lands whole or not at all once the command
@@ -413,11 +570,28 @@ async fn write_atomic(
 async fn write_compensated(
     conn: &mut Conn,
     prefix: &str,
+    types: &SchemaTypes,
     records: &[(EntityUid, String)],
 ) -> Result<(), WriteError> {
+    let bar = progress(records.len() * 2, "writing");
+    let mut previous: Vec<Option<Vec<u8>>> = Vec::with_capacity(records.len());
+    for chunk in records.chunks(CHUNK) {
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|(u, _)| store::entity_key(prefix, u))
+            .collect();
+        previous.extend(conn.mget(&keys).await?);
+        bar.inc(chunk.len() as u64);
+    }
+    let per_record: Vec<Vec<(String, redis::Cmd)>> = records
+        .iter()
+        .zip(&previous)
+        .map(|((uid, json), old)| write_commands(prefix, types, uid, json, old.as_deref()))
+        .collect();
     // A key of the wrong type would fail its write; found first, nothing is written.
-    let keys = keys_of(prefix, records);
-    let types: Vec<String> = futures_util::stream::iter(&keys)
+    let all: Vec<(String, redis::Cmd)> = per_record.iter().flatten().cloned().collect();
+    let keys = keys_of(&all);
+    let found: Vec<String> = futures_util::stream::iter(&keys)
         .map(|key| {
             let mut conn = conn.clone();
             let mut cmd = redis::cmd("TYPE");
@@ -429,33 +603,14 @@ async fn write_compensated(
         .await
         .into_iter()
         .collect::<redis::RedisResult<_>>()?;
-    if let Some(problem) = misfit(prefix, &keys, &types) {
+    if let Some(problem) = misfit(prefix, &keys, &found) {
+        bar.finish_and_clear();
         return Err(WriteError::Nothing(problem));
-    }
-    let bar = progress(records.len() * 2, "writing");
-    let mut previous: Vec<Option<Vec<u8>>> = Vec::with_capacity(records.len());
-    for chunk in records.chunks(CHUNK) {
-        let keys: Vec<String> = chunk
-            .iter()
-            .map(|(u, _)| store::entity_key(prefix, u))
-            .collect();
-        previous.extend(conn.mget(&keys).await?);
-        bar.inc(chunk.len() as u64);
     }
     let mut written = 0;
     let mut failure = None;
-    for chunk in records.chunks(CHUNK) {
-        let mut cmds = Vec::with_capacity(chunk.len() * 2);
-        for (uid, json) in chunk {
-            let mut set = redis::cmd("SET");
-            set.arg(store::entity_key(prefix, uid)).arg(json);
-            let mut zadd = redis::cmd("ZADD");
-            zadd.arg(store::type_key(prefix, uid.type_name()))
-                .arg(0)
-                .arg(uid.id().unescaped());
-            cmds.push(set);
-            cmds.push(zadd);
-        }
+    for chunk in per_record.chunks(CHUNK) {
+        let cmds: Vec<redis::Cmd> = chunk.iter().flatten().map(|(_, c)| c.clone()).collect();
         if let Err(e) = each(conn, cmds).await {
             failure = Some(e);
             break;
@@ -467,27 +622,22 @@ async fn write_compensated(
     let Some(e) = failure else {
         return Ok(());
     };
-    // Undo everything up to and including the chunk that failed.
+    // Undo everything up to and including the chunk that failed: each entity is
+    // written back as it was (or removed), index entries with it.
     let end = (written + CHUNK).min(records.len());
     let mut undo = Vec::new();
-    for ((uid, _), old) in records.iter().zip(&previous).take(end) {
-        let key = store::entity_key(prefix, uid);
-        match old {
-            Some(v) => {
-                let mut set = redis::cmd("SET");
-                set.arg(key).arg(v.as_slice());
-                undo.push(set);
-            }
-            None => {
-                let mut del = redis::cmd("DEL");
-                del.arg(key);
-                let mut zrem = redis::cmd("ZREM");
-                zrem.arg(store::type_key(prefix, uid.type_name()))
-                    .arg(uid.id().unescaped());
-                undo.push(del);
-                undo.push(zrem);
-            }
-        }
+    for ((uid, json), old) in records.iter().zip(&previous).take(end) {
+        let commands = match old {
+            Some(v) => write_commands(
+                prefix,
+                types,
+                uid,
+                &String::from_utf8_lossy(v),
+                Some(json.as_bytes()),
+            ),
+            None => delete_commands(prefix, types, uid, Some(json.as_bytes())),
+        };
+        undo.extend(commands.into_iter().map(|(_, c)| c));
     }
     match each(conn, undo).await {
         Ok(()) => Err(WriteError::Undone(e.to_string())),

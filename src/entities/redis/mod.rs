@@ -513,6 +513,7 @@ impl EntitySource for RedisSource {
             entities: Arc::new(entities),
             beyond_depth: beyond,
             depth: shared.depth,
+            complete: false,
         })
     }
 
@@ -568,6 +569,74 @@ impl EntitySource for RedisSource {
             None
         };
         Ok(UidPage { uids, next })
+    }
+
+    /// Reads the index sets of `entity_type.attribute` of every target (one
+    /// `ZRANGEBYLEX` each, sent together) and merges them in id order. An entity has
+    /// one value per attribute, so the sets are disjoint.
+    async fn referrers(
+        &self,
+        entity_type: &EntityTypeName,
+        attribute: &str,
+        targets: &[EntityUid],
+        cursor: Option<&str>,
+        limit: usize,
+        snapshot: &Snapshot,
+    ) -> Result<Option<UidPage>, EntitySourceError> {
+        let indexed = snapshot
+            .types
+            .reference_attributes(&entity_type.to_string())
+            .contains(&attribute);
+        if !indexed {
+            return Ok(None);
+        }
+        let conn = self.shared.conn()?;
+        let min = match cursor {
+            Some(c) => format!("({c}"),
+            None => "-".to_string(),
+        };
+        let reads = targets.iter().map(|target| {
+            let mut conn = conn.clone();
+            let mut cmd = redis::cmd("ZRANGEBYLEX");
+            cmd.arg(store::ref_key(
+                &self.shared.prefix,
+                entity_type,
+                attribute,
+                target,
+            ))
+            .arg(&min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit.saturating_add(1));
+            async move { conn.query::<Vec<String>>(&cmd).await }
+        });
+        let answers = tokio::time::timeout(
+            self.shared.timeout,
+            futures_util::future::try_join_all(reads),
+        )
+        .await
+        .map_err(|_| EntitySourceError::Unavailable("Redis did not answer".to_string()))?
+        .map_err(|e| {
+            self.shared.metrics.errors.inc();
+            EntitySourceError::Unavailable(format!("Redis: {e}"))
+        })?;
+        let mut ids: Vec<String> = answers.into_iter().flatten().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let next = more.then(|| ids.last().cloned()).flatten();
+        let uids = ids
+            .iter()
+            .map(|id| {
+                EntityUid::from_type_name_and_id(
+                    entity_type.clone(),
+                    cedar_policy::EntityId::new(id),
+                )
+            })
+            .collect();
+        Ok(Some(UidPage { uids, next }))
     }
 
     /// Reads what the subscriber task's liveness checks found (a `PING` on the

@@ -9,6 +9,11 @@
 //!   key and the key parses back to the uid (keyspace notifications rely on that).
 //! - `<prefix>t:<Type>` — a sorted set per entity type whose members are the entity ids
 //!   with score 0, so `ZRANGEBYLEX` pages through a type in id order with a cursor.
+//! - `<prefix>r:<Type>.<attr>:<uid>` — a sorted set per referenced entity `<uid>` and
+//!   reference attribute `<attr>` of `<Type>` (an attribute whose schema type is one
+//!   entity): the ids of the `<Type>` entities whose `<attr>` is `<uid>`, score 0,
+//!   paged like the type index. Kept exact by every write of `portcullis entities`
+//!   in the transaction that writes the entity; query plans and search read it.
 //!
 //! No hash tags: entity keys spread over a cluster's slots. A cluster's `MGET` is
 //! split per node by the client and answered in one parallel round trip, so a level
@@ -30,6 +35,11 @@ pub fn entity_key(prefix: &str, uid: &EntityUid) -> String {
 /// The Redis key of a type's index set.
 pub fn type_key(prefix: &str, ty: &EntityTypeName) -> String {
     format!("{prefix}t:{ty}")
+}
+
+/// The Redis key of the index set of the `ty` entities whose `attr` refers to `target`.
+pub fn ref_key(prefix: &str, ty: &EntityTypeName, attr: &str, target: &EntityUid) -> String {
+    format!("{prefix}r:{ty}.{attr}:{target}")
 }
 
 /// The uid an entity key names, if it is one.
