@@ -17,7 +17,8 @@ fn portal_plans(c: &mut Criterion) {
         .entities
         .as_ref()
         .unwrap()
-        .entities
+        .whole(&snapshot.schema)
+        .unwrap()
         .as_ref()
         .clone();
     let cases = [

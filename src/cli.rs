@@ -119,7 +119,7 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
             if let (Some(path), Some(data)) = (&args.entities, &snap.entities) {
                 println!(
                     "ok: {} entities in `{}` conform to the schema",
-                    data.entities.iter().count(),
+                    data.len(),
                     path.display()
                 );
             }
@@ -180,7 +180,10 @@ pub fn plan(args: &PlanArgs) -> ExitCode {
             .entities
             .as_ref()
             .ok_or(crate::plan::PlanError::NoEntityData)?;
-        crate::plan::plan(&snapshot, &data.entities, &request)
+        let entities = data
+            .whole(&snapshot.schema)
+            .map_err(crate::plan::PlanError::Entities)?;
+        crate::plan::plan(&snapshot, &entities, &request)
     });
     match answer.map(|p| serde_json::to_string_pretty(&p)) {
         Ok(Ok(text)) => {

@@ -129,7 +129,8 @@ fn plans_select_exactly_what_the_portal_allows_on_the_demo_data() {
         .entities
         .as_ref()
         .unwrap()
-        .entities
+        .whole(&snapshot.schema)
+        .unwrap()
         .as_ref()
         .clone();
     let kinds = differential(&snapshot, &entities, &portal_contexts());
@@ -311,7 +312,8 @@ fn a_member_gets_an_account_filter_and_an_outsider_always_deny() {
         .entities
         .as_ref()
         .unwrap()
-        .entities
+        .whole(&snapshot.schema)
+        .unwrap()
         .as_ref()
         .clone();
     let ask = |who: &str| {
@@ -370,7 +372,8 @@ namespace Shop {
         .entities
         .as_ref()
         .unwrap()
-        .entities
+        .whole(&snapshot.schema)
+        .unwrap()
         .as_ref()
         .clone();
     (snapshot, entities)

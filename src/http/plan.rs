@@ -32,7 +32,12 @@ pub async fn query_plan(ctx: &Ctx, req: Request<Incoming>) -> Reply {
     let Some(data) = snapshot.entities.as_ref() else {
         return Err(ApiError::from(&PlanError::NoEntityData));
     };
-    let answer = plan(&snapshot, &data.entities, &request).map_err(|e| ApiError::from(&e))?;
+    // A plan decides over every entity of the data: the whole set, built on the first
+    // plan against this snapshot.
+    let entities = data
+        .whole(&snapshot.schema)
+        .map_err(|m| ApiError::from(&PlanError::Entities(m)))?;
+    let answer = plan(&snapshot, &entities, &request).map_err(|e| ApiError::from(&e))?;
     let text = serde_json::to_string(&answer)
         .map_err(|e| ApiError::from(&PlanError::Evaluation(format!("unencodable plan: {e}"))))?;
     Ok(json_response(StatusCode::OK, text))
