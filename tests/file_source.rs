@@ -622,12 +622,8 @@ fn a_cycle_in_the_hierarchy_is_rejected_with_cedars_message() {
     let schema = portcullis::model::parse_schema(&sources.schema).unwrap();
     let types = portcullis::model::SchemaTypes::from_source(&sources.schema);
     let file = sources.entities.as_ref().unwrap();
-    let lean = lean_entity_data(file, &schema, &types)
-        .err()
-        .expect("a cycle is rejected");
-    let whole = entity_data(file, &schema, &types)
-        .err()
-        .expect("Cedar rejects a cycle");
+    let lean = lean_entity_data(file, &schema, &types).expect_err("a cycle is rejected");
+    let whole = entity_data(file, &schema, &types).expect_err("Cedar rejects a cycle");
     // Cedar names whichever vertex of the cycle it met first, which varies from run
     // to run; the rest of the message is the same.
     let show = |p: &[portcullis::model::Problem]| -> Vec<String> {
