@@ -493,11 +493,24 @@ pub fn lean_entity_data(
     EntityData::new(whole).map_err(|m| vec![Problem::file(file.name.clone(), m)])
 }
 
-/// One entity of a file, checked against the schema.
+/// One entity of a file, checked against the schema. Uids are keys `type id` here
+/// (types are normalized in accepted data, so equal uids have equal keys).
 struct CheckedEntity {
-    uid: EntityUid,
-    parents: Vec<EntityUid>,
+    ty: cedar_policy::EntityTypeName,
+    id: Box<str>,
+    key: Box<str>,
+    parents: Vec<Box<str>>,
     json: Box<str>,
+}
+
+/// The parents of an entity in Cedar's JSON form, read without its attributes.
+#[derive(Deserialize)]
+struct ParentsOnly {
+    parents: Vec<serde_json::Value>,
+}
+
+fn uid_key(ty: &str, id: &str) -> Box<str> {
+    format!("{ty} {id}").into()
 }
 
 /// The lean data of `text` when every entity fits the schema on its own and the set
@@ -516,50 +529,66 @@ fn lean_checked(text: &str, schema: &Schema) -> Option<EntityData> {
             .map(|t| t.join().ok().flatten())
             .collect()
     });
-    let mut parents: HashMap<EntityUid, Vec<EntityUid>> = HashMap::with_capacity(raw.len());
-    let mut by_type: HashMap<cedar_policy::EntityTypeName, Vec<StoredEntity>> = HashMap::new();
+    let mut checked = Vec::with_capacity(raw.len());
     for part in parts {
-        for checked in part? {
-            // The schema's own actions stand for any the data writes (Cedar checked
-            // that they match).
-            if super::snapshot::is_action_type(checked.uid.type_name()) {
-                continue;
-            }
-            by_type
-                .entry(checked.uid.type_name().clone())
-                .or_default()
-                .push(StoredEntity {
-                    id: checked.uid.id().unescaped().into(),
-                    json: checked.json,
-                });
-            if parents.insert(checked.uid, checked.parents).is_some() {
-                return None;
-            }
+        checked.extend(part?);
+    }
+    drop(raw);
+    let mut parents: HashMap<&str, &[Box<str>], foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(checked.len(), foldhash::fast::RandomState::default());
+    for c in &checked {
+        if parents.insert(&c.key, &c.parents).is_some() {
+            return None;
         }
     }
     if has_cycle(&parents) {
         return None;
     }
     drop(parents);
+    let mut by_type: HashMap<cedar_policy::EntityTypeName, Vec<StoredEntity>> = HashMap::new();
+    for c in checked {
+        // The schema's own actions stand for any the data writes (Cedar checked that
+        // they match).
+        if super::snapshot::is_action_type(&c.ty) {
+            continue;
+        }
+        by_type.entry(c.ty).or_default().push(StoredEntity {
+            id: c.id,
+            json: c.json,
+        });
+    }
     Some(EntityData::from_stored(by_type))
 }
 
 /// Each entity of `part` parsed and checked against the schema, as Cedar checks one
-/// entity of a data set; `None` at the first that does not fit.
+/// entity of a data set; `None` at the first that does not fit. Cedar reads the text
+/// itself, so a key written twice is refused here (the whole-set reader, through a
+/// JSON value, keeps the last one and decides).
 fn check_entities(
     part: &[&serde_json::value::RawValue],
     schema: &Schema,
 ) -> Option<Vec<CheckedEntity>> {
     part.iter()
         .map(|raw| {
-            // Through a JSON value, as the whole-set reader reads the file: a key
-            // written twice keeps its last value there, and so here.
-            let value: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
-            let entity = cedar_policy::Entity::from_json_value(value, Some(schema)).ok()?;
-            let (uid, _, parents) = entity.into_inner();
+            let entity = cedar_policy::Entity::from_json_str(raw.get(), Some(schema)).ok()?;
+            let uid = entity.uid();
+            let ty = uid.type_name().clone();
+            let id: Box<str> = uid.id().unescaped().into();
+            let key = uid_key(&ty.to_string(), &id);
+            let parents = serde_json::from_str::<ParentsOnly>(raw.get())
+                .ok()?
+                .parents
+                .iter()
+                .map(|p| {
+                    let p = p.get("__entity").unwrap_or(p);
+                    Some(uid_key(p.get("type")?.as_str()?, p.get("id")?.as_str()?))
+                })
+                .collect::<Option<Vec<_>>>()?;
             Some(CheckedEntity {
-                uid,
-                parents: parents.into_iter().collect(),
+                ty,
+                id,
+                key,
+                parents,
                 json: raw.get().into(),
             })
         })
@@ -568,24 +597,25 @@ fn check_entities(
 
 /// Whether some entity is its own ancestor through the parents the data gives.
 /// Parents the data does not hold end a path.
-fn has_cycle(parents: &HashMap<EntityUid, Vec<EntityUid>>) -> bool {
+fn has_cycle(parents: &HashMap<&str, &[Box<str>], foldhash::fast::RandomState>) -> bool {
     // 1: on the current path, 2: done.
-    let mut state: HashMap<&EntityUid, u8> = HashMap::with_capacity(parents.len());
-    for start in parents.keys() {
+    let mut state: HashMap<&str, u8, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(parents.len(), foldhash::fast::RandomState::default());
+    for &start in parents.keys() {
         if state.contains_key(start) {
             continue;
         }
         state.insert(start, 1);
-        let mut stack: Vec<(&EntityUid, usize)> = vec![(start, 0)];
+        let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
         while let Some((node, next)) = stack.last_mut() {
-            let children = parents.get(*node).map_or(&[][..], Vec::as_slice);
+            let children: &[Box<str>] = parents.get(*node).copied().unwrap_or(&[]);
             let Some(child) = children.get(*next) else {
                 state.insert(*node, 2);
                 stack.pop();
                 continue;
             };
             *next += 1;
-            let Some((child, _)) = parents.get_key_value(child) else {
+            let Some((&child, _)) = parents.get_key_value(&**child) else {
                 continue;
             };
             match state.get(child) {
