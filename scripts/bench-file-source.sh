@@ -47,6 +47,9 @@ free_port() {
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+# CPU seconds (user + system) the process has used: on a shared machine the time to
+# ready depends on the load, its CPU time much less.
+cpu_s() { python3 -c "import os,sys; f=open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))" "$1"; }
 
 # Decisions about the generated data's known uids: the owner of a0 and an outsider.
 decide() {
@@ -56,7 +59,7 @@ decide() {
         -d "{\"principal\":\"Portal::User::\\\"$principal\\\"\",\"action\":\"Portal::Action::\\\"ViewInvoice\\\"\",\"resource\":\"Portal::Invoice::\\\"$resource\\\"\",\"context\":{}}"
 }
 
-# One start of `bin`: prints "ready_s rss_ready_kib rss_after_kib hwm_kib".
+# One start of `bin`: prints "ready_s cpu_s rss_ready_kib rss_after_kib hwm_kib".
 run_once() {
     local bin="$1" port admin start ready
     port="$(free_port)"
@@ -70,7 +73,8 @@ run_once() {
         sleep 0.02
     done
     ready="$(date +%s.%N)"
-    local rss_ready
+    local rss_ready cpu
+    cpu="$(cpu_s "$PID")"
     rss_ready="$(rss_kib "$PID")"
     local allow deny
     allow="$(decide "$port" u0 i0)"
@@ -80,22 +84,24 @@ run_once() {
         echo "unexpected decisions: $allow / $deny" >&2
         exit 1
     }
-    echo "$(python3 -c "print(f'{$ready - $start:.2f}')") $rss_ready $(rss_kib "$PID") $(hwm_kib "$PID")"
+    echo "$(python3 -c "print(f'{$ready - $start:.2f}')") $cpu $rss_ready $(rss_kib "$PID") $(hwm_kib "$PID")"
     kill "$PID"
     wait "$PID" 2>/dev/null || true
     PID=""
 }
 
-printf '%-40s %5s %9s %10s %10s %10s %9s %9s\n' binary round ready_s rss_MiB after_MiB peak_MiB rss/file peak/file
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-32s %5s %8s %8s %8s %9s %9s %9s %9s\n' binary round ready_s cpu_s rss_MiB after_MiB peak_MiB rss/file peak/file
 for round in $(seq 1 "$ROUNDS"); do
     for bin in "$@"; do
-        read -r ready rss after hwm < <(run_once "$bin")
-        python3 - "$bin" "$round" "$ready" "$rss" "$after" "$hwm" "$FILE_BYTES" <<'PY'
+        read -r ready cpu rss after hwm < <(run_once "$bin")
+        python3 - "$bin" "$round" "$ready" "$cpu" "$rss" "$after" "$hwm" "$FILE_BYTES" <<'PY'
 import sys
-bin_, rnd, ready, rss, after, hwm, size = sys.argv[1:]
+bin_, rnd, ready, cpu, rss, after, hwm, size = sys.argv[1:]
 rss, after, hwm, size = int(rss), int(after), int(hwm), int(size)
-print(f"{bin_:<40} {rnd:>5} {float(ready):9.2f} {rss/1024:10.0f} {after/1024:10.0f} {hwm/1024:10.0f}"
+print(f"{bin_:<32} {rnd:>5} {float(ready):8.2f} {float(cpu):8.2f} {rss/1024:8.0f} {after/1024:9.0f} {hwm/1024:9.0f}"
       f" {after*1024/size:8.1f}x {hwm*1024/size:8.1f}x")
 PY
     done
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
