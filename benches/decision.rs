@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use portcullis::config::ServeArgs;
 use portcullis::decision::{self, Call, RawRequest};
+use portcullis::entities::MemorySource;
 use portcullis::http::App;
 
 fn raw(principal: &str, action: &str, resource: &str) -> RawRequest {
@@ -66,6 +67,29 @@ fn in_process(c: &mut Criterion) {
                         &[],
                     )
                     .await,
+                )
+            });
+        });
+    }
+    group.finish();
+    // The same decisions on the whole data set held as Cedar entities, as the file
+    // source held it before it went lean: the cost of building a request's entities
+    // from their JSON, as a ratio within one run.
+    let whole = MemorySource::new(
+        snapshot
+            .entities
+            .as_ref()
+            .unwrap()
+            .whole(&snapshot.schema)
+            .unwrap(),
+    );
+    let mut group = c.benchmark_group("decision_whole_set");
+    for (name, req) in &cases {
+        group.bench_function(*name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let checked = decision::check(&snapshot, black_box(req)).unwrap();
+                black_box(
+                    decision::decide(&snapshot, &whole, &Call::unrecorded(), &checked, &[]).await,
                 )
             });
         });

@@ -33,8 +33,23 @@ use portcullis::entities::{
     reachable, EntitySource, EntitySourceError, Fetched, FileSource, MemorySource, UidPage,
 };
 use portcullis::model::{
-    compile, entity_data, lean_entity_data, EntityData, Snapshot, SourceFile, Sources,
+    compile, condition_literals, entity_data, lean_entity_data, EntityData, Snapshot, SourceFile,
+    Sources, WHOLE_SET_MAX_BYTES,
 };
+
+/// The snapshot with its data served lean, whatever its size (data this small is
+/// otherwise served whole).
+fn served_lean(mut snapshot: Snapshot, sources: &Sources) -> Snapshot {
+    let file = sources
+        .entities
+        .as_ref()
+        .expect("the model holds entity data");
+    let mut data = lean_entity_data(file, &snapshot.schema, &snapshot.types).unwrap();
+    data.literals = condition_literals(&snapshot.policies, &data);
+    assert!(data.served_whole().is_none());
+    snapshot.entities = Some(Arc::new(data));
+    snapshot
+}
 
 fn uid(ty: &str, id: &str) -> EntityUid {
     format!("{ty}::{}", json!(id)).parse().unwrap()
@@ -122,7 +137,8 @@ fn entities_of(snapshot: &Snapshot, ty: &str) -> Vec<EntityUid> {
 
 #[test]
 fn the_portal_decides_the_same_on_lean_and_whole_demo_data() {
-    let snapshot = compile(&Sources::embedded()).unwrap();
+    let sources = Sources::embedded();
+    let snapshot = served_lean(compile(&sources).unwrap(), &sources);
     let mut principals = entities_of(&snapshot, "Portal::User");
     principals.extend(entities_of(&snapshot, "Portal::Contact"));
     principals.push(uid("Portal::User", "nobody"));
@@ -390,7 +406,11 @@ fn org_cases(rng: &mut Rng, n: usize) -> Vec<Case> {
 
 fn org() -> (Snapshot, Vec<Case>) {
     let mut rng = Rng(0x1ea0_f11e_0014);
-    let snapshot = compile(&org_sources(&mut rng)).unwrap_or_else(|e| panic!("{e:?}"));
+    let sources = org_sources(&mut rng);
+    let snapshot = served_lean(
+        compile(&sources).unwrap_or_else(|e| panic!("{e:?}")),
+        &sources,
+    );
     let cases = org_cases(&mut rng, 2500);
     (snapshot, cases)
 }
@@ -663,4 +683,27 @@ fn listing_pages_through_each_type_in_id_order() {
     let mut expected: Vec<String> = (0..DOCS).map(|d| format!("d{d}")).collect();
     expected.sort();
     assert_eq!(seen, expected);
+}
+
+/// Small data is served whole (a decision parses nothing); data above the limit is
+/// served lean.
+#[test]
+fn small_data_is_served_whole_and_large_data_lean() {
+    let small = compile(&Sources::embedded()).unwrap();
+    assert!(small.entities.as_ref().unwrap().served_whole().is_some());
+    let invoices: Vec<Value> = (0..12_000)
+        .map(|i| {
+            json!({"uid": {"type": "Portal::Invoice", "id": format!("inv-{i}")},
+                   "attrs": {"account": {"type": "Portal::Account", "id": "acme"}, "total": i},
+                   "parents": []})
+        })
+        .collect();
+    let text = Value::Array(invoices).to_string();
+    assert!(text.len() > WHOLE_SET_MAX_BYTES);
+    let mut sources = Sources::embedded();
+    sources.entities = Some(SourceFile::new("large.json", text));
+    let large = compile(&sources).unwrap();
+    let data = large.entities.as_ref().unwrap();
+    assert!(data.served_whole().is_none());
+    assert_eq!(data.len(), 12_000);
 }

@@ -13,11 +13,12 @@ use super::{page_of, references, EntitySource, EntitySourceError, Fetched, UidPa
 use crate::model::{EntityData, Snapshot, StoredEntity};
 
 /// The file source: decides on the entity data of the snapshot a decision loaded, so
-/// data and schema always come from the same model. The data is held lean (each
-/// entity's JSON, see [`EntityData`]); a decision gets Cedar entities for what it can
-/// read: its uids, the entities policy conditions name, their ancestors and whatever
-/// their attributes and tags reference, transitively. Evaluation reads nothing else,
-/// so the decision is the one the whole data set gives.
+/// data and schema always come from the same model. Data above
+/// [`crate::model::WHOLE_SET_MAX_BYTES`] is held lean (each entity's JSON, see
+/// [`EntityData`]); a decision then gets Cedar entities for what it can read: its
+/// uids, the entities policy conditions name, their ancestors and whatever their
+/// attributes and tags reference, transitively. Evaluation reads nothing else, so the
+/// decision is the one the whole data set gives. Smaller data is handed out whole.
 #[derive(Debug, Default)]
 pub struct FileSource;
 
@@ -31,6 +32,10 @@ impl EntitySource for FileSource {
         let Some(data) = snapshot.entities.as_ref() else {
             return Ok(Fetched::whole(Arc::new(Entities::empty())));
         };
+        // Small data is held whole as well: handing it out is a pointer copy.
+        if let Some(whole) = data.served_whole() {
+            return Ok(Fetched::whole(whole));
+        }
         let entities = reachable(data, uids, snapshot)?;
         Ok(Fetched::whole(Arc::new(entities)))
     }

@@ -423,7 +423,13 @@ fn derive(sources: &Sources, schema: &Schema, problems: &mut Vec<Problem>) -> Op
     };
     let entities = match &sources.entities {
         None => None,
-        Some(file) => match lean_entity_data(file, schema, &types) {
+        Some(file) => match lean_entity_data(file, schema, &types).and_then(|data| {
+            if file.text.len() > super::snapshot::WHOLE_SET_MAX_BYTES {
+                return Ok(data);
+            }
+            data.serving_whole(schema)
+                .map_err(|m| vec![Problem::file(file.name.clone(), m)])
+        }) {
             Ok(e) => Some(e),
             Err(mut found) => {
                 if file.path.is_none() {
@@ -637,7 +643,7 @@ fn has_cycle(parents: &HashMap<&str, &[Box<str>], foldhash::fast::RandomState>) 
 /// the file source reads them. Scope literals need no entity: `==` compares uids and
 /// `in` reads the request's own ancestors. Links add nothing: their slots are in the
 /// scope.
-fn condition_literals(set: &PolicySet, data: &EntityData) -> Vec<EntityUid> {
+pub fn condition_literals(set: &PolicySet, data: &EntityData) -> Vec<EntityUid> {
     let mut found: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     let conditional = set

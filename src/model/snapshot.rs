@@ -108,7 +108,17 @@ pub struct EntityData {
     /// needs every entity at once (query plans decide over all of them). A memo of the
     /// immutable data, not a change to it.
     whole: OnceLock<Result<Arc<Entities>, String>>,
+    /// Whether decisions read the whole set (built at load) rather than the entities
+    /// each request reaches: see [`WHOLE_SET_MAX_BYTES`].
+    serves_whole: bool,
 }
+
+/// Entity files up to this size are also held as one Cedar entity set, built at load,
+/// which every decision reads as it is: a few megabytes of JSON cost tens of
+/// megabytes that way, and a decision then parses nothing. Larger files are served
+/// lean, each decision parsing the entities it reaches (tens of microseconds each),
+/// because the whole set costs about 40 times the file's size.
+pub const WHOLE_SET_MAX_BYTES: usize = 1 << 20;
 
 /// One entity of the data: its id and its JSON as the file wrote it (checked against
 /// the schema at load).
@@ -132,6 +142,7 @@ impl EntityData {
             count,
             literals: Vec::new(),
             whole: OnceLock::new(),
+            serves_whole: false,
         }
     }
 
@@ -183,6 +194,24 @@ impl EntityData {
             .ok()
             .and_then(|at| of_type.get(at))
             .map(|s| &*s.json)
+    }
+
+    /// Builds the whole set now and has decisions read it (data up to
+    /// [`WHOLE_SET_MAX_BYTES`]).
+    pub fn serving_whole(self, schema: &Schema) -> Result<Self, String> {
+        self.whole(schema)?;
+        Ok(Self {
+            serves_whole: true,
+            ..self
+        })
+    }
+
+    /// The whole set, when decisions read it rather than what each request reaches.
+    pub fn served_whole(&self) -> Option<Arc<Entities>> {
+        if !self.serves_whole {
+            return None;
+        }
+        self.whole.get().and_then(|w| w.as_ref().ok()).cloned()
     }
 
     /// The whole data set as Cedar entities, with the schema's actions, as Cedar reads
