@@ -95,6 +95,8 @@ pub fn type_names(schema: &Schema) -> TypeNames {
 /// Holding Cedar's parsed `Entities` for the whole data set instead costs tens of
 /// times the file's size and makes a load wait for the transitive closure of every
 /// hierarchy; every entity was still checked against the schema when the data loaded.
+/// Data up to [`WHOLE_SET_MAX_BYTES`] is held whole as well, since a lean decision
+/// pays for every entity it parses.
 #[derive(Debug)]
 pub struct EntityData {
     /// The entities of each type, sorted by id (the listing order, and looked up by
