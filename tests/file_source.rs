@@ -180,7 +180,7 @@ const ORG_SCHEMA: &str = r#"
 namespace Org {
   entity Group in [Group] = { level: Long };
   entity User in [Group] = { level: Long, manager?: User, team?: Group } tags String;
-  entity Folder in [Folder] = { owner: User };
+  entity Folder in [Folder] = { owner: User, quota?: decimal, net?: ipaddr };
   entity Doc in [Folder] = { owner: User, folder: Folder, secret: Bool, reviewers: Set<User> };
   entity Config = { open: Bool, admins: Group };
   type Ctx = { delegate?: User, via?: Group };
@@ -224,6 +224,13 @@ when { context has via && resource.folder.owner in context.via && principal in c
 @id("the owner's manager outranks the principal")
 permit (principal, action == Org::Action::"view", resource is Org::Doc)
 when { resource.owner has manager && resource.owner.manager.level > principal.level + 2 };
+
+@id("folders above quota on a loopback net")
+permit (principal, action == Org::Action::"view", resource is Org::Folder)
+when {
+  resource has quota && resource.quota.greaterThan(decimal("1.5")) &&
+  resource has net && resource.net.isLoopback()
+};
 
 @id("reviewers view")
 permit (principal, action == Org::Action::"view", resource is Org::Doc)
@@ -273,6 +280,7 @@ impl Rng {
     }
 }
 
+const NETS: [&str; 2] = ["127.0.0.1", "10.0.0.1"];
 const GROUPS: usize = 63;
 const USERS: usize = 120;
 const FOLDERS: usize = 63;
@@ -327,7 +335,20 @@ fn org_data(rng: &mut Rng) -> Value {
         } else {
             vec![]
         };
-        out.push(json!({"uid": r("Folder", format!("f{f}")), "attrs": {"owner": r("User", user(rng))}, "parents": parents}));
+        let mut attrs = json!({"owner": r("User", user(rng))});
+        // Extension values in both forms Cedar reads with a schema.
+        match rng.below(3) {
+            0 => {
+                attrs["quota"] =
+                    json!({"__extn": {"fn": "decimal", "arg": format!("{}.25", rng.below(4))}})
+            }
+            1 => attrs["quota"] = json!({"fn": "decimal", "arg": format!("{}.5", rng.below(4))}),
+            _ => {}
+        }
+        if rng.chance(60) {
+            attrs["net"] = json!({"__extn": {"fn": "ip", "arg": NETS[rng.below(2)]}});
+        }
+        out.push(json!({"uid": r("Folder", format!("f{f}")), "attrs": attrs, "parents": parents}));
     }
     for d in 0..DOCS {
         let folder = format!("f{}", rng.below(FOLDERS));

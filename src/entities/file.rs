@@ -95,8 +95,9 @@ pub fn reachable(
         let Some(json) = data.json_of(&uid) else {
             continue;
         };
-        // Checked against this schema when the data loaded, so neither step fails in
-        // practice; if one did, the decision denies naming the entity.
+        // Checked against this schema when the data loaded and kept in Cedar's explicit
+        // form, which reads back without the schema; neither step fails in practice,
+        // and if one did, the decision denies naming the entity.
         let invalid = |message: String| EntitySourceError::InvalidData {
             uid: Some(Box::new(uid.clone())),
             message,
@@ -104,7 +105,7 @@ pub fn reachable(
         let value: serde_json::Value =
             serde_json::from_str(json).map_err(|e| invalid(format!("entity `{uid}`: {e}")))?;
         queue.extend(references(&value));
-        let entity = Entity::from_json_value(value, Some(&snapshot.schema))
+        let entity = Entity::from_json_value(value, None)
             .map_err(|e| invalid(format!("entity `{uid}`: {}", crate::error_chain(&e))))?;
         found.push(entity);
     }

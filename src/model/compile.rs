@@ -590,12 +590,16 @@ fn check_entities(
                     Some(uid_key(p.get("type")?.as_str()?, p.get("id")?.as_str()?))
                 })
                 .collect::<Option<Vec<_>>>()?;
+            // Kept in Cedar's explicit form (`__entity`, `__extn`), which reads back
+            // to the same entity without the schema: a decision's parse then skips the
+            // schema's type lookups, the costly part of reading an entity.
+            let json = entity.to_json_string().ok()?;
             Some(CheckedEntity {
                 ty,
                 id,
                 key,
                 parents,
-                json: raw.get().into(),
+                json: json.into(),
             })
         })
         .collect()

@@ -122,8 +122,8 @@ pub struct EntityData {
 /// because the whole set costs about 40 times the file's size.
 pub const WHOLE_SET_MAX_BYTES: usize = 1 << 20;
 
-/// One entity of the data: its id and its JSON as the file wrote it (checked against
-/// the schema at load).
+/// One entity of the data: its id and its JSON in Cedar's explicit form (`__entity`,
+/// `__extn`: it reads back without the schema), checked against the schema at load.
 #[derive(Debug)]
 pub struct StoredEntity {
     pub id: Box<str>,
