@@ -15,7 +15,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use portcullis::config::ServeArgs;
 use portcullis::decision::{self, Call, RawRequest};
+use portcullis::entities::FileSource;
 use portcullis::http::App;
+use portcullis::model::{compile, condition_literals, lean_entity_data, Sources};
 
 fn raw(principal: &str, action: &str, resource: &str) -> RawRequest {
     RawRequest {
@@ -66,6 +68,28 @@ fn in_process(c: &mut Criterion) {
                         &[],
                     )
                     .await,
+                )
+            });
+        });
+    }
+    group.finish();
+    // The same decisions with the demo data served lean, as the file source serves
+    // data above `WHOLE_SET_MAX_BYTES`: each decision parses the entities it reaches
+    // from their JSON. The ratio to the group above is that cost, within one run.
+    let sources = Sources::embedded();
+    let mut lean = compile(&sources).unwrap();
+    let file = sources.entities.as_ref().unwrap();
+    let mut data = lean_entity_data(file, &lean.schema, &lean.types).unwrap();
+    data.literals = condition_literals(&lean.policies, &data);
+    assert!(data.served_whole().is_none());
+    lean.entities = Some(Arc::new(data));
+    let mut group = c.benchmark_group("decision_lean");
+    for (name, req) in &cases {
+        group.bench_function(*name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let checked = decision::check(&lean, black_box(req)).unwrap();
+                black_box(
+                    decision::decide(&lean, &FileSource, &Call::unrecorded(), &checked, &[]).await,
                 )
             });
         });

@@ -119,7 +119,7 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
             if let (Some(path), Some(data)) = (&args.entities, &snap.entities) {
                 println!(
                     "ok: {} entities in `{}` conform to the schema",
-                    data.entities.iter().count(),
+                    data.len(),
                     path.display()
                 );
             }

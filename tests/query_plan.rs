@@ -153,7 +153,8 @@ fn plans_select_exactly_what_the_portal_allows_on_the_demo_data() {
         .entities
         .as_ref()
         .unwrap()
-        .entities
+        .whole(&snapshot.schema)
+        .unwrap()
         .as_ref()
         .clone();
     let kinds = differential(&snapshot, &entities, &portal_contexts());
@@ -335,7 +336,8 @@ fn a_member_gets_an_account_filter_and_an_outsider_always_deny() {
         .entities
         .as_ref()
         .unwrap()
-        .entities
+        .whole(&snapshot.schema)
+        .unwrap()
         .as_ref()
         .clone();
     let data = PlanData::new(&snapshot, std::sync::Arc::new(entities)).unwrap();
@@ -395,7 +397,8 @@ namespace Shop {
         .entities
         .as_ref()
         .unwrap()
-        .entities
+        .whole(&snapshot.schema)
+        .unwrap()
         .as_ref()
         .clone();
     (snapshot, entities)

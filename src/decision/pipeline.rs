@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use cedar_policy::{Entities, Entity, EntityUid};
+use cedar_policy::{Entities, Entity, EntityUid, EvalResult};
 use serde_json::{Map, Value};
 
 use super::record::Call;
@@ -130,7 +130,8 @@ async fn fetch_and_evaluate(
     request: &CheckedRequest,
     described: &[Described],
 ) -> Outcome {
-    let uids = [request.principal.clone(), request.resource.clone()];
+    let mut uids = vec![request.principal.clone(), request.resource.clone()];
+    context_uids(&request.request, &mut uids);
     let fetched = match source.entities_for(&uids, snapshot).await {
         Ok(e) => e,
         Err(EntitySourceError::Unavailable(m)) => {
@@ -176,6 +177,28 @@ async fn fetch_and_evaluate(
         }
     }
     Outcome::Decided(decision)
+}
+
+/// Adds the entity uids the request's context holds (`context.delegate`): evaluation
+/// may read them as it reads the principal and the resource.
+fn context_uids(request: &cedar_policy::Request, out: &mut Vec<EntityUid>) {
+    fn walk(v: &EvalResult, out: &mut Vec<EntityUid>) {
+        match v {
+            EvalResult::EntityUid(uid) => out.push(uid.clone()),
+            EvalResult::Set(items) => items.iter().for_each(|i| walk(i, out)),
+            EvalResult::Record(fields) => fields.iter().for_each(|(_, f)| walk(f, out)),
+            _ => {}
+        }
+    }
+    let Some(context) = request.context() else {
+        return;
+    };
+    // Cedar lends out a context's values by key only; its keys come from a copy.
+    for (key, _) in context.clone() {
+        if let Some(value) = context.get(&key) {
+            walk(&value, out);
+        }
+    }
 }
 
 /// Lays described entities over the stored ones. With `store` precedence a stored

@@ -1,17 +1,24 @@
 //! Entity data held in memory: the file source, whose data is part of the model (read
-//! and validated with the schema, reloaded with it), and a memory source over a fixed
-//! set of entities (policy tests and verification replays decide on their own data).
+//! and validated with the schema, reloaded with it, held lean and turned into Cedar
+//! entities per decision), and a memory source over a fixed set of entities (policy
+//! tests and verification replays decide on their own data).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cedar_policy::{Entities, EntityTypeName, EntityUid};
+use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid};
 
-use super::{page_of, EntitySource, EntitySourceError, Fetched, UidPage};
-use crate::model::Snapshot;
+use super::{page_of, references, EntitySource, EntitySourceError, Fetched, UidPage};
+use crate::model::{EntityData, Snapshot, StoredEntity};
 
-/// The file source: hands out the entity data of the snapshot a decision loaded, so
-/// data and schema always come from the same model.
+/// The file source: decides on the entity data of the snapshot a decision loaded, so
+/// data and schema always come from the same model. Data above
+/// [`crate::model::WHOLE_SET_MAX_BYTES`] is held lean (each entity's JSON, see
+/// [`EntityData`]); a decision then gets Cedar entities for what it can read: its
+/// uids, the entities policy conditions name, their ancestors and whatever their
+/// attributes and tags reference, transitively. Evaluation reads nothing else, so the
+/// decision is the one the whole data set gives. Smaller data is handed out whole.
 #[derive(Debug, Default)]
 pub struct FileSource;
 
@@ -19,14 +26,18 @@ pub struct FileSource;
 impl EntitySource for FileSource {
     async fn entities_for(
         &self,
-        _uids: &[EntityUid],
+        uids: &[EntityUid],
         snapshot: &Snapshot,
     ) -> Result<Fetched, EntitySourceError> {
-        // The whole data set is in memory already; handing it out is a pointer copy.
-        Ok(Fetched::whole(snapshot.entities.as_ref().map_or_else(
-            || Arc::new(Entities::empty()),
-            |d| d.entities.clone(),
-        )))
+        let Some(data) = snapshot.entities.as_ref() else {
+            return Ok(Fetched::whole(Arc::new(Entities::empty())));
+        };
+        // Small data is held whole as well: handing it out is a pointer copy.
+        if let Some(whole) = data.served_whole() {
+            return Ok(Fetched::whole(whole));
+        }
+        let entities = reachable(data, uids, snapshot)?;
+        Ok(Fetched::whole(Arc::new(entities)))
     }
 
     async fn list(
@@ -40,7 +51,21 @@ impl EntitySource for FileSource {
             .entities
             .as_ref()
             .map_or(&[][..], |d| d.of_type(entity_type));
-        Ok(page_of(all, cursor, limit))
+        let start = match cursor {
+            None => 0,
+            Some(after) => all.partition_point(|s| &*s.id <= after),
+        };
+        let page: Vec<&StoredEntity> = all.iter().skip(start).take(limit).collect();
+        let next = if start + page.len() < all.len() {
+            page.last().map(|s| s.id.to_string())
+        } else {
+            None
+        };
+        let uids = page
+            .into_iter()
+            .map(|s| EntityUid::from_type_name_and_id(entity_type.clone(), EntityId::new(&*s.id)))
+            .collect();
+        Ok(UidPage { uids, next })
     }
 
     async fn ready(&self) -> Result<(), EntitySourceError> {
@@ -50,6 +75,50 @@ impl EntitySource for FileSource {
     fn kind(&self) -> &'static str {
         "file"
     }
+}
+
+/// The Cedar entities a decision about `roots` can read in `data`: the roots and the
+/// entities policy conditions name, their ancestors and their references, followed
+/// to the end (the data is all in memory), with the schema's grouped actions.
+pub fn reachable(
+    data: &EntityData,
+    roots: &[EntityUid],
+    snapshot: &Snapshot,
+) -> Result<Entities, EntitySourceError> {
+    let mut seen: HashSet<EntityUid> = HashSet::new();
+    let mut queue: Vec<EntityUid> = roots.iter().chain(&data.literals).cloned().collect();
+    let mut found = Vec::new();
+    while let Some(uid) = queue.pop() {
+        if !seen.insert(uid.clone()) {
+            continue;
+        }
+        let Some(json) = data.json_of(&uid) else {
+            continue;
+        };
+        // Checked against this schema when the data loaded and kept in Cedar's explicit
+        // form, which reads back without the schema; neither step fails in practice,
+        // and if one did, the decision denies naming the entity.
+        let invalid = |message: String| EntitySourceError::InvalidData {
+            uid: Some(Box::new(uid.clone())),
+            message,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| invalid(format!("entity `{uid}`: {e}")))?;
+        queue.extend(references(&value));
+        let entity = Entity::from_json_value(value, None)
+            .map_err(|e| invalid(format!("entity `{uid}`: {}", crate::error_chain(&e))))?;
+        found.push(entity);
+    }
+    Entities::from_entities(
+        found
+            .into_iter()
+            .chain(snapshot.action_entities.iter().cloned()),
+        None,
+    )
+    .map_err(|e| EntitySourceError::InvalidData {
+        uid: None,
+        message: crate::error_chain(&e),
+    })
 }
 
 /// A fixed set of entities, validated by whoever built it.

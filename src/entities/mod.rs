@@ -17,7 +17,7 @@ use cedar_policy::{Entities, EntityTypeName, EntityUid};
 
 use crate::model::{Gate, Problem, Snapshot};
 
-pub use file::{FileSource, MemorySource};
+pub use file::{reachable, FileSource, MemorySource};
 pub use redis::RedisSource;
 
 /// Why a source could not supply entities. A decision that meets one denies.

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use super::index::PolicyIndex;
 use super::mapping::Mapping;
 use super::schema_types::SchemaTypes;
-use super::snapshot::{EntityData, PolicyInfo, PolicyKind, Snapshot};
+use super::snapshot::{EntityData, PolicyInfo, PolicyKind, Snapshot, StoredEntity};
 use super::source::{self, line_col, Problem, Problems, SourceFile, Sources};
 
 /// Builds and strictly validates a snapshot.
@@ -57,6 +57,10 @@ pub fn compile(sources: &Sources) -> Result<Snapshot, Problems> {
         ))
     })?;
     let files = sources.files();
+    let entities = derived.entities.map(|mut data| {
+        data.literals = condition_literals(&set, &data);
+        Arc::new(data)
+    });
     Ok(Snapshot {
         hash: sources.content_hash(),
         schema_hash: sha256_hex(&[&sources.schema.text]),
@@ -72,7 +76,7 @@ pub fn compile(sources: &Sources) -> Result<Snapshot, Problems> {
         actions: schema.actions().cloned().collect(),
         type_names: super::snapshot::type_names(&schema),
         action_entities: derived.action_entities,
-        entities: derived.entities,
+        entities,
         schema,
         plan_memo: Default::default(),
     })
@@ -372,7 +376,7 @@ struct Derived {
     mapping: Mapping,
     types: SchemaTypes,
     action_entities: Vec<cedar_policy::Entity>,
-    entities: Option<Arc<EntityData>>,
+    entities: Option<EntityData>,
 }
 
 /// Step 4: every index the request path reads, each checked against the schema.
@@ -420,8 +424,14 @@ fn derive(sources: &Sources, schema: &Schema, problems: &mut Vec<Problem>) -> Op
     };
     let entities = match &sources.entities {
         None => None,
-        Some(file) => match entity_data(file, schema, &types) {
-            Ok(e) => Some(Arc::new(EntityData::new(e))),
+        Some(file) => match lean_entity_data(file, schema, &types).and_then(|data| {
+            if file.text.len() > super::snapshot::WHOLE_SET_MAX_BYTES {
+                return Ok(data);
+            }
+            data.serving_whole(schema)
+                .map_err(|m| vec![Problem::file(file.name.clone(), m)])
+        }) {
+            Ok(e) => Some(e),
             Err(mut found) => {
                 if file.path.is_none() {
                     if let Some(last) = found.last_mut() {
@@ -469,6 +479,227 @@ pub fn entity_data(
             .map(|m| Problem::file(file.name.clone(), m))
             .collect()
     })
+}
+
+/// Reads an entity file into the lean form the file source serves
+/// ([`EntityData`]), checking every entity against the schema, and accepting exactly
+/// the data [`entity_data`] (Cedar's reader of a whole data set) accepts. Entities are
+/// checked on all cores; whatever this check cannot settle alone (a misfit, JSON that
+/// is not an array of entities, a uid written twice, a cycle in the hierarchy) goes to
+/// [`entity_data`], whose verdict and messages stand, so a file is rejected with the
+/// same problems as ever.
+pub fn lean_entity_data(
+    file: &SourceFile,
+    schema: &Schema,
+    types: &SchemaTypes,
+) -> Result<EntityData, Vec<Problem>> {
+    if let Some(data) = lean_checked(&file.text, schema) {
+        return Ok(data);
+    }
+    let whole = entity_data(file, schema, types)?;
+    EntityData::new(whole).map_err(|m| vec![Problem::file(file.name.clone(), m)])
+}
+
+/// One entity of a file, checked against the schema. Uids are keys `type id` here
+/// (types are normalized in accepted data, so equal uids have equal keys).
+struct CheckedEntity {
+    ty: cedar_policy::EntityTypeName,
+    id: Box<str>,
+    key: Box<str>,
+    parents: Vec<Box<str>>,
+    json: Box<str>,
+}
+
+/// The parents of an entity in Cedar's JSON form, read without its attributes.
+#[derive(Deserialize)]
+struct ParentsOnly {
+    parents: Vec<serde_json::Value>,
+}
+
+fn uid_key(ty: &str, id: &str) -> Box<str> {
+    format!("{ty} {id}").into()
+}
+
+/// The lean data of `text` when every entity fits the schema on its own and the set
+/// has no duplicate uid and no cycle; `None` otherwise (the whole-set reader decides).
+fn lean_checked(text: &str, schema: &Schema) -> Option<EntityData> {
+    let raw: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let chunk = raw.len().div_ceil(threads).max(1);
+    let parts: Vec<Option<Vec<CheckedEntity>>> = std::thread::scope(|s| {
+        let running: Vec<_> = raw
+            .chunks(chunk)
+            .map(|part| s.spawn(move || check_entities(part, schema)))
+            .collect();
+        running
+            .into_iter()
+            .map(|t| t.join().ok().flatten())
+            .collect()
+    });
+    let mut checked = Vec::with_capacity(raw.len());
+    for part in parts {
+        checked.extend(part?);
+    }
+    drop(raw);
+    let mut parents: HashMap<&str, &[Box<str>], foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(checked.len(), foldhash::fast::RandomState::default());
+    for c in &checked {
+        if parents.insert(&c.key, &c.parents).is_some() {
+            return None;
+        }
+    }
+    if has_cycle(&parents) {
+        return None;
+    }
+    drop(parents);
+    let mut by_type: HashMap<cedar_policy::EntityTypeName, Vec<StoredEntity>> = HashMap::new();
+    for c in checked {
+        // The schema's own actions stand for any the data writes (Cedar checked that
+        // they match).
+        if super::snapshot::is_action_type(&c.ty) {
+            continue;
+        }
+        by_type.entry(c.ty).or_default().push(StoredEntity {
+            id: c.id,
+            json: c.json,
+        });
+    }
+    Some(EntityData::from_stored(by_type))
+}
+
+/// Each entity of `part` parsed and checked against the schema, as Cedar checks one
+/// entity of a data set; `None` at the first that does not fit. Cedar reads the text
+/// itself, so a key written twice is refused here (the whole-set reader, through a
+/// JSON value, keeps the last one and decides).
+fn check_entities(
+    part: &[&serde_json::value::RawValue],
+    schema: &Schema,
+) -> Option<Vec<CheckedEntity>> {
+    part.iter()
+        .map(|raw| {
+            let entity = cedar_policy::Entity::from_json_str(raw.get(), Some(schema)).ok()?;
+            let uid = entity.uid();
+            let ty = uid.type_name().clone();
+            let id: Box<str> = uid.id().unescaped().into();
+            let key = uid_key(&ty.to_string(), &id);
+            let parents = serde_json::from_str::<ParentsOnly>(raw.get())
+                .ok()?
+                .parents
+                .iter()
+                .map(|p| {
+                    let p = p.get("__entity").unwrap_or(p);
+                    Some(uid_key(p.get("type")?.as_str()?, p.get("id")?.as_str()?))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            // Kept in Cedar's explicit form (`__entity`, `__extn`), which reads back
+            // to the same entity without the schema: a decision's parse then skips the
+            // schema's type lookups, the costly part of reading an entity.
+            let json = entity.to_json_string().ok()?;
+            Some(CheckedEntity {
+                ty,
+                id,
+                key,
+                parents,
+                json: json.into(),
+            })
+        })
+        .collect()
+}
+
+/// Whether some entity is its own ancestor through the parents the data gives.
+/// Parents the data does not hold end a path.
+fn has_cycle(parents: &HashMap<&str, &[Box<str>], foldhash::fast::RandomState>) -> bool {
+    // 1: on the current path, 2: done.
+    let mut state: HashMap<&str, u8, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(parents.len(), foldhash::fast::RandomState::default());
+    for &start in parents.keys() {
+        if state.contains_key(start) {
+            continue;
+        }
+        state.insert(start, 1);
+        let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
+        while let Some((node, next)) = stack.last_mut() {
+            let children: &[Box<str>] = parents.get(*node).copied().unwrap_or(&[]);
+            let Some(child) = children.get(*next) else {
+                state.insert(*node, 2);
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            let Some((&child, _)) = parents.get_key_value(&**child) else {
+                continue;
+            };
+            match state.get(child) {
+                Some(1) => return true,
+                Some(_) => {}
+                None => {
+                    state.insert(child, 1);
+                    stack.push((child, 0));
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Entities that policy conditions (`when`, `unless`) name as literals and the data
+/// holds. A condition may read such an entity's attributes or ancestors
+/// (`Account::"acme".owner`, `Group::"ops" in resource.groups`), so every decision on
+/// the file source reads them. Scope literals need no entity: `==` compares uids and
+/// `in` reads the request's own ancestors. Links add nothing: their slots are in the
+/// scope.
+pub fn condition_literals(set: &PolicySet, data: &EntityData) -> Vec<EntityUid> {
+    let mut found: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    let conditional = set
+        .policies()
+        .filter(|p| p.template_id().is_none() && p.has_non_scope_constraint())
+        .filter_map(|p| p.to_json().ok())
+        .chain(
+            set.templates()
+                .filter(|t| t.has_non_scope_constraint())
+                .filter_map(|t| t.to_json().ok()),
+        );
+    for est in conditional {
+        let mut uids = Vec::new();
+        if let Some(conditions) = est.get("conditions") {
+            entity_literals(conditions, &mut uids);
+        }
+        for uid in uids {
+            if data.json_of(&uid).is_some() && found.insert(uid.to_string()) {
+                out.push(uid);
+            }
+        }
+    }
+    out
+}
+
+/// Every `{"__entity": {"type", "id"}}` inside a policy's JSON form.
+fn entity_literals(v: &serde_json::Value, out: &mut Vec<EntityUid>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(uid) = map.get("__entity").and_then(|e| {
+                let ty = e.get("type")?.as_str()?.parse().ok()?;
+                let id = e.get("id")?.as_str()?;
+                Some(EntityUid::from_type_name_and_id(
+                    ty,
+                    cedar_policy::EntityId::new(id),
+                ))
+            }) {
+                out.push(uid);
+                return;
+            }
+            for inner in map.values() {
+                entity_literals(inner, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for inner in items {
+                entity_literals(inner, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The messages for entity data Cedar rejected: each misfit [`conformance::explain`]

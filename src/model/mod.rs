@@ -32,12 +32,17 @@ pub mod snapshot;
 pub mod source;
 pub mod watch;
 
-pub use compile::{compile, entity_data, load, misfits, parse_schema, TemplateLink};
+pub use compile::{
+    compile, condition_literals, entity_data, lean_entity_data, load, misfits, parse_schema,
+    TemplateLink,
+};
 pub use mapping::{Mapping, Precedence, SearchConfig, UnknownActions};
 pub use reload::{Gate, Model, ReloadOptions, ReloadOutcome, ReloadStatus, ReloadTask, Trigger};
 pub use routes::RouteTable;
 pub use schema_types::SchemaTypes;
-pub use snapshot::{EntityData, PolicyInfo, PolicyKind, Snapshot};
+pub use snapshot::{
+    EntityData, PolicyInfo, PolicyKind, Snapshot, StoredEntity, WHOLE_SET_MAX_BYTES,
+};
 pub use source::{
     confirms_empty, embedded, line_col, policy_files, EntityFile, Problem, Problems, SourceFile,
     Sources,

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, PolicySet, Schema};
@@ -124,36 +124,160 @@ pub fn type_names(schema: &Schema) -> TypeNames {
         .collect()
 }
 
-/// Entity data held by the model, with the uids of each type in id order for listing.
+/// Entity data held by the model (the file source), lean: each entity is kept as its
+/// JSON text, filed by type and sorted by id, and a decision parses only the entities
+/// it reads (its request's uids, their ancestors and what their attributes reference).
+/// Holding Cedar's parsed `Entities` for the whole data set instead costs tens of
+/// times the file's size and makes a load wait for the transitive closure of every
+/// hierarchy; every entity was still checked against the schema when the data loaded.
+/// Data up to [`WHOLE_SET_MAX_BYTES`] is held whole as well, since a lean decision
+/// pays for every entity it parses.
 #[derive(Debug)]
 pub struct EntityData {
-    pub entities: Arc<Entities>,
-    by_type: HashMap<EntityTypeName, Vec<EntityUid>>,
+    /// The entities of each type, sorted by id (the listing order, and looked up by
+    /// binary search).
+    by_type: HashMap<EntityTypeName, Vec<StoredEntity>>,
+    count: usize,
+    /// Entities that policy conditions name as literals and the data holds: a
+    /// condition may read their attributes or ancestors, so every decision reads them.
+    pub literals: Vec<EntityUid>,
+    /// The whole data set as Cedar entities, built on first use by the one reader that
+    /// needs every entity at once (query plans decide over all of them). A memo of the
+    /// immutable data, not a change to it.
+    whole: OnceLock<Result<Arc<Entities>, String>>,
+    /// Whether decisions read the whole set (built at load) rather than the entities
+    /// each request reaches: see [`WHOLE_SET_MAX_BYTES`].
+    serves_whole: bool,
+}
+
+/// Entity files up to this size are also held as one Cedar entity set, built at load,
+/// which every decision reads as it is: a few megabytes of JSON cost tens of
+/// megabytes that way, and a decision then parses nothing. Larger files are served
+/// lean, each decision parsing the entities it reaches (tens of microseconds each),
+/// because the whole set costs about 40 times the file's size.
+pub const WHOLE_SET_MAX_BYTES: usize = 1 << 20;
+
+/// One entity of the data: its id and its JSON in Cedar's explicit form (`__entity`,
+/// `__extn`: it reads back without the schema), checked against the schema at load.
+#[derive(Debug)]
+pub struct StoredEntity {
+    pub id: Box<str>,
+    pub json: Box<str>,
 }
 
 impl EntityData {
-    pub fn new(entities: Entities) -> Self {
-        let mut by_type: HashMap<EntityTypeName, Vec<EntityUid>> = HashMap::new();
-        for e in entities.iter() {
-            let uid = e.uid();
-            by_type
-                .entry(uid.type_name().clone())
-                .or_default()
-                .push(uid);
-        }
-        for uids in by_type.values_mut() {
-            uids.sort_by(|a, b| a.id().unescaped().cmp(b.id().unescaped()));
+    /// Lean data from entities already grouped by type (each group in any order; ids
+    /// unique within a type).
+    pub fn from_stored(mut by_type: HashMap<EntityTypeName, Vec<StoredEntity>>) -> Self {
+        let mut count = 0;
+        for stored in by_type.values_mut() {
+            stored.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            count += stored.len();
         }
         Self {
-            entities: Arc::new(entities),
             by_type,
+            count,
+            literals: Vec::new(),
+            whole: OnceLock::new(),
+            serves_whole: false,
         }
     }
 
-    /// The uids of one type, sorted by id.
-    pub fn of_type(&self, ty: &EntityTypeName) -> &[EntityUid] {
+    /// Lean data from parsed entities (actions left out: the schema holds them). An
+    /// entity that cannot be written back as JSON (it cannot hold unknowns, so never in
+    /// practice) is an error naming it.
+    pub fn new(entities: Entities) -> Result<Self, String> {
+        let mut by_type: HashMap<EntityTypeName, Vec<StoredEntity>> = HashMap::new();
+        for e in entities.iter() {
+            let uid = e.uid();
+            if is_action_type(uid.type_name()) {
+                continue;
+            }
+            let json = e
+                .to_json_value()
+                .map_err(|err| format!("entity `{uid}`: {err}"))?
+                .to_string();
+            by_type
+                .entry(uid.type_name().clone())
+                .or_default()
+                .push(StoredEntity {
+                    id: uid.id().unescaped().into(),
+                    json: json.into(),
+                });
+        }
+        Ok(Self::from_stored(by_type))
+    }
+
+    /// The number of entities in the data (actions, which the schema holds, aside).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The entities of one type, sorted by id.
+    pub fn of_type(&self, ty: &EntityTypeName) -> &[StoredEntity] {
         self.by_type.get(ty).map_or(&[], Vec::as_slice)
     }
+
+    /// The JSON of the entity `uid`, when the data holds it.
+    pub fn json_of(&self, uid: &EntityUid) -> Option<&str> {
+        let of_type = self.of_type(uid.type_name());
+        let id = uid.id().unescaped();
+        of_type
+            .binary_search_by(|s| (*s.id).cmp(id))
+            .ok()
+            .and_then(|at| of_type.get(at))
+            .map(|s| &*s.json)
+    }
+
+    /// Builds the whole set now and has decisions read it (data up to
+    /// [`WHOLE_SET_MAX_BYTES`]).
+    pub fn serving_whole(self, schema: &Schema) -> Result<Self, String> {
+        self.whole(schema)?;
+        Ok(Self {
+            serves_whole: true,
+            ..self
+        })
+    }
+
+    /// The whole set, when decisions read it rather than what each request reaches.
+    pub fn served_whole(&self) -> Option<Arc<Entities>> {
+        if !self.serves_whole {
+            return None;
+        }
+        self.whole.get().and_then(|w| w.as_ref().ok()).cloned()
+    }
+
+    /// The whole data set as Cedar entities, with the schema's actions, as Cedar reads
+    /// the file: built once, on first use.
+    pub fn whole(&self, schema: &Schema) -> Result<Arc<Entities>, String> {
+        self.whole
+            .get_or_init(|| {
+                let mut all = Vec::with_capacity(self.count);
+                for stored in self.by_type.values().flatten() {
+                    // Through a JSON value, as the data was read at load.
+                    let value: serde_json::Value =
+                        serde_json::from_str(&stored.json).map_err(|e| e.to_string())?;
+                    all.push(
+                        Entity::from_json_value(value, Some(schema))
+                            .map_err(|e| crate::error_chain(&e))?,
+                    );
+                }
+                Entities::from_entities(all, Some(schema))
+                    .map(Arc::new)
+                    .map_err(|e| crate::error_chain(&e))
+            })
+            .clone()
+    }
+}
+
+/// Whether entities of this type are actions (`Action`, namespaced or not): the
+/// schema defines them, so entity data never stands in for them.
+pub fn is_action_type(ty: &EntityTypeName) -> bool {
+    ty.basename() == "Action"
 }
 
 impl Snapshot {

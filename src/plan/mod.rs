@@ -202,10 +202,14 @@ pub fn prepared(snapshot: &Snapshot) -> Arc<Prepared> {
     let make = || Prepared {
         literals: policy_literals(snapshot),
         actions: Entities::from_entities(snapshot.action_entities.iter().cloned(), None).ok(),
+        // A plan decides over every entity of the data: the whole set, built on the
+        // first plan against this snapshot (decisions read lean data).
         data: snapshot.entities.as_ref().map(|d| {
-            PlanData::new(snapshot, d.entities.clone())
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
+            d.whole(&snapshot.schema).and_then(|entities| {
+                PlanData::new(snapshot, entities)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
         }),
     };
     // The memo holds nothing else; were it ever to, the plan is prepared afresh.
