@@ -15,11 +15,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::jwt::{claims, claims_2fa, TestKey, AUDIENCE, ISSUER};
+use common::jwt::{claims, TestKey, AUDIENCE, ISSUER};
 use common::{free_port, TestServer};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use portcullis::config::{GatewayArgs, ServeArgs};
-use serde_json::json;
 
 fn nginx_binary() -> PathBuf {
     let on_path = std::env::var_os("PATH")
@@ -216,159 +215,10 @@ async fn portal_personas_through_nginx_get_the_domains_answers() {
     .await;
     let nginx = Nginx::start(portcullis.addr);
 
-    let token = |c: serde_json::Value| key.sign(&c);
-    let bea = token(claims("bea"));
-    let bea_2fa = token(claims_2fa("bea"));
-    let walt = token(claims("walt"));
-    let olivia = token(claims("olivia"));
-    let dev = token(claims("dev"));
-    let dora = token(claims("dora"));
-    let mut expired = claims("bea");
-    expired["exp"] = json!(common::jwt::now() - 3600);
-    let expired = token(expired);
-    let stranger = TestKey::ed25519("login").sign(&claims("olivia"));
-
-    // (story, method, path, token, status, principal the upstream sees on 200)
-    type Case<'a> = (
-        &'a str,
-        Method,
-        &'a str,
-        Option<&'a str>,
-        StatusCode,
-        &'a str,
-    );
-    let cases: &[Case] = &[
-        (
-            "the owner views acme's invoice",
-            Method::GET,
-            "/accounts/acme/invoices/inv-1001",
-            Some(&olivia),
-            StatusCode::OK,
-            r#"Portal::User::"olivia" by member-invoices,owner-on-account-objects"#,
-        ),
-        (
-            "the bookkeeper pays acme's invoice",
-            Method::POST,
-            "/accounts/acme/invoices/inv-1001/pay",
-            Some(&bea),
-            StatusCode::OK,
-            r#"Portal::User::"bea" by member-invoices"#,
-        ),
-        (
-            "the bookkeeper may not see globex's invoice",
-            Method::GET,
-            "/accounts/globex/invoices/inv-9001",
-            Some(&bea),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "the bookkeeper needs a second factor for the payment method",
-            Method::PUT,
-            "/accounts/acme/payment-method",
-            Some(&bea),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "and with one may change it",
-            Method::PUT,
-            "/accounts/acme/payment-method",
-            Some(&bea_2fa),
-            StatusCode::OK,
-            r#"Portal::User::"bea" by member-payment-method"#,
-        ),
-        (
-            "the webmaster may not see invoices",
-            Method::GET,
-            "/accounts/acme/invoices/inv-1001",
-            Some(&walt),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "the webmaster replies to acme's ticket",
-            Method::POST,
-            "/accounts/acme/tickets/t-2001/replies",
-            Some(&walt),
-            StatusCode::OK,
-            r#"Portal::User::"walt" by member-tickets"#,
-        ),
-        (
-            "the developer manages globex's domain",
-            Method::PUT,
-            "/accounts/globex/domains/globex.example/whois",
-            Some(&dev),
-            StatusCode::OK,
-            r#"Portal::User::"dev" by member-managedomains"#,
-        ),
-        (
-            "but not acme's",
-            Method::PUT,
-            "/accounts/acme/domains/acme.example/whois",
-            Some(&dev),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "the developer signs on to acme's service",
-            Method::POST,
-            "/accounts/acme/services/svc-3001/sso",
-            Some(&dev),
-            StatusCode::OK,
-            r#"Portal::User::"dev" by member-productsso"#,
-        ),
-        (
-            "a disabled user can do nothing",
-            Method::GET,
-            "/accounts/acme/profile",
-            Some(&dora),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "only the owner manages users",
-            Method::POST,
-            "/accounts/acme/users",
-            Some(&bea),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "a path outside the table is denied",
-            Method::GET,
-            "/admin",
-            Some(&olivia),
-            StatusCode::FORBIDDEN,
-            "",
-        ),
-        (
-            "no token",
-            Method::GET,
-            "/accounts/acme/invoices/inv-1001",
-            None,
-            StatusCode::UNAUTHORIZED,
-            "",
-        ),
-        (
-            "an expired token",
-            Method::GET,
-            "/accounts/acme/invoices/inv-1001",
-            Some(&expired),
-            StatusCode::UNAUTHORIZED,
-            "",
-        ),
-        (
-            "a token signed by a stranger",
-            Method::GET,
-            "/accounts/acme/invoices/inv-1001",
-            Some(&stranger),
-            StatusCode::UNAUTHORIZED,
-            "",
-        ),
-    ];
-    for (story, method, path, token, status, upstream_sees) in cases {
-        let auth = token.map(|t| format!("Bearer {t}"));
+    let cases = common::proxy_cases::portal(&key);
+    let olivia = key.sign(&claims("olivia"));
+    for (story, method, path, token, status, upstream_sees) in &cases {
+        let auth = token.as_ref().map(|t| format!("Bearer {t}"));
         let mut headers: Vec<(&str, &str)> = vec![
             // A client cannot name its own principal, policy or route to the upstream.
             ("x-portcullis-principal", r#"Portal::User::"olivia""#),

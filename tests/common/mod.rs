@@ -8,6 +8,7 @@ pub mod blackhole;
 pub mod gateway_cases;
 pub mod grpc;
 pub mod jwt;
+pub mod proxy_cases;
 pub mod redis;
 
 use std::future::Future;
