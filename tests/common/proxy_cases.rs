@@ -1,7 +1,7 @@
 //! The portal's personas asking through a real proxy in front of an upstream (nginx,
 //! Caddy): the status each request gets, and on an allow the principal and policies
 //! the upstream is told. One table, so that no proxy's test can drift from another's.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
 
 use http::{Method, StatusCode};
 use serde_json::json;
