@@ -144,38 +144,43 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
     }
 }
 
-/// `portcullis authorize`: one decision through the same pipeline as the server,
-/// printed with its determining policies. Exit status 0 on Allow, 1 on Deny, 2 on a
-/// bad request or configuration.
+/// What `authorize` and `plan` ask about: the model, its entity source and the
+/// `--context` JSON; on a problem it is printed and the exit status (2) returned.
+#[allow(clippy::type_complexity)]
+fn one_request_setup(
+    model: &crate::config::ModelArgs,
+    entity: &crate::config::EntityArgs,
+    context: Option<&str>,
+) -> Result<
+    (
+        crate::model::Snapshot,
+        std::sync::Arc<dyn crate::entities::EntitySource>,
+        Option<serde_json::Value>,
+    ),
+    ExitCode,
+> {
+    let fail = |message: String| {
+        eprintln!("{message}");
+        ExitCode::from(2)
+    };
+    let snapshot =
+        crate::model::load(model, &entity_file(entity)).map_err(|e| fail(e.to_string()))?;
+    let source = open_entities(entity, None).map_err(|e| fail(e.to_string()))?;
+    let context = context
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| fail(format!("`--context` is not valid JSON: {e}")))?;
+    Ok((snapshot, source, context))
+}
+
 /// `portcullis plan`: prints the plan as JSON; exit 0 with a plan (of any kind), 2 on
 /// a usage error.
 pub async fn plan(args: &PlanArgs) -> ExitCode {
-    let snapshot = match crate::model::load(&args.model, &entity_file(&args.entity)) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let source = match open_entities(&args.entity, None) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let context = match args
-        .context
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("`--context` is not valid JSON: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let (snapshot, source, context) =
+        match one_request_setup(&args.model, &args.entity, args.context.as_deref()) {
+            Ok(set) => set,
+            Err(code) => return code,
+        };
     let answer = match crate::plan::PlanRequest::parse(
         &args.principal,
         &args.action,
@@ -201,33 +206,15 @@ pub async fn plan(args: &PlanArgs) -> ExitCode {
     }
 }
 
+/// `portcullis authorize`: one decision through the same pipeline as the server,
+/// printed with its determining policies. Exit status 0 on Allow, 1 on Deny, 2 on a
+/// bad request or configuration.
 pub async fn authorize(args: &AuthorizeArgs) -> ExitCode {
-    let snapshot = match crate::model::load(&args.model, &entity_file(&args.entity)) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let source = match open_entities(&args.entity, None) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let context = match args
-        .context
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("`--context` is not valid JSON: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let (snapshot, source, context) =
+        match one_request_setup(&args.model, &args.entity, args.context.as_deref()) {
+            Ok(set) => set,
+            Err(code) => return code,
+        };
     let raw = RawRequest {
         principal: args.principal.clone(),
         action: args.action.clone(),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid};
 
-use super::{page_of, references, EntitySource, EntitySourceError, Fetched, UidPage};
-use crate::model::{EntityData, Snapshot, StoredEntity};
+use super::{page_by_id, page_of, references, EntitySource, EntitySourceError, Fetched, UidPage};
+use crate::model::{EntityData, Snapshot};
 
 /// The file source: decides on the entity data of the snapshot a decision loaded, so
 /// data and schema always come from the same model. Data above
@@ -51,21 +51,13 @@ impl EntitySource for FileSource {
             .entities
             .as_ref()
             .map_or(&[][..], |d| d.of_type(entity_type));
-        let start = match cursor {
-            None => 0,
-            Some(after) => all.partition_point(|s| &*s.id <= after),
-        };
-        let page: Vec<&StoredEntity> = all.iter().skip(start).take(limit).collect();
-        let next = if start + page.len() < all.len() {
-            page.last().map(|s| s.id.to_string())
-        } else {
-            None
-        };
-        let uids = page
-            .into_iter()
-            .map(|s| EntityUid::from_type_name_and_id(entity_type.clone(), EntityId::new(&*s.id)))
-            .collect();
-        Ok(UidPage { uids, next })
+        Ok(page_by_id(
+            all,
+            |s| &s.id,
+            |s| EntityUid::from_type_name_and_id(entity_type.clone(), EntityId::new(&*s.id)),
+            cursor,
+            limit,
+        ))
     }
 
     async fn ready(&self) -> Result<(), EntitySourceError> {

@@ -143,17 +143,33 @@ impl Gate for SourceGate {
 
 /// One page of `all` (uids sorted by id) after `cursor`.
 fn page_of(all: &[EntityUid], cursor: Option<&str>, limit: usize) -> UidPage {
+    page_by_id(all, |u| u.id().unescaped(), EntityUid::clone, cursor, limit)
+}
+
+/// One page of `all` (sorted by id) after the id `cursor`, each item turned into a uid
+/// by `uid`; `next` is the last id of the page when more follow.
+fn page_by_id<T>(
+    all: &[T],
+    id: impl Fn(&T) -> &str,
+    uid: impl Fn(&T) -> EntityUid,
+    cursor: Option<&str>,
+    limit: usize,
+) -> UidPage {
     let start = match cursor {
         None => 0,
-        Some(after) => all.partition_point(|u| u.id().unescaped() <= after),
+        Some(after) => all.partition_point(|x| id(x) <= after),
     };
-    let page: Vec<EntityUid> = all.iter().skip(start).take(limit).cloned().collect();
+    let page = all.get(start..).unwrap_or_default();
+    let page = page.get(..limit.min(page.len())).unwrap_or_default();
     let next = if start + page.len() < all.len() {
-        page.last().map(|u| u.id().unescaped().to_string())
+        page.last().map(|x| id(x).to_string())
     } else {
         None
     };
-    UidPage { uids: page, next }
+    UidPage {
+        uids: page.iter().map(uid).collect(),
+        next,
+    }
 }
 
 /// The uids an entity in Cedar's JSON format points to: its parents and every entity
