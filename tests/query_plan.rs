@@ -775,6 +775,125 @@ fn index_sets_follow_every_write() {
     // Deleting what is absent changes nothing.
     entities_cli(&redis, &["delete", r#"Portal::Invoice::"i9""#]);
     assert_eq!(index_set(&redis, acme), ["i1"]);
+    // The ledgers name every entity the writer indexed, and no deleted one.
+    assert_eq!(
+        index_set(&redis, "portcullis:x:Portal::Invoice.account"),
+        ["i1", "i2"]
+    );
+    assert!(index_set(&redis, "portcullis:x:Portal::Account.owner").is_empty());
+}
+
+/// Entities written around `portcullis entities` (a backend's own `SET` and `ZADD`,
+/// or data from before the index sets existed) are missing from the sets, and the
+/// ledgers show it: a search then enumerates and still finds them, an owner's plan is
+/// `unsupported` instead of short; writing them again through the CLI makes the sets
+/// trusted again, and a writer of its own that deletes a ledger (the documented
+/// contract) turns them off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_written_around_the_cli_are_never_left_out() {
+    let redis = RedisServer::start();
+    let demo: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/portal/entities.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    import(&redis, &demo);
+    let mut args = ServeArgs::default();
+    args.entity.redis = RedisArgs {
+        redis_url: Some(redis.url()),
+        ..RedisArgs::default()
+    };
+    let server = TestServer::start(args).await;
+    let bea = json!({"subject": {"type": "user", "id": "bea"},
+                     "action": {"name": "ViewInvoice"}, "resource": {"type": "invoice"}});
+    let olivia = json!({"principal": "Portal::User::\"olivia\"",
+                        "action": "Portal::Action::\"ViewInvoice\"",
+                        "resource_type": "Portal::Invoice"});
+    let invoices = |redis: &RedisServer| {
+        cli(redis.port, &["ZCARD", "portcullis:t:Portal::Invoice"])
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+    };
+
+    let mut decided = searched(&server).await;
+    assert_eq!(search_all(&server, bea.clone()).await, ["inv-1001"]);
+    let step = searched(&server).await - decided;
+    assert!(step < invoices(&redis), "{step} candidates decided");
+
+    // The portal's backend writes an invoice of acme and an account of olivia's on
+    // its own, as the key layout says, without the index sets.
+    let sneak = invoice("inv-sneak", "acme");
+    cli(
+        redis.port,
+        &[
+            "SET",
+            r#"portcullis:e:Portal::Invoice::"inv-sneak""#,
+            &sneak,
+        ],
+    );
+    cli(
+        redis.port,
+        &["ZADD", "portcullis:t:Portal::Invoice", "0", "inv-sneak"],
+    );
+    let account = json!({"uid": {"type": "Portal::Account", "id": "sneakco"},
+        "attrs": {"id": "sneakco", "name": "Sneak Co", "owner": entity("User", "olivia")},
+        "parents": []})
+    .to_string();
+    cli(
+        redis.port,
+        &[
+            "SET",
+            r#"portcullis:e:Portal::Account::"sneakco""#,
+            &account,
+        ],
+    );
+    cli(
+        redis.port,
+        &["ZADD", "portcullis:t:Portal::Account", "0", "sneakco"],
+    );
+
+    decided = searched(&server).await;
+    assert_eq!(
+        search_all(&server, bea.clone()).await,
+        ["inv-1001", "inv-sneak"]
+    );
+    // Every invoice was a candidate: the sets were not trusted.
+    assert_eq!(searched(&server).await - decided, invoices(&redis));
+    let plan = server.post("/v1/query_plan", &olivia).await;
+    assert_eq!(plan.json["kind"], "unsupported", "{}", plan.text);
+    assert!(
+        plan.json["reason"]
+            .as_str()
+            .unwrap()
+            .contains("`Portal::Account.owner` in Redis are not known to be exact"),
+        "{}",
+        plan.text
+    );
+
+    // Written again through the CLI, the sets are whole and trusted again.
+    entities_cli(&redis, &["put", &sneak]);
+    entities_cli(&redis, &["put", &account]);
+    decided = searched(&server).await;
+    assert_eq!(
+        search_all(&server, bea.clone()).await,
+        ["inv-1001", "inv-sneak"]
+    );
+    let step = searched(&server).await - decided;
+    assert!(step < invoices(&redis), "{step} candidates decided");
+    let plan = server.post("/v1/query_plan", &olivia).await;
+    assert_eq!(plan.json["kind"], "conditional", "{}", plan.text);
+    assert!(plan.text.contains("sneakco"), "{}", plan.text);
+
+    // A writer of its own that cannot keep the sets deletes the ledger.
+    cli(redis.port, &["DEL", "portcullis:x:Portal::Invoice.account"]);
+    decided = searched(&server).await;
+    assert_eq!(search_all(&server, bea).await, ["inv-1001", "inv-sneak"]);
+    assert_eq!(searched(&server).await - decided, invoices(&redis));
+    server.stop().await;
 }
 
 /// Every result of an AuthZEN resource search, page by page.

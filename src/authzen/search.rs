@@ -23,7 +23,7 @@ use super::token::PageTokenKey;
 use super::wire::{Search, SearchKind, SearchOut, WireError};
 use super::{AuthzenError, Scope};
 use crate::decision::Described;
-use crate::entities::{uid_of_json, EntitySourceError, UidPage};
+use crate::entities::{uid_of_json, EntitySourceError, Referrers, UidPage};
 use crate::plan::{plan_from_source, Filter, PlanError, PlanKind, PlanRequest};
 
 /// Where a search resumes. Sealed by the service's key (see [`super::token`]), so a
@@ -372,8 +372,8 @@ impl Candidates {
                 .source
                 .referrers(ty, attr, targets, cursor, limit, scope.snapshot)
                 .await?;
-            // A source without index sets answers the same for every page.
-            if let Some(page) = page {
+            // Without trusted index sets, every entity of the type is a candidate.
+            if let Referrers::Page(page) = page {
                 return Ok(page);
             }
         }

@@ -71,6 +71,15 @@ pub struct UidPage {
     pub next: Option<String>,
 }
 
+/// What a source answers for the referrers of some entities.
+#[derive(Debug, Clone)]
+pub enum Referrers {
+    /// One page of them, from an index the source keeps exact.
+    Page(UidPage),
+    /// The source has no index of the attribute it can trust, and why.
+    Unindexed(String),
+}
+
 /// A source of entity data.
 #[async_trait]
 pub trait EntitySource: Send + Sync + 'static {
@@ -101,19 +110,21 @@ pub trait EntitySource: Send + Sync + 'static {
 
     /// Uids of the entities of `entity_type` whose attribute `attribute` refers to one
     /// of `targets`, in id order, `limit` at a time after `cursor`: what a store's
-    /// index sets per referenced entity answer, for query plans and search. `None`
-    /// when the source keeps no such index for the attribute (the caller then
-    /// enumerates the type).
+    /// index sets per referenced entity answer, for query plans and search.
+    /// [`Referrers::Unindexed`] when the source keeps no exact index of the attribute
+    /// (the caller then enumerates the type).
     async fn referrers(
         &self,
-        _entity_type: &EntityTypeName,
-        _attribute: &str,
+        entity_type: &EntityTypeName,
+        attribute: &str,
         _targets: &[EntityUid],
         _cursor: Option<&str>,
         _limit: usize,
         _snapshot: &Snapshot,
-    ) -> Result<Option<UidPage>, EntitySourceError> {
-        Ok(None)
+    ) -> Result<Referrers, EntitySourceError> {
+        Ok(Referrers::Unindexed(format!(
+            "the entity source keeps no index of `{entity_type}.{attribute}`"
+        )))
     }
 
     /// Whether the source can serve decisions now (for `/readyz`).

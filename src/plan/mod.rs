@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 
 pub use filter::{Filter, Path};
 
-use crate::entities::{EntitySource, EntitySourceError};
+use crate::entities::{EntitySource, EntitySourceError, Referrers};
 use crate::model::schema_types::Ty;
 use crate::model::Snapshot;
 
@@ -297,11 +297,9 @@ pub async fn plan_from_source(
                 )
                 .await
                 .map_err(PlanError::from_source)?;
-            let Some(page) = page else {
-                return Ok(refused(
-                    snapshot,
-                    format!("the entity source keeps no index of `{ty}.{attr}`"),
-                ));
+            let page = match page {
+                Referrers::Page(page) => page,
+                Referrers::Unindexed(reason) => return Ok(refused(snapshot, reason)),
             };
             if page.next.is_some() {
                 return Ok(refused(

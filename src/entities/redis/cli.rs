@@ -333,6 +333,12 @@ fn write_commands(
         zadd.arg(&key).arg(0).arg(id);
         out.push((key, zadd));
     }
+    for attr in types.reference_attributes(&uid.type_name().to_string()) {
+        let key = store::ledger_key(prefix, uid.type_name(), attr);
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(&key).arg(0).arg(id);
+        out.push((key, zadd));
+    }
     out
 }
 
@@ -360,6 +366,12 @@ fn delete_commands(
         zrem.arg(&key).arg(id);
         out.push((key, zrem));
     }
+    for attr in types.reference_attributes(&uid.type_name().to_string()) {
+        let key = store::ledger_key(prefix, uid.type_name(), attr);
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(&key).arg(id);
+        out.push((key, zrem));
+    }
     out
 }
 
@@ -383,7 +395,11 @@ impl From<redis::RedisError> for WriteError {
 
 /// The type a key of the layout must have, or `none` when it does not exist yet.
 fn expected_type(prefix: &str, key: &str) -> &'static str {
-    if key.starts_with(&format!("{prefix}t:")) || key.starts_with(&format!("{prefix}r:")) {
+    let zset = ["t:", "r:", "x:"];
+    if zset
+        .iter()
+        .any(|tag| key.strip_prefix(prefix).is_some_and(|k| k.starts_with(tag)))
+    {
         "zset"
     } else {
         "string"

@@ -30,7 +30,7 @@ use moka::notification::RemovalCause;
 use prometheus::Registry;
 use tokio::sync::watch;
 
-use super::{EntitySource, EntitySourceError, Fetched, UidPage};
+use super::{EntitySource, EntitySourceError, Fetched, Referrers, UidPage};
 use crate::config::RedisArgs;
 use crate::model::{Problem, Snapshot};
 use metrics::RedisMetrics;
@@ -313,6 +313,42 @@ impl RedisSource {
         let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s != CONNECTING)).await;
     }
 
+    /// Why the index sets of `ty.attr` cannot be trusted, if they cannot: their
+    /// ledger (the ids a writer that keeps the sets has written, [`store::ledger_key`])
+    /// does not hold as many ids as the type's index set. That is the case for data
+    /// written before the sets existed and for entities added or removed around
+    /// `portcullis entities`; a writer of its own can also delete the ledger to say so.
+    async fn ledger_gap(
+        &self,
+        conn: &Conn,
+        ty: &EntityTypeName,
+        attr: &str,
+    ) -> Result<Option<String>, EntitySourceError> {
+        let prefix = &self.shared.prefix;
+        let count = |key: String| {
+            let mut conn = conn.clone();
+            let mut cmd = redis::cmd("ZCARD");
+            cmd.arg(key);
+            async move { conn.query::<u64>(&cmd).await }
+        };
+        let both = futures_util::future::try_join(
+            count(store::type_key(prefix, ty)),
+            count(store::ledger_key(prefix, ty, attr)),
+        );
+        let (entities, kept) = tokio::time::timeout(self.shared.timeout, both)
+            .await
+            .map_err(|_| EntitySourceError::Unavailable("Redis did not answer".to_string()))?
+            .map_err(|e| {
+                self.shared.metrics.errors.inc();
+                EntitySourceError::Unavailable(format!("Redis: {e}"))
+            })?;
+        Ok((entities != kept).then(|| {
+            format!(
+                "the index sets of `{ty}.{attr}` in Redis are not known to be exact: {kept} of the {entities} `{ty}` entities were written by `portcullis entities` (rewrite the others with it)"
+            )
+        }))
+    }
+
     /// Parses what Redis holds under `uid`'s key into a cache entry.
     fn parse(uid: &EntityUid, bytes: &[u8], snapshot: &Snapshot) -> Result<Cached, String> {
         let stored = parse_stored(uid, bytes, snapshot)?;
@@ -582,15 +618,20 @@ impl EntitySource for RedisSource {
         cursor: Option<&str>,
         limit: usize,
         snapshot: &Snapshot,
-    ) -> Result<Option<UidPage>, EntitySourceError> {
+    ) -> Result<Referrers, EntitySourceError> {
         let indexed = snapshot
             .types
             .reference_attributes(&entity_type.to_string())
             .contains(&attribute);
         if !indexed {
-            return Ok(None);
+            return Ok(Referrers::Unindexed(format!(
+                "`{entity_type}.{attribute}` is not a reference attribute of the schema, so Redis keeps no index of it"
+            )));
         }
         let conn = self.shared.conn()?;
+        if let Some(reason) = self.ledger_gap(&conn, entity_type, attribute).await? {
+            return Ok(Referrers::Unindexed(reason));
+        }
         let min = match cursor {
             Some(c) => format!("({c}"),
             None => "-".to_string(),
@@ -636,7 +677,7 @@ impl EntitySource for RedisSource {
                 )
             })
             .collect();
-        Ok(Some(UidPage { uids, next }))
+        Ok(Referrers::Page(UidPage { uids, next }))
     }
 
     /// Reads what the subscriber task's liveness checks found (a `PING` on the

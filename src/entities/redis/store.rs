@@ -42,6 +42,15 @@ pub fn ref_key(prefix: &str, ty: &EntityTypeName, attr: &str, target: &EntityUid
     format!("{prefix}r:{ty}.{attr}:{target}")
 }
 
+/// The Redis key of the ledger of `ty.attr`'s index sets: the ids of the `ty`
+/// entities whose membership in those sets a writer keeps (`portcullis entities` adds
+/// every entity it writes, in the same transaction). The sets are trusted only while
+/// it holds as many ids as the type's index set (`t:`): an entity written around the
+/// writer, or data written before the sets existed, makes the counts differ.
+pub fn ledger_key(prefix: &str, ty: &EntityTypeName, attr: &str) -> String {
+    format!("{prefix}x:{ty}.{attr}")
+}
+
 /// The uid an entity key names, if it is one.
 pub fn uid_of_key(prefix: &str, key: &str) -> Option<EntityUid> {
     let rest = key.strip_prefix(prefix)?.strip_prefix("e:")?;
