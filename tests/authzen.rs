@@ -755,11 +755,7 @@ async fn search_work_per_call_is_bounded_and_tokens_are_bound_to_the_request() {
     args.model.authzen_mapping = Some(small_search_mapping(dir.path()));
     let server = TestServer::start(args).await;
 
-    let query = json!({
-        "subject": {"type": "user"},
-        "action": action("ViewInvoice"),
-        "resource": invoice("inv-1001"),
-    });
+    let query = who_may_view_acmes_invoice();
     // Seven users, two examined per call: at least four calls, same answer.
     let (ids, pages) = search_all(&server, "/access/v1/search/subject", query.clone()).await;
     assert_eq!(ids, vec!["bea", "olivia"]);
@@ -847,11 +843,15 @@ async fn paging_server(dir: &std::path::Path, key: Option<PathBuf>) -> TestServe
     TestServer::start(args).await
 }
 
+/// Who may view acme's invoice, the invoice described by properties (as stored): no
+/// plan narrows the subjects then, so the search pages through every user.
 fn who_may_view_acmes_invoice() -> Value {
+    let mut resource = invoice("inv-1001");
+    resource["properties"] = json!({"total": 12000});
     json!({
         "subject": {"type": "user"},
         "action": action("ViewInvoice"),
-        "resource": invoice("inv-1001"),
+        "resource": resource,
     })
 }
 

@@ -783,6 +783,34 @@ fn index_sets_follow_every_write() {
     assert!(index_set(&redis, "portcullis:x:Portal::Account.owner").is_empty());
 }
 
+/// Every write keeps the member sets (a parent's children, for subject search) exact:
+/// an import files each user under its accounts, a write that drops a parent takes it
+/// out of that set, and a delete out of every set and the ledger.
+#[test]
+fn member_sets_follow_every_write() {
+    let redis = RedisServer::start();
+    let acme = r#"portcullis:m:Portal::User:Portal::Account::"acme""#;
+    let globex = r#"portcullis:m:Portal::User:Portal::Account::"globex""#;
+    let user = |id: &str, accounts: &[&str]| {
+        json!({"uid": {"type": "Portal::User", "id": id},
+               "attrs": {"email": "u@example.test", "disabled": false, "twoFactorEnrolled": true},
+               "parents": accounts.iter().map(|a| json!({"type": "Portal::Account", "id": a}))
+                   .collect::<Vec<_>>()})
+    };
+    import(
+        &redis,
+        &json!([user("u1", &["acme", "globex"]), user("u2", &["acme"])]),
+    );
+    assert_eq!(index_set(&redis, acme), ["u1", "u2"]);
+    assert_eq!(index_set(&redis, globex), ["u1"]);
+    entities_cli(&redis, &["put", &user("u1", &["globex"]).to_string()]);
+    assert_eq!(index_set(&redis, acme), ["u2"]);
+    assert_eq!(index_set(&redis, globex), ["u1"]);
+    entities_cli(&redis, &["delete", r#"Portal::User::"u1""#]);
+    assert!(index_set(&redis, globex).is_empty());
+    assert_eq!(index_set(&redis, "portcullis:x:Portal::User"), ["u2"]);
+}
+
 /// Entities written around `portcullis entities` (a backend's own `SET` and `ZADD`,
 /// or data from before the index sets existed) are missing from the sets, and the
 /// ledgers show it: a search then enumerates and still finds them, an owner's plan is
@@ -887,6 +915,40 @@ async fn entities_written_around_the_cli_are_never_left_out() {
     let plan = server.post("/v1/query_plan", &olivia).await;
     assert_eq!(plan.json["kind"], "conditional", "{}", plan.text);
     assert!(plan.text.contains("sneakco"), "{}", plan.text);
+
+    // A member of acme written around the CLI: her invoices' subject search
+    // enumerates the users (the member sets' ledger is short) and finds her.
+    let sam = json!({"uid": {"type": "Portal::User", "id": "sam"},
+        "attrs": {"email": "sam@example.test", "disabled": false, "twoFactorEnrolled": true},
+        "parents": [{"type": "Portal::Account", "id": "acme"}],
+        "tags": {"acme": {"permissions": ["invoices"], "emailCategories": []}}})
+    .to_string();
+    cli(
+        redis.port,
+        &["SET", r#"portcullis:e:Portal::User::"sam""#, &sam],
+    );
+    cli(
+        redis.port,
+        &["ZADD", "portcullis:t:Portal::User", "0", "sam"],
+    );
+    let users: Vec<String> = index_set(&redis, "portcullis:t:Portal::User");
+    let who = json!({"subject": {"type": "user"}, "action": {"name": "ViewInvoice"},
+                     "resource": {"type": "invoice", "id": "inv-1001"}});
+    let resource = json!({"type": "invoice", "id": "inv-1001"});
+    let allowed = evaluated_subjects(&server, "user", &users, "ViewInvoice", &resource).await;
+    assert!(allowed.contains(&"sam".to_string()), "{allowed:?}");
+    decided = subjects_decided(&server).await;
+    assert_eq!(search_subjects(&server, who.clone()).await, allowed);
+    assert_eq!(
+        subjects_decided(&server).await - decided,
+        users.len() as f64
+    );
+    // Written again through the CLI: the member sets are trusted again.
+    entities_cli(&redis, &["put", &sam]);
+    decided = subjects_decided(&server).await;
+    assert_eq!(search_subjects(&server, who).await, allowed);
+    let step = subjects_decided(&server).await - decided;
+    assert!(step < users.len() as f64, "{step} subjects decided");
 
     // A writer of its own that cannot keep the sets deletes the ledger.
     cli(redis.port, &["DEL", "portcullis:x:Portal::Invoice.account"]);
@@ -1005,6 +1067,136 @@ async fn resource_search_from_the_plan_returns_exactly_what_enumeration_returns(
     );
     from_plan.stop().await;
     enumerating.stop().await;
+}
+
+/// Every subject of an AuthZEN subject search, page by page.
+async fn search_subjects(server: &TestServer, mut body: Value) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        let reply = server.post("/access/v1/search/subject", &body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        for r in reply.json["results"].as_array().unwrap() {
+            ids.push(r["id"].as_str().unwrap().to_string());
+        }
+        let next = reply.json["page"]["next_token"]
+            .as_str()
+            .unwrap_or_default();
+        if next.is_empty() {
+            return ids;
+        }
+        body["page"]["token"] = json!(next);
+    }
+    panic!("pagination does not end: {body}");
+}
+
+/// Candidates the server's subject searches decided so far.
+async fn subjects_decided(server: &TestServer) -> f64 {
+    let metrics = server.admin_get("/metrics").await.text;
+    common::metric(
+        &metrics,
+        r#"portcullis_authzen_search_candidates_total{search="subject"}"#,
+    )
+    .unwrap_or(0.0)
+}
+
+/// The subjects of `ty` one AuthZEN evaluation each allows, in id order.
+async fn evaluated_subjects(
+    server: &TestServer,
+    ty: &str,
+    ids: &[String],
+    action: &str,
+    resource: &Value,
+) -> Vec<String> {
+    let mut allowed = Vec::new();
+    for id in ids {
+        let body = json!({"subject": {"type": ty, "id": id}, "action": {"name": action},
+                          "resource": resource});
+        let reply = server.post("/access/v1/evaluation", &body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        if reply.json["decision"] == json!(true) {
+            allowed.push(id.clone());
+        }
+    }
+    allowed
+}
+
+/// Subject search takes its candidates from the symmetric plan (the members of the
+/// resource's account, its owner, the users a grant names) and returns, page by page,
+/// exactly the subjects that one evaluation each allows: from Redis (member sets) and
+/// from the file (the whole data), over the generated portal with its dangling
+/// references, while deciding far fewer candidates than there are subjects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_search_from_the_plan_returns_exactly_what_evaluation_allows() {
+    let redis = RedisServer::start();
+    let data = generated_portal();
+    import(&redis, &data);
+    let file = redis.dir().join("import.json");
+    let ids_of = |ty: &str| -> Vec<String> {
+        let mut ids: Vec<String> = data
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["uid"]["type"] == ty)
+            .map(|e| e["uid"]["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let users = ids_of("Portal::User");
+    let contacts = ids_of("Portal::Contact");
+    let mut args = ServeArgs::default();
+    args.entity.redis = RedisArgs {
+        redis_url: Some(redis.url()),
+        ..RedisArgs::default()
+    };
+    let from_redis = TestServer::start(args).await;
+    let mut args = ServeArgs::default();
+    args.entity.entities = Some(file);
+    let from_file = TestServer::start(args).await;
+
+    let mut searches = 0;
+    let mut found = 0;
+    for server in [&from_redis, &from_file] {
+        for (action, ty, cedar) in [
+            ("ViewInvoice", "invoice", "Portal::Invoice"),
+            ("PayInvoice", "invoice", "Portal::Invoice"),
+            ("ViewTicket", "ticket", "Portal::Ticket"),
+            ("ViewService", "service", "Portal::Service"),
+            ("ViewDomain", "domain", "Portal::Domain"),
+            ("ViewQuote", "quote", "Portal::Quote"),
+            ("ReceiveEmail", "email_message", "Portal::EmailMessage"),
+        ] {
+            for id in ids_of(cedar).iter().take(8) {
+                let resource = json!({"type": ty, "id": id});
+                for (subject, all) in [("user", &users), ("contact", &contacts)] {
+                    if subject == "contact" && action != "ReceiveEmail" {
+                        continue;
+                    }
+                    let query = json!({"subject": {"type": subject},
+                                       "action": {"name": action},
+                                       "resource": resource, "page": {"limit": 2}});
+                    let searched = search_subjects(server, query).await;
+                    let expected =
+                        evaluated_subjects(server, subject, all, action, &resource).await;
+                    assert_eq!(searched, expected, "{subject}s who may {action} {ty} {id}");
+                    searches += all.len();
+                    found += searched.len();
+                }
+            }
+        }
+    }
+    assert!(found > 30, "{found} subjects found");
+    // Every search would decide every subject by enumeration.
+    for server in [&from_redis, &from_file] {
+        let decided = subjects_decided(server).await;
+        assert!(
+            decided * 2.0 < (searches / 2) as f64,
+            "{decided} candidates decided for {} subjects searched",
+            searches / 2
+        );
+    }
+    from_redis.stop().await;
+    from_file.stop().await;
 }
 
 /// The AuthZEN form of the plan: a resource search's body, answered with the plan.

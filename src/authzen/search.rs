@@ -24,6 +24,7 @@ use super::wire::{Search, SearchKind, SearchOut, WireError};
 use super::{AuthzenError, Scope};
 use crate::decision::Described;
 use crate::entities::{uid_of_json, EntitySourceError, Referrers, UidPage};
+use crate::plan::subject::{self, Subjects};
 use crate::plan::{plan_from_source, Filter, PlanError, PlanKind, PlanRequest};
 
 /// Where a search resumes. Sealed by the service's key (see [`super::token`]), so a
@@ -275,8 +276,11 @@ pub async fn entities(
         SearchKind::Resource if fixed_described.is_empty() => {
             from_plan(scope, &fixed_uid, &action, &searched_type, &context).await?
         }
-        // A subject search has no plan; a subject described by properties is not the
-        // one a plan would read from the store.
+        SearchKind::Subject if fixed_described.is_empty() => {
+            from_subject_plan(scope, &searched_type, &action, &fixed_uid, &context).await?
+        }
+        // A fixed entity described by properties is not the one a plan would read
+        // from the store.
         _ => Candidates::All,
     };
     if matches!(candidates, Candidates::None) {
@@ -357,6 +361,8 @@ enum Candidates {
         attr: String,
         targets: Vec<EntityUid>,
     },
+    /// The subjects the symmetric plan names (sorted by id): no other can be allowed.
+    Listed(Vec<EntityUid>),
 }
 
 impl Candidates {
@@ -367,6 +373,9 @@ impl Candidates {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<UidPage, EntitySourceError> {
+        if let Candidates::Listed(uids) = self {
+            return Ok(crate::entities::page_of(uids, cursor, limit));
+        }
         if let Candidates::Referring { attr, targets } = self {
             let page = scope
                 .source
@@ -378,6 +387,36 @@ impl Candidates {
             }
         }
         scope.source.list(ty, cursor, limit, scope.snapshot).await
+    }
+}
+
+/// The candidates of a subject search, from the symmetric plan of the action,
+/// resource and context (`plan::subject`): none, the subjects it names, or every
+/// subject of the type when it names none or cannot be made.
+async fn from_subject_plan(
+    scope: &Scope<'_>,
+    ty: &cedar_policy::EntityTypeName,
+    action: &EntityUid,
+    resource: &EntityUid,
+    context: &Value,
+) -> Result<Candidates, AuthzenError> {
+    match subject::subjects(scope.snapshot, scope.source, ty, action, resource, context).await {
+        Ok(Subjects::Nobody) => Ok(Candidates::None),
+        Ok(Subjects::Only(uids)) => Ok(Candidates::Listed(uids)),
+        Ok(Subjects::Every(reason)) => {
+            tracing::debug!(%reason, "subject search enumerates");
+
+            Ok(Candidates::All)
+        }
+        Err(PlanError::Unavailable(m)) => Err(AuthzenError::StoreUnavailable(format!(
+            "entity store unavailable: {m}"
+        ))),
+        // What a plan cannot do, enumeration still can.
+        Err(e) => {
+            tracing::debug!(error = %e, "subject search enumerates");
+
+            Ok(Candidates::All)
+        }
     }
 }
 

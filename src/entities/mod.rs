@@ -127,6 +127,23 @@ pub trait EntitySource: Send + Sync + 'static {
         )))
     }
 
+    /// Uids of the entities of `entity_type` below `ancestor` in the hierarchy (its
+    /// children of that type, and those of its descendants of the types between),
+    /// sorted by id: what a store's member sets answer, for subject search. More than
+    /// `limit` of them, or a source without exact member sets, is
+    /// [`Referrers::Unindexed`] (the caller then enumerates the type).
+    async fn members(
+        &self,
+        entity_type: &EntityTypeName,
+        _ancestor: &EntityUid,
+        _limit: usize,
+        _snapshot: &Snapshot,
+    ) -> Result<Referrers, EntitySourceError> {
+        Ok(Referrers::Unindexed(format!(
+            "the entity source keeps no member sets of `{entity_type}`"
+        )))
+    }
+
     /// Whether the source can serve decisions now (for `/readyz`).
     async fn ready(&self) -> Result<(), EntitySourceError>;
 
@@ -153,7 +170,7 @@ impl Gate for SourceGate {
 }
 
 /// One page of `all` (uids sorted by id) after `cursor`.
-fn page_of(all: &[EntityUid], cursor: Option<&str>, limit: usize) -> UidPage {
+pub(crate) fn page_of(all: &[EntityUid], cursor: Option<&str>, limit: usize) -> UidPage {
     page_by_id(all, |u| u.id().unescaped(), EntityUid::clone, cursor, limit)
 }
 

@@ -17,6 +17,7 @@
 //! condition is translated twice, "evaluates to true" and "evaluates to false".
 
 pub mod filter;
+pub mod subject;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;

@@ -339,7 +339,56 @@ fn write_commands(
         zadd.arg(&key).arg(0).arg(id);
         out.push((key, zadd));
     }
+    if has_parents(types, uid) {
+        let (leave, join) = member_changes(prefix, uid, old, Some(json));
+        for key in leave {
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(&key).arg(id);
+            out.push((key, zrem));
+        }
+        for key in join {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&key).arg(0).arg(id);
+            out.push((key, zadd));
+        }
+        let key = store::member_ledger_key(prefix, uid.type_name());
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(&key).arg(0).arg(id);
+        out.push((key, zadd));
+    }
     out
+}
+
+/// Whether the schema lets entities of `uid`'s type have parents: those keep member
+/// sets.
+fn has_parents(types: &SchemaTypes, uid: &EntityUid) -> bool {
+    types
+        .parent_types(&uid.type_name().to_string())
+        .is_some_and(|p| !p.is_empty())
+}
+
+/// The member sets one write changes: those of the parents the entity's previous
+/// version had and it no longer has, and those of all its current parents.
+fn member_changes(
+    prefix: &str,
+    uid: &EntityUid,
+    old: Option<&[u8]>,
+    new: Option<&str>,
+) -> (Vec<String>, Vec<String>) {
+    let keys = |json: Option<serde_json::Value>| -> Vec<String> {
+        json.map(|j| {
+            crate::entities::parents_and_references(&j)
+                .0
+                .iter()
+                .map(|parent| store::member_key(prefix, uid.type_name(), parent))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let before = keys(old.and_then(|b| serde_json::from_slice(b).ok()));
+    let after = keys(new.and_then(|t| serde_json::from_str(t).ok()));
+    let leave = before.into_iter().filter(|k| !after.contains(k)).collect();
+    (leave, after)
 }
 
 /// The commands that remove one entity: its key, its type-index entry and the
@@ -372,6 +421,18 @@ fn delete_commands(
         zrem.arg(&key).arg(id);
         out.push((key, zrem));
     }
+    if has_parents(types, uid) {
+        let (leave, _) = member_changes(prefix, uid, old, None);
+        for key in leave {
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(&key).arg(id);
+            out.push((key, zrem));
+        }
+        let key = store::member_ledger_key(prefix, uid.type_name());
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(&key).arg(id);
+        out.push((key, zrem));
+    }
     out
 }
 
@@ -395,7 +456,7 @@ impl From<redis::RedisError> for WriteError {
 
 /// The type a key of the layout must have, or `none` when it does not exist yet.
 fn expected_type(prefix: &str, key: &str) -> &'static str {
-    let zset = ["t:", "r:", "x:"];
+    let zset = ["t:", "r:", "x:", "m:"];
     if zset
         .iter()
         .any(|tag| key.strip_prefix(prefix).is_some_and(|k| k.starts_with(tag)))

@@ -219,6 +219,11 @@ impl Shared {
     }
 }
 
+/// Levels of the hierarchy a walk down the member sets reads at most.
+const MAX_MEMBER_LEVELS: usize = 16;
+/// Entities a walk down the member sets visits at most.
+const MAX_MEMBER_WALK: usize = 100_000;
+
 /// The entity source backed by Redis.
 pub struct RedisSource {
     shared: Arc<Shared>,
@@ -325,28 +330,63 @@ impl RedisSource {
         attr: &str,
     ) -> Result<Option<String>, EntitySourceError> {
         let prefix = &self.shared.prefix;
+        let (entities, kept) = self
+            .counts(
+                conn,
+                store::type_key(prefix, ty),
+                store::ledger_key(prefix, ty, attr),
+            )
+            .await?;
+        Ok((entities != kept).then(|| {
+            format!(
+                "the index sets of `{ty}.{attr}` in Redis are not known to be exact: {kept} of the {entities} `{ty}` entities were written by `portcullis entities` (rewrite the others with it)"
+            )
+        }))
+    }
+
+    /// Why the member sets of `ty`'s entities cannot be trusted, if they cannot: as
+    /// [`Self::ledger_gap`], with the member ledger ([`store::member_ledger_key`]).
+    async fn member_ledger_gap(
+        &self,
+        conn: &Conn,
+        ty: &EntityTypeName,
+    ) -> Result<Option<String>, EntitySourceError> {
+        let prefix = &self.shared.prefix;
+        let (entities, kept) = self
+            .counts(
+                conn,
+                store::type_key(prefix, ty),
+                store::member_ledger_key(prefix, ty),
+            )
+            .await?;
+        Ok((entities != kept).then(|| {
+            format!(
+                "the member sets of `{ty}` in Redis are not known to be exact: {kept} of the {entities} `{ty}` entities were written by `portcullis entities` (rewrite the others with it)"
+            )
+        }))
+    }
+
+    /// The sizes of two sorted sets, read together.
+    async fn counts(
+        &self,
+        conn: &Conn,
+        a: String,
+        b: String,
+    ) -> Result<(u64, u64), EntitySourceError> {
         let count = |key: String| {
             let mut conn = conn.clone();
             let mut cmd = redis::cmd("ZCARD");
             cmd.arg(key);
             async move { conn.query::<u64>(&cmd).await }
         };
-        let both = futures_util::future::try_join(
-            count(store::type_key(prefix, ty)),
-            count(store::ledger_key(prefix, ty, attr)),
-        );
-        let (entities, kept) = tokio::time::timeout(self.shared.timeout, both)
+        let both = futures_util::future::try_join(count(a), count(b));
+        tokio::time::timeout(self.shared.timeout, both)
             .await
             .map_err(|_| EntitySourceError::Unavailable("Redis did not answer".to_string()))?
             .map_err(|e| {
                 self.shared.metrics.errors.inc();
                 EntitySourceError::Unavailable(format!("Redis: {e}"))
-            })?;
-        Ok((entities != kept).then(|| {
-            format!(
-                "the index sets of `{ty}.{attr}` in Redis are not known to be exact: {kept} of the {entities} `{ty}` entities were written by `portcullis entities` (rewrite the others with it)"
-            )
-        }))
+            })
     }
 
     /// Parses what Redis holds under `uid`'s key into a cache entry.
@@ -678,6 +718,103 @@ impl EntitySource for RedisSource {
             })
             .collect();
         Ok(Referrers::Page(UidPage { uids, next }))
+    }
+
+    /// Walks the member sets down from `ancestor`, one level per round trip (every
+    /// set of the level sent together), through the types whose entities can be
+    /// ancestors of `entity_type`'s; trusted only while the ledger of every type it
+    /// reads counts every entity of that type.
+    async fn members(
+        &self,
+        entity_type: &EntityTypeName,
+        ancestor: &EntityUid,
+        limit: usize,
+        snapshot: &Snapshot,
+    ) -> Result<Referrers, EntitySourceError> {
+        let types = &snapshot.types;
+        // The types a walk from `ancestor` down to `entity_type` passes through.
+        let mut chain: Vec<EntityTypeName> = vec![entity_type.clone()];
+        if let Some(above) = snapshot.schema.ancestors(entity_type) {
+            chain.extend(above.cloned());
+        }
+        let conn = self.shared.conn()?;
+        // Types whose entities have no parents keep no member sets to be missing from.
+        chain.retain(|ty| {
+            types
+                .parent_types(&ty.to_string())
+                .is_some_and(|p| !p.is_empty())
+        });
+        for ty in &chain {
+            if let Some(reason) = self.member_ledger_gap(&conn, ty).await? {
+                return Ok(Referrers::Unindexed(reason));
+            }
+        }
+        let prefix = &self.shared.prefix;
+        let mut seen: HashSet<EntityUid> = HashSet::new();
+        let mut found: Vec<EntityUid> = Vec::new();
+        let mut level = vec![ancestor.clone()];
+        for _ in 0..MAX_MEMBER_LEVELS {
+            if level.is_empty() {
+                found.sort_unstable_by(|a, b| a.id().unescaped().cmp(b.id().unescaped()));
+                return Ok(Referrers::Page(UidPage {
+                    uids: found,
+                    next: None,
+                }));
+            }
+            let mut sets: Vec<(EntityTypeName, String)> = Vec::new();
+            for parent in &level {
+                let parent_type = parent.type_name().to_string();
+                for child in &chain {
+                    let may = types
+                        .parent_types(&child.to_string())
+                        .is_some_and(|p| p.contains(&parent_type));
+                    if may {
+                        sets.push((child.clone(), store::member_key(prefix, child, parent)));
+                    }
+                }
+            }
+            let reads = sets.iter().map(|(_, key)| {
+                let mut conn = conn.clone();
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(key).arg(0).arg(-1);
+                async move { conn.query::<Vec<String>>(&cmd).await }
+            });
+            let answers = tokio::time::timeout(
+                self.shared.timeout,
+                futures_util::future::try_join_all(reads),
+            )
+            .await
+            .map_err(|_| EntitySourceError::Unavailable("Redis did not answer".to_string()))?
+            .map_err(|e| {
+                self.shared.metrics.errors.inc();
+                EntitySourceError::Unavailable(format!("Redis: {e}"))
+            })?;
+            let mut next = Vec::new();
+            for ((ty, _), ids) in sets.iter().zip(answers) {
+                for id in ids {
+                    let uid = EntityUid::from_type_name_and_id(
+                        ty.clone(),
+                        cedar_policy::EntityId::new(id),
+                    );
+                    if !seen.insert(uid.clone()) {
+                        continue;
+                    }
+                    if ty == entity_type {
+                        found.push(uid.clone());
+                    }
+                    next.push(uid);
+                }
+            }
+            if found.len() > limit || seen.len() > MAX_MEMBER_WALK {
+                return Ok(Referrers::Unindexed(format!(
+                    "more than {limit} `{entity_type}` entities are below `{ancestor}`"
+                )));
+            }
+            level = next;
+        }
+        Ok(Referrers::Unindexed(format!(
+            "the hierarchy below `{ancestor}` is deeper than {MAX_MEMBER_LEVELS} levels"
+        )))
     }
 
     /// Reads what the subscriber task's liveness checks found (a `PING` on the

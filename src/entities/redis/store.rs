@@ -51,6 +51,18 @@ pub fn ledger_key(prefix: &str, ty: &EntityTypeName, attr: &str) -> String {
     format!("{prefix}x:{ty}.{attr}")
 }
 
+/// The Redis key of the member set of `parent`: the ids of its children of type
+/// `child`, for subject search ("who is in this account?").
+pub fn member_key(prefix: &str, child: &EntityTypeName, parent: &EntityUid) -> String {
+    format!("{prefix}m:{child}:{parent}")
+}
+
+/// The Redis key of the ledger of the member sets of `ty`'s entities: the ids of the
+/// `ty` entities whose place in them a writer keeps (see [`ledger_key`]).
+pub fn member_ledger_key(prefix: &str, ty: &EntityTypeName) -> String {
+    format!("{prefix}x:{ty}")
+}
+
 /// The uid an entity key names, if it is one.
 pub fn uid_of_key(prefix: &str, key: &str) -> Option<EntityUid> {
     let rest = key.strip_prefix(prefix)?.strip_prefix("e:")?;
