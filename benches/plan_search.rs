@@ -14,8 +14,14 @@
 //! with pipelines, in the layout `portcullis entities` writes (entity keys, type
 //! indexes, index sets).
 //!
+//! Then subject search, "who may view invoice i0?", with 100,000 users over the same
+//! accounts (10 per account): from the symmetric plan (the members of `a0`, read from
+//! its member set) against enumeration of every user (the resource described by a
+//! property).
+//!
 //! Run: `cargo bench --bench plan_search`. Sizes: `PORTCULLIS_PLAN_BENCH_INVOICES`
-//! (default 1000000) and `PORTCULLIS_PLAN_BENCH_ACCOUNTS` (default 10000).
+//! (default 1000000), `PORTCULLIS_PLAN_BENCH_ACCOUNTS` (default 10000) and
+//! `PORTCULLIS_PLAN_BENCH_USERS` (default 100000).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -49,7 +55,7 @@ fn size(var: &str, bench: usize, smoke: usize) -> usize {
 /// Writes the accounts (owned by users who are not stored), bea (member of `a0`
 /// with the `invoices` permission) and the invoices, `i{n}` in account `a{n % accounts}`,
 /// with their index sets and ledgers, as a writer of its own that keeps them does.
-async fn bulk_load(url: &str, invoices: usize, accounts: usize) {
+async fn bulk_load(url: &str, invoices: usize, accounts: usize, users: usize) {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let started = Instant::now();
@@ -66,16 +72,41 @@ async fn bulk_load(url: &str, invoices: usize, accounts: usize) {
             .arg(id)
             .ignore();
     };
-    put(
-        &mut pipe,
-        "User",
-        "bea",
-        json!({"uid": {"type": "Portal::User", "id": "bea"},
-               "attrs": {"email": "bea@example.test", "disabled": false, "twoFactorEnrolled": true},
-               "parents": [{"type": "Portal::Account", "id": "a0"}],
-               "tags": {"a0": {"permissions": ["invoices"], "emailCategories": []}}})
-        .to_string(),
-    );
+    // A user, member of `account` with the `invoices` permission there, in its
+    // account's member set and the users' ledger.
+    let user = |pipe: &mut redis::Pipeline, id: &str, account: &str| {
+        put(
+            pipe,
+            "User",
+            id,
+            json!({"uid": {"type": "Portal::User", "id": id},
+                   "attrs": {"email": format!("{id}@example.test"), "disabled": false,
+                             "twoFactorEnrolled": true},
+                   "parents": [{"type": "Portal::Account", "id": account}],
+                   "tags": {account: {"permissions": ["invoices"], "emailCategories": []}}})
+            .to_string(),
+        );
+        pipe.cmd("ZADD")
+            .arg(format!(
+                "portcullis:m:Portal::User:Portal::Account::\"{account}\""
+            ))
+            .arg(0)
+            .arg(id)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg("portcullis:x:Portal::User")
+            .arg(0)
+            .arg(id)
+            .ignore();
+    };
+    user(&mut pipe, "bea", "a0");
+    for n in 0..users {
+        user(&mut pipe, &format!("u{n}"), &format!("a{}", n % accounts));
+        if n % 10_000 == 9_999 {
+            pipe.query_async::<()>(&mut conn).await.unwrap();
+            pipe = redis::pipe();
+        }
+    }
     for a in 0..accounts {
         let id = format!("a{a}");
         put(
@@ -144,10 +175,15 @@ async fn bulk_load(url: &str, invoices: usize, accounts: usize) {
 }
 
 /// Every invoice of the search, page by page, and the number of calls.
-async fn search_all(server: &TestServer, mut body: Value) -> (Vec<String>, usize) {
+async fn search_all(server: &TestServer, body: Value) -> (Vec<String>, usize) {
+    search_pages(server, "/access/v1/search/resource", body).await
+}
+
+/// Every result of a search at `path`, page by page, and the number of calls.
+async fn search_pages(server: &TestServer, path: &str, mut body: Value) -> (Vec<String>, usize) {
     let mut ids = Vec::new();
     for calls in 1.. {
-        let reply = server.post("/access/v1/search/resource", &body).await;
+        let reply = server.post(path, &body).await;
         assert_eq!(reply.status, 200, "{}", reply.text);
         for r in reply.json["results"].as_array().unwrap() {
             ids.push(r["id"].as_str().unwrap().to_string());
@@ -174,13 +210,14 @@ fn main() {
     }
     let invoices = size("PORTCULLIS_PLAN_BENCH_INVOICES", 1_000_000, 2_000);
     let accounts = size("PORTCULLIS_PLAN_BENCH_ACCOUNTS", 10_000, 20);
+    let users = size("PORTCULLIS_PLAN_BENCH_USERS", 100_000, 200);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let redis = RedisServer::start();
-    rt.block_on(bulk_load(&redis.url(), invoices, accounts));
+    rt.block_on(bulk_load(&redis.url(), invoices, accounts, users));
     rt.block_on(async {
         let mut args = ServeArgs::default();
         args.entity.redis = RedisArgs {
@@ -241,6 +278,70 @@ fn main() {
         );
         println!(
             "  enumeration:    {:.1} ms, one run, {enumeration_calls} calls",
+            enumeration.as_secs_f64() * 1e3
+        );
+        println!(
+            "  enumeration / plan: {:.0}x",
+            enumeration.as_secs_f64() / plan.as_secs_f64()
+        );
+
+        // Who may view invoice i0 (account a0)? Its members, from a0's member set,
+        // against every user; the resource described by a property (as stored) makes
+        // the search skip the plan.
+        let who = json!({
+            "subject": {"type": "user"},
+            "action": {"name": "ViewInvoice"},
+            "resource": {"type": "invoice", "id": "i0"},
+            "page": {"limit": 1000},
+        });
+        let mut who_enumerated = who.clone();
+        who_enumerated["resource"]["properties"] = json!({"total": 0});
+        let subject_path = "/access/v1/search/subject";
+        let decided = || async {
+            common::metric(
+                &server.admin_get("/metrics").await.text,
+                r#"portcullis_authzen_search_candidates_total{search="subject"}"#,
+            )
+            .unwrap_or(0.0)
+        };
+        let before = decided().await;
+        let started = Instant::now();
+        let (from_plan, _) = search_pages(&server, subject_path, who.clone()).await;
+        let cold = started.elapsed();
+        let plan_decided = decided().await - before;
+        assert_eq!(from_plan.len(), 1 + users.div_ceil(accounts), "{from_plan:?}");
+        let before = decided().await;
+        let started = Instant::now();
+        let (enumerated, enumeration_calls) =
+            search_pages(&server, subject_path, who_enumerated).await;
+        let enumeration = started.elapsed();
+        let enumeration_decided = decided().await - before;
+        assert_eq!(from_plan, enumerated, "the plan's subject search and enumeration differ");
+        // The member sets and their ledger were trusted: only a0's members were decided.
+        assert!(
+            plan_decided * 10.0 < enumeration_decided,
+            "{plan_decided} subjects decided from the plan, {enumeration_decided} enumerating"
+        );
+        let mut times = Vec::new();
+        for _ in 0..30 {
+            let started = Instant::now();
+            let (ids, _) = search_pages(&server, subject_path, who.clone()).await;
+            times.push(started.elapsed());
+            assert_eq!(ids, from_plan);
+        }
+        let plan = median(times);
+        println!(
+            "subject search, the {} users who may view i0, of {} users:",
+            from_plan.len(),
+            users + 1
+        );
+        println!(
+            "  from the plan:  median {:.2} ms over 30 runs (first, nothing cached: {:.2} ms), {plan_decided} subjects decided",
+            plan.as_secs_f64() * 1e3,
+            cold.as_secs_f64() * 1e3
+        );
+        println!(
+            "  enumeration:    {:.1} ms, one run, {enumeration_calls} calls, {enumeration_decided} subjects decided",
             enumeration.as_secs_f64() * 1e3
         );
         println!(
