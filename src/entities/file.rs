@@ -9,7 +9,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid};
 
-use super::{page_by_id, page_of, references, EntitySource, EntitySourceError, Fetched, UidPage};
+use super::{
+    page_by_id, page_of, references, EntitySource, EntitySourceError, Fetched, Referrers, UidPage,
+};
 use crate::model::{EntityData, Snapshot};
 
 /// The file source: decides on the entity data of the snapshot a decision loaded, so
@@ -37,7 +39,11 @@ impl EntitySource for FileSource {
             return Ok(Fetched::whole(whole));
         }
         let entities = reachable(data, uids, snapshot)?;
-        Ok(Fetched::whole(Arc::new(entities)))
+        // What the uids reach, not everything the data holds.
+        Ok(Fetched {
+            complete: false,
+            ..Fetched::whole(Arc::new(entities))
+        })
     }
 
     async fn list(
@@ -58,6 +64,95 @@ impl EntitySource for FileSource {
             cursor,
             limit,
         ))
+    }
+
+    /// From the data's links (built on the first call): exact, since the data is the
+    /// model's.
+    async fn referrers(
+        &self,
+        entity_type: &EntityTypeName,
+        attribute: &str,
+        targets: &[EntityUid],
+        cursor: Option<&str>,
+        limit: usize,
+        snapshot: &Snapshot,
+    ) -> Result<Referrers, EntitySourceError> {
+        let Some(data) = snapshot.entities.as_ref() else {
+            return Ok(Referrers::Page(UidPage::default()));
+        };
+        let links = data.links(&snapshot.types);
+        let mut ids: Vec<&str> = targets
+            .iter()
+            .filter_map(|t| {
+                links
+                    .referrers
+                    .get(&(entity_type.clone(), attribute.to_string(), t.clone()))
+            })
+            .flatten()
+            .map(|id| &**id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(Referrers::Page(page_by_id(
+            &ids,
+            |id| id,
+            |id| EntityUid::from_type_name_and_id(entity_type.clone(), EntityId::new(id)),
+            cursor,
+            limit,
+        )))
+    }
+
+    /// Walks the data's links down from `ancestor` through the types whose entities
+    /// can be ancestors of `entity_type`'s.
+    async fn members(
+        &self,
+        entity_type: &EntityTypeName,
+        ancestor: &EntityUid,
+        limit: usize,
+        snapshot: &Snapshot,
+    ) -> Result<Referrers, EntitySourceError> {
+        let Some(data) = snapshot.entities.as_ref() else {
+            return Ok(Referrers::Page(UidPage::default()));
+        };
+        let links = data.links(&snapshot.types);
+        let mut chain: Vec<EntityTypeName> = vec![entity_type.clone()];
+        if let Some(above) = snapshot.schema.ancestors(entity_type) {
+            chain.extend(above.cloned());
+        }
+        let mut seen: HashSet<EntityUid> = HashSet::new();
+        let mut found: Vec<EntityUid> = Vec::new();
+        let mut level = vec![ancestor.clone()];
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            for parent in &level {
+                for ty in &chain {
+                    let Some(ids) = links.members.get(&(ty.clone(), parent.clone())) else {
+                        continue;
+                    };
+                    for id in ids {
+                        let uid = EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id));
+                        if !seen.insert(uid.clone()) {
+                            continue;
+                        }
+                        if ty == entity_type {
+                            found.push(uid.clone());
+                        }
+                        next.push(uid);
+                    }
+                }
+            }
+            if found.len() > limit {
+                return Ok(Referrers::Unindexed(format!(
+                    "more than {limit} `{entity_type}` entities are below `{ancestor}`"
+                )));
+            }
+            level = next;
+        }
+        found.sort_unstable_by(|a, b| a.id().unescaped().cmp(b.id().unescaped()));
+        Ok(Referrers::Page(UidPage {
+            uids: found,
+            next: None,
+        }))
     }
 
     async fn ready(&self) -> Result<(), EntitySourceError> {

@@ -145,9 +145,32 @@ pub struct EntityData {
     /// needs every entity at once (query plans decide over all of them). A memo of the
     /// immutable data, not a change to it.
     whole: OnceLock<Result<Arc<Entities>, String>>,
+    /// Who refers to whom, built on first use by query plans and search, which read
+    /// it instead of the whole set.
+    links: OnceLock<Links>,
     /// Whether decisions read the whole set (built at load) rather than the entities
     /// each request reaches: see [`WHOLE_SET_MAX_BYTES`].
     serves_whole: bool,
+}
+
+/// The references between entities of the data, by what search asks: the entities of a
+/// type whose reference attribute names an entity (the index sets of Redis), and the
+/// children of a type each entity has (its member sets). Ids only, sorted: a small
+/// fraction of the data's size.
+#[derive(Debug, Default)]
+pub struct Links {
+    /// (type, attribute, referenced entity) → the ids of the type's entities.
+    pub referrers: HashMap<(EntityTypeName, String, EntityUid), Vec<Box<str>>>,
+    /// (child type, parent) → the ids of the parent's children of that type.
+    pub members: HashMap<(EntityTypeName, EntityUid), Vec<Box<str>>>,
+}
+
+/// Files `id` under a key: ids arrive in order (each type's entities are sorted), so
+/// a repeat (a parent listed twice) is the last one.
+fn file(ids: &mut Vec<Box<str>>, id: &str) {
+    if ids.last().is_none_or(|last| **last != *id) {
+        ids.push(id.into());
+    }
 }
 
 /// Entity files up to this size are also held as one Cedar entity set, built at load,
@@ -179,6 +202,7 @@ impl EntityData {
             count,
             literals: Vec::new(),
             whole: OnceLock::new(),
+            links: OnceLock::new(),
             serves_whole: false,
         }
     }
@@ -249,6 +273,51 @@ impl EntityData {
             return None;
         }
         self.whole.get().and_then(|w| w.as_ref().ok()).cloned()
+    }
+
+    /// Whether the whole set has been built (at load for small data, or by a reader
+    /// that needed it).
+    pub fn whole_built(&self) -> bool {
+        self.whole.get().is_some()
+    }
+
+    /// The references between the data's entities (built once, on first use, from
+    /// each entity's JSON; `types` says which attributes are references).
+    pub fn links(&self, types: &SchemaTypes) -> &Links {
+        self.links.get_or_init(|| {
+            let mut links = Links::default();
+            for (ty, stored) in &self.by_type {
+                let attrs = types.reference_attributes(&ty.to_string());
+                for entity in stored {
+                    // Checked at load; an entity that no longer parses names nothing.
+                    let Ok(json) = serde_json::from_str::<serde_json::Value>(&entity.json) else {
+                        continue;
+                    };
+                    for attr in &attrs {
+                        let target = json
+                            .get("attrs")
+                            .and_then(|a| a.get(*attr))
+                            .and_then(crate::entities::uid_of_json);
+                        if let Some(target) = target {
+                            file(
+                                links
+                                    .referrers
+                                    .entry((ty.clone(), (*attr).to_string(), target))
+                                    .or_default(),
+                                &entity.id,
+                            );
+                        }
+                    }
+                    for parent in crate::entities::parents_and_references(&json).0 {
+                        file(
+                            links.members.entry((ty.clone(), parent)).or_default(),
+                            &entity.id,
+                        );
+                    }
+                }
+            }
+            links
+        })
     }
 
     /// The whole data set as Cedar entities, with the schema's actions, as Cedar reads

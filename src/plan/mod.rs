@@ -203,14 +203,15 @@ pub fn prepared(snapshot: &Snapshot) -> Arc<Prepared> {
     let make = || Prepared {
         literals: policy_literals(snapshot),
         actions: Entities::from_entities(snapshot.action_entities.iter().cloned(), None).ok(),
-        // A plan decides over every entity of the data: the whole set, built on the
-        // first plan against this snapshot (decisions read lean data).
-        data: snapshot.entities.as_ref().map(|d| {
-            d.whole(&snapshot.schema).and_then(|entities| {
+        // Data served whole is planned over as it is; lean data never builds it (plans
+        // read a neighbourhood of it instead, `plan_from_source`).
+        data: snapshot.entities.as_ref().and_then(|d| {
+            d.served_whole()?;
+            Some(d.whole(&snapshot.schema).and_then(|entities| {
                 PlanData::new(snapshot, entities)
                     .map(Arc::new)
                     .map_err(|e| e.to_string())
-            })
+            }))
         }),
     };
     // The memo holds nothing else; were it ever to, the plan is prepared afresh.
@@ -221,7 +222,7 @@ pub fn prepared(snapshot: &Snapshot) -> Arc<Prepared> {
 }
 
 /// The snapshot's own entity data prepared for plans; `NoEntityData` when the data
-/// lives in a store.
+/// lives in a store or is served lean.
 pub fn snapshot_data(snapshot: &Snapshot) -> Result<Arc<PlanData>, PlanError> {
     match &prepared(snapshot).data {
         None => Err(PlanError::NoEntityData),
@@ -259,7 +260,10 @@ pub async fn plan_from_source(
     source: &dyn EntitySource,
     request: &PlanRequest,
 ) -> Result<Plan, PlanError> {
-    if snapshot.entities.is_some() {
+    // Data served whole is planned over as it is; lean data (and a store) through the
+    // request's neighbourhood, so a plan never builds the whole set a lean source
+    // exists to avoid.
+    if serves_whole(snapshot) {
         let data = snapshot_data(snapshot)?;
         return plan(snapshot, &data, request);
     }
@@ -317,6 +321,14 @@ pub async fn plan_from_source(
         snapshot,
         format!("the plan needed more than {MAX_ROUNDS} rounds of fetches from the entity source"),
     ))
+}
+
+/// Whether the snapshot's own data is held as one Cedar entity set that decisions read.
+fn serves_whole(snapshot: &Snapshot) -> bool {
+    snapshot
+        .entities
+        .as_ref()
+        .is_some_and(|d| d.served_whole().is_some())
 }
 
 fn refused(snapshot: &Snapshot, reason: String) -> Plan {

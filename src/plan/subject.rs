@@ -3,8 +3,10 @@
 //! of the principal (`principal in Portal::Account::"acme" && ...`,
 //! `Portal::User::"olivia" == principal`). When every permit left pins the principal
 //! to named entities or to the descendants of named entities, those are the only
-//! subjects that can be allowed; the search then decides just them. Otherwise (or
-//! when the data cannot be read whole) every subject of the type stays a candidate.
+//! subjects that can be allowed; the search then decides just them. Otherwise every
+//! subject of the type stays a candidate. Data served whole is read as it is; lean
+//! data and a store through the resource's neighbourhood and the source's member and
+//! index sets (`EntitySource::members`, `referrers`).
 //! Candidates are never answers: each is decided by the pipeline.
 
 use std::collections::BTreeSet;
@@ -16,7 +18,7 @@ use cedar_policy::{
 };
 use serde_json::Value;
 
-use super::{api_uid, snapshot_data, visit, walk_refs, PlanError, MAX_CASES};
+use super::{api_uid, serves_whole, snapshot_data, visit, walk_refs, PlanError, MAX_CASES};
 use crate::entities::{EntitySource, Referrers};
 use crate::model::Snapshot;
 
@@ -54,7 +56,7 @@ pub async fn subjects(
     context: &Value,
 ) -> Result<Subjects, PlanError> {
     let schema = &snapshot.schema;
-    let whole = if snapshot.entities.is_some() {
+    let whole = if serves_whole(snapshot) {
         Some(snapshot_data(snapshot)?)
     } else {
         None
