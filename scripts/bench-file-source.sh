@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The file source at scale (see BENCHMARKS.md, "File source at scale"): starts the
 # release server on a large portal entity file and prints, per binary and round, the
-# time from start to the first `/readyz` 200, the resident memory once ready and after
-# a few decisions, and both as a multiple of the file's size.
+# time from start to the first `/readyz` 200, the resident memory once ready, after a
+# few decisions and after two AuthZEN searches (subject and resource), the peak, the
+# memory after the searches and the peak as multiples of the file's size, and how long
+# the two searches took.
 #
 #   bash scripts/bench-file-source.sh                    # target/release/portcullis
 #   bash scripts/bench-file-source.sh OLD_BIN NEW_BIN    # compared in one run
@@ -59,7 +61,23 @@ decide() {
         -d "{\"principal\":\"Portal::User::\\\"$principal\\\"\",\"action\":\"Portal::Action::\\\"ViewInvoice\\\"\",\"resource\":\"Portal::Invoice::\\\"$resource\\\"\",\"context\":{}}"
 }
 
-# One start of `bin`: prints "ready_s cpu_s rss_ready_kib rss_after_kib hwm_kib".
+# AuthZEN searches over the whole data: who may view i0 (subject search), and which
+# invoices u0 may view (resource search). Each prints its number of results.
+search_subjects() {
+    curl -sS -X POST "http://127.0.0.1:$1/access/v1/search/subject" \
+        -H 'content-type: application/json' \
+        -d '{"subject":{"type":"user"},"action":{"name":"ViewInvoice"},"resource":{"type":"invoice","id":"i0"}}' |
+        python3 -c 'import json,sys; print(len(json.load(sys.stdin)["results"]))'
+}
+search_resources() {
+    curl -sS -X POST "http://127.0.0.1:$1/access/v1/search/resource" \
+        -H 'content-type: application/json' \
+        -d '{"subject":{"type":"user","id":"u0"},"action":{"name":"ViewInvoice"},"resource":{"type":"invoice"}}' |
+        python3 -c 'import json,sys; print(len(json.load(sys.stdin)["results"]))'
+}
+
+# One start of `bin`: prints "ready_s cpu_s rss_ready_kib rss_after_kib rss_search_kib
+# hwm_kib search_ms".
 run_once() {
     local bin="$1" port admin start ready
     port="$(free_port)"
@@ -84,23 +102,33 @@ run_once() {
         echo "unexpected decisions: $allow / $deny" >&2
         exit 1
     }
-    echo "$(python3 -c "print(f'{$ready - $start:.2f}')") $cpu $rss_ready $(rss_kib "$PID") $(hwm_kib "$PID")"
+    local rss_after searched found_subjects found_resources
+    rss_after="$(rss_kib "$PID")"
+    searched="$(date +%s.%N)"
+    found_subjects="$(search_subjects "$port")"
+    found_resources="$(search_resources "$port")"
+    searched="$(python3 -c "print(f'{($(date +%s.%N) - $searched) * 1000:.0f}')")"
+    [[ "$found_subjects" -gt 0 && "$found_resources" -gt 0 ]] || {
+        echo "searches found nothing: $found_subjects subjects, $found_resources invoices" >&2
+        exit 1
+    }
+    echo "$(python3 -c "print(f'{$ready - $start:.2f}')") $cpu $rss_ready $rss_after $(rss_kib "$PID") $(hwm_kib "$PID") $searched"
     kill "$PID"
     wait "$PID" 2>/dev/null || true
     PID=""
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-32s %5s %8s %8s %8s %9s %9s %9s %9s\n' binary round ready_s cpu_s rss_MiB after_MiB peak_MiB rss/file peak/file
+printf '%-32s %5s %8s %8s %8s %9s %10s %9s %9s %9s %10s\n' binary round ready_s cpu_s rss_MiB after_MiB search_MiB peak_MiB rss/file peak/file search_ms
 for round in $(seq 1 "$ROUNDS"); do
     for bin in "$@"; do
-        read -r ready cpu rss after hwm < <(run_once "$bin")
-        python3 - "$bin" "$round" "$ready" "$cpu" "$rss" "$after" "$hwm" "$FILE_BYTES" <<'PY'
+        read -r ready cpu rss after searched hwm ms < <(run_once "$bin")
+        python3 - "$bin" "$round" "$ready" "$cpu" "$rss" "$after" "$searched" "$hwm" "$FILE_BYTES" "$ms" <<'PY'
 import sys
-bin_, rnd, ready, cpu, rss, after, hwm, size = sys.argv[1:]
-rss, after, hwm, size = int(rss), int(after), int(hwm), int(size)
-print(f"{bin_:<32} {rnd:>5} {float(ready):8.2f} {float(cpu):8.2f} {rss/1024:8.0f} {after/1024:9.0f} {hwm/1024:9.0f}"
-      f" {after*1024/size:8.1f}x {hwm*1024/size:8.1f}x")
+bin_, rnd, ready, cpu, rss, after, searched, hwm, size, ms = sys.argv[1:]
+rss, after, searched, hwm, size = int(rss), int(after), int(searched), int(hwm), int(size)
+print(f"{bin_:<32} {rnd:>5} {float(ready):8.2f} {float(cpu):8.2f} {rss/1024:8.0f} {after/1024:9.0f} {searched/1024:10.0f}"
+      f" {hwm/1024:9.0f} {searched*1024/size:8.1f}x {hwm*1024/size:8.1f}x {ms:>10}")
 PY
     done
 done
