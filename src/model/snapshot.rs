@@ -141,9 +141,8 @@ pub struct EntityData {
     /// Entities that policy conditions name as literals and the data holds: a
     /// condition may read their attributes or ancestors, so every decision reads them.
     pub literals: Vec<EntityUid>,
-    /// The whole data set as Cedar entities, built on first use by the one reader that
-    /// needs every entity at once (query plans decide over all of them). A memo of the
-    /// immutable data, not a change to it.
+    /// The whole data set as Cedar entities: built at load for data served whole
+    /// (query plans then decide over all of it); lean data never builds it.
     whole: OnceLock<Result<Arc<Entities>, String>>,
     /// Who refers to whom, built on first use by query plans and search, which read
     /// it instead of the whole set.
