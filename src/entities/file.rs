@@ -12,7 +12,7 @@ use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid};
 use super::{
     page_by_id, page_of, references, EntitySource, EntitySourceError, Fetched, Referrers, UidPage,
 };
-use crate::model::{EntityData, Snapshot};
+use crate::model::{EntityData, Links, SchemaTypes, Snapshot};
 
 /// The file source: decides on the entity data of the snapshot a decision loaded, so
 /// data and schema always come from the same model. Data above
@@ -80,7 +80,7 @@ impl EntitySource for FileSource {
         let Some(data) = snapshot.entities.as_ref() else {
             return Ok(Referrers::Page(UidPage::default()));
         };
-        let links = data.links(&snapshot.types);
+        let links = data.links(|data| links_of(data, &snapshot.types));
         let mut ids: Vec<&str> = targets
             .iter()
             .filter_map(|t| {
@@ -114,7 +114,7 @@ impl EntitySource for FileSource {
         let Some(data) = snapshot.entities.as_ref() else {
             return Ok(Referrers::Page(UidPage::default()));
         };
-        let links = data.links(&snapshot.types);
+        let links = data.links(|data| links_of(data, &snapshot.types));
         let mut chain: Vec<EntityTypeName> = vec![entity_type.clone()];
         if let Some(above) = snapshot.schema.ancestors(entity_type) {
             chain.extend(above.cloned());
@@ -161,6 +161,46 @@ impl EntitySource for FileSource {
 
     fn kind(&self) -> &'static str {
         "file"
+    }
+}
+
+/// Who refers to whom in `data`: for each reference attribute of `types`, the entities
+/// naming each entity, and the children of each type of every parent.
+fn links_of(data: &EntityData, types: &SchemaTypes) -> Links {
+    let mut links = Links::default();
+    for (ty, stored) in data.by_type() {
+        let attrs = types.reference_attributes(&ty.to_string());
+        for entity in stored {
+            // Checked at load; an entity that no longer parses names nothing.
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&entity.json) else {
+                continue;
+            };
+            for attr in &attrs {
+                let target = json
+                    .get("attrs")
+                    .and_then(|a| a.get(*attr))
+                    .and_then(super::uid_of_json);
+                if let Some(target) = target {
+                    let key = (ty.clone(), (*attr).to_string(), target);
+                    file(links.referrers.entry(key).or_default(), &entity.id);
+                }
+            }
+            for parent in super::parents_and_references(&json).0 {
+                file(
+                    links.members.entry((ty.clone(), parent)).or_default(),
+                    &entity.id,
+                );
+            }
+        }
+    }
+    links
+}
+
+/// Files `id` under a key: ids arrive in order (each type's entities are sorted), so
+/// a repeat (a parent listed twice) is the last one.
+fn file(ids: &mut Vec<Box<str>>, id: &str) {
+    if ids.last().is_none_or(|last| **last != *id) {
+        ids.push(id.into());
     }
 }
 

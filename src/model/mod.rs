@@ -41,7 +41,7 @@ pub use reload::{Gate, Model, ReloadOptions, ReloadOutcome, ReloadStatus, Reload
 pub use routes::RouteTable;
 pub use schema_types::SchemaTypes;
 pub use snapshot::{
-    EntityData, PolicyInfo, PolicyKind, Snapshot, StoredEntity, WHOLE_SET_MAX_BYTES,
+    EntityData, Links, PolicyInfo, PolicyKind, Snapshot, StoredEntity, WHOLE_SET_MAX_BYTES,
 };
 pub use source::{
     confirms_empty, embedded, line_col, policy_files, EntityFile, Problem, Problems, SourceFile,

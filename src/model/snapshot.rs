@@ -164,14 +164,6 @@ pub struct Links {
     pub members: HashMap<(EntityTypeName, EntityUid), Vec<Box<str>>>,
 }
 
-/// Files `id` under a key: ids arrive in order (each type's entities are sorted), so
-/// a repeat (a parent listed twice) is the last one.
-fn file(ids: &mut Vec<Box<str>>, id: &str) {
-    if ids.last().is_none_or(|last| **last != *id) {
-        ids.push(id.into());
-    }
-}
-
 /// Entity files up to this size are also held as one Cedar entity set, built at load,
 /// which every decision reads as it is: a few megabytes of JSON cost tens of
 /// megabytes that way, and a decision then parses nothing. Larger files are served
@@ -280,43 +272,17 @@ impl EntityData {
         self.whole.get().is_some()
     }
 
-    /// The references between the data's entities (built once, on first use, from
-    /// each entity's JSON; `types` says which attributes are references).
-    pub fn links(&self, types: &SchemaTypes) -> &Links {
-        self.links.get_or_init(|| {
-            let mut links = Links::default();
-            for (ty, stored) in &self.by_type {
-                let attrs = types.reference_attributes(&ty.to_string());
-                for entity in stored {
-                    // Checked at load; an entity that no longer parses names nothing.
-                    let Ok(json) = serde_json::from_str::<serde_json::Value>(&entity.json) else {
-                        continue;
-                    };
-                    for attr in &attrs {
-                        let target = json
-                            .get("attrs")
-                            .and_then(|a| a.get(*attr))
-                            .and_then(crate::entities::uid_of_json);
-                        if let Some(target) = target {
-                            file(
-                                links
-                                    .referrers
-                                    .entry((ty.clone(), (*attr).to_string(), target))
-                                    .or_default(),
-                                &entity.id,
-                            );
-                        }
-                    }
-                    for parent in crate::entities::parents_and_references(&json).0 {
-                        file(
-                            links.members.entry((ty.clone(), parent)).or_default(),
-                            &entity.id,
-                        );
-                    }
-                }
-            }
-            links
-        })
+    /// The references between the data's entities, built by `build` on first use
+    /// (the entity source knows how to read them from each entity's JSON).
+    pub fn links(&self, build: impl FnOnce(&Self) -> Links) -> &Links {
+        self.links.get_or_init(|| build(self))
+    }
+
+    /// Every type's entities, each type's sorted by id.
+    pub fn by_type(&self) -> impl Iterator<Item = (&EntityTypeName, &[StoredEntity])> {
+        self.by_type
+            .iter()
+            .map(|(ty, stored)| (ty, stored.as_slice()))
     }
 
     /// The whole data set as Cedar entities, with the schema's actions, as Cedar reads
