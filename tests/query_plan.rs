@@ -743,11 +743,8 @@ fn plans_from_redis_select_exactly_what_the_portal_allows() {
     }
 }
 
-/// Bea's invoices from Redis: the account filter, after reading the index set of the
-/// accounts she owns (none); the owner's plan lists the accounts the index names.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_endpoint_plans_from_redis_instead_of_refusing() {
-    let mut redis = RedisServer::start();
+/// The demo data imported into `redis` through the CLI, and a server reading it.
+async fn demo_server(redis: &RedisServer) -> TestServer {
     let demo: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -756,13 +753,22 @@ async fn the_endpoint_plans_from_redis_instead_of_refusing() {
         .unwrap(),
     )
     .unwrap();
-    import(&redis, &demo);
+    import(redis, &demo);
     let mut args = ServeArgs::default();
     args.entity.redis = RedisArgs {
         redis_url: Some(redis.url()),
         ..RedisArgs::default()
     };
     let server = TestServer::start(args).await;
+    server
+}
+
+/// Bea's invoices from Redis: the account filter, after reading the index set of the
+/// accounts she owns (none); the owner's plan lists the accounts the index names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_plans_from_redis_instead_of_refusing() {
+    let mut redis = RedisServer::start();
+    let server = demo_server(&redis).await;
     let ask = |who: &'static str| {
         json!({"principal": format!("Portal::User::\"{who}\""),
                "action": "Portal::Action::\"ViewInvoice\"",
@@ -916,21 +922,7 @@ fn member_sets_follow_every_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entities_written_around_the_cli_are_never_left_out() {
     let redis = RedisServer::start();
-    let demo: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/portal/entities.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    import(&redis, &demo);
-    let mut args = ServeArgs::default();
-    args.entity.redis = RedisArgs {
-        redis_url: Some(redis.url()),
-        ..RedisArgs::default()
-    };
-    let server = TestServer::start(args).await;
+    let server = demo_server(&redis).await;
     let bea = json!({"subject": {"type": "user", "id": "bea"},
                      "action": {"name": "ViewInvoice"}, "resource": {"type": "invoice"}});
     let olivia = json!({"principal": "Portal::User::\"olivia\"",
@@ -1055,10 +1047,15 @@ async fn entities_written_around_the_cli_are_never_left_out() {
 }
 
 /// Every result of an AuthZEN resource search, page by page.
-async fn search_all(server: &TestServer, mut body: Value) -> Vec<String> {
+async fn search_all(server: &TestServer, body: Value) -> Vec<String> {
+    search_pages(server, "/access/v1/search/resource", body).await
+}
+
+/// Every result of an AuthZEN search at `path`, page by page.
+async fn search_pages(server: &TestServer, path: &str, mut body: Value) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..200 {
-        let reply = server.post("/access/v1/search/resource", &body).await;
+        let reply = server.post(path, &body).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
         for r in reply.json["results"].as_array().unwrap() {
             ids.push(r["id"].as_str().unwrap().to_string());
@@ -1176,23 +1173,8 @@ async fn resource_search_from_the_plan_returns_exactly_what_enumeration_returns(
 }
 
 /// Every subject of an AuthZEN subject search, page by page.
-async fn search_subjects(server: &TestServer, mut body: Value) -> Vec<String> {
-    let mut ids = Vec::new();
-    for _ in 0..200 {
-        let reply = server.post("/access/v1/search/subject", &body).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-        for r in reply.json["results"].as_array().unwrap() {
-            ids.push(r["id"].as_str().unwrap().to_string());
-        }
-        let next = reply.json["page"]["next_token"]
-            .as_str()
-            .unwrap_or_default();
-        if next.is_empty() {
-            return ids;
-        }
-        body["page"]["token"] = json!(next);
-    }
-    panic!("pagination does not end: {body}");
+async fn search_subjects(server: &TestServer, body: Value) -> Vec<String> {
+    search_pages(server, "/access/v1/search/subject", body).await
 }
 
 /// Candidates the server's subject searches decided so far.

@@ -304,7 +304,8 @@ fn index_changes(
 }
 
 /// The commands that write one entity, each with the key it writes: its key, its
-/// type's index, and its index-set changes against its previous version `old`.
+/// type's index, its index-set and member-set changes against its previous version
+/// `old`, and its place in the ledgers of those sets.
 fn write_commands(
     prefix: &str,
     types: &SchemaTypes,
@@ -313,50 +314,90 @@ fn write_commands(
     old: Option<&[u8]>,
 ) -> Vec<(String, redis::Cmd)> {
     let id = uid.id().unescaped();
-    let mut out = Vec::new();
     let key = store::entity_key(prefix, uid);
     let mut set = redis::cmd("SET");
     set.arg(&key).arg(json);
-    out.push((key, set));
-    let key = store::type_key(prefix, uid.type_name());
-    let mut zadd = redis::cmd("ZADD");
-    zadd.arg(&key).arg(0).arg(id);
-    out.push((key, zadd));
-    let (leave, join) = index_changes(prefix, types, uid, old, Some(json));
-    for key in leave {
-        let mut zrem = redis::cmd("ZREM");
-        zrem.arg(&key).arg(id);
-        out.push((key, zrem));
-    }
-    for key in join {
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg(&key).arg(0).arg(id);
-        out.push((key, zadd));
-    }
-    for attr in types.reference_attributes(&uid.type_name().to_string()) {
-        let key = store::ledger_key(prefix, uid.type_name(), attr);
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg(&key).arg(0).arg(id);
-        out.push((key, zadd));
-    }
-    if has_parents(types, uid) {
-        let (leave, join) = member_changes(prefix, uid, old, Some(json));
-        for key in leave {
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(&key).arg(id);
-            out.push((key, zrem));
-        }
-        for key in join {
-            let mut zadd = redis::cmd("ZADD");
-            zadd.arg(&key).arg(0).arg(id);
-            out.push((key, zadd));
-        }
-        let key = store::member_ledger_key(prefix, uid.type_name());
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg(&key).arg(0).arg(id);
-        out.push((key, zadd));
-    }
+    let mut out = vec![(key, set)];
+    let (leave, join) = set_changes(prefix, types, uid, old, Some(json));
+    zset(&mut out, "ZREM", leave, id);
+    let type_key = store::type_key(prefix, uid.type_name());
+    let joined = std::iter::once(type_key)
+        .chain(join)
+        .chain(ledger_keys(prefix, types, uid));
+    zset(&mut out, "ZADD", joined, id);
     out
+}
+
+/// The commands that remove one entity: its key, its type-index entry, the index-set
+/// and member-set entries of its stored version `old`, and its ledger entries.
+fn delete_commands(
+    prefix: &str,
+    types: &SchemaTypes,
+    uid: &EntityUid,
+    old: Option<&[u8]>,
+) -> Vec<(String, redis::Cmd)> {
+    let id = uid.id().unescaped();
+    let key = store::entity_key(prefix, uid);
+    let mut del = redis::cmd("DEL");
+    del.arg(&key);
+    let mut out = vec![(key, del)];
+    let (leave, _) = set_changes(prefix, types, uid, old, None);
+    let left = std::iter::once(store::type_key(prefix, uid.type_name()))
+        .chain(leave)
+        .chain(ledger_keys(prefix, types, uid));
+    zset(&mut out, "ZREM", left, id);
+    out
+}
+
+/// `ZADD key 0 id` or `ZREM key id` on each of `keys`, each with its key.
+fn zset(
+    out: &mut Vec<(String, redis::Cmd)>,
+    command: &str,
+    keys: impl IntoIterator<Item = String>,
+    id: &str,
+) {
+    for key in keys {
+        let mut cmd = redis::cmd(command);
+        cmd.arg(&key);
+        if command == "ZADD" {
+            cmd.arg(0);
+        }
+        cmd.arg(id);
+        out.push((key, cmd));
+    }
+}
+
+/// The ledgers an entity of `uid`'s type is kept in: one per reference attribute,
+/// and the member ledger when the type has parents.
+fn ledger_keys(prefix: &str, types: &SchemaTypes, uid: &EntityUid) -> Vec<String> {
+    let ty = uid.type_name();
+    let mut keys: Vec<String> = types
+        .reference_attributes(&ty.to_string())
+        .into_iter()
+        .map(|attr| store::ledger_key(prefix, ty, attr))
+        .collect();
+    if has_parents(types, uid) {
+        keys.push(store::member_ledger_key(prefix, ty));
+    }
+    keys
+}
+
+/// The index and member sets one write changes: those the entity leaves, and all it
+/// is in now (see [`index_changes`] and [`member_changes`]).
+fn set_changes(
+    prefix: &str,
+    types: &SchemaTypes,
+    uid: &EntityUid,
+    old: Option<&[u8]>,
+    new: Option<&str>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut leave, mut join) = index_changes(prefix, types, uid, old, new);
+    if has_parents(types, uid) {
+        let (l, j) = member_changes(prefix, uid, old, new);
+        leave.extend(l);
+        join.extend(j);
+    }
+    (leave, join)
 }
 
 /// Whether the schema lets entities of `uid`'s type have parents: those keep member
@@ -389,51 +430,6 @@ fn member_changes(
     let after = keys(new.and_then(|t| serde_json::from_str(t).ok()));
     let leave = before.into_iter().filter(|k| !after.contains(k)).collect();
     (leave, after)
-}
-
-/// The commands that remove one entity: its key, its type-index entry and the
-/// index-set entries of its stored version `old`.
-fn delete_commands(
-    prefix: &str,
-    types: &SchemaTypes,
-    uid: &EntityUid,
-    old: Option<&[u8]>,
-) -> Vec<(String, redis::Cmd)> {
-    let id = uid.id().unescaped();
-    let mut out = Vec::new();
-    let key = store::entity_key(prefix, uid);
-    let mut del = redis::cmd("DEL");
-    del.arg(&key);
-    out.push((key, del));
-    let key = store::type_key(prefix, uid.type_name());
-    let mut zrem = redis::cmd("ZREM");
-    zrem.arg(&key).arg(id);
-    out.push((key, zrem));
-    let (leave, _) = index_changes(prefix, types, uid, old, None);
-    for key in leave {
-        let mut zrem = redis::cmd("ZREM");
-        zrem.arg(&key).arg(id);
-        out.push((key, zrem));
-    }
-    for attr in types.reference_attributes(&uid.type_name().to_string()) {
-        let key = store::ledger_key(prefix, uid.type_name(), attr);
-        let mut zrem = redis::cmd("ZREM");
-        zrem.arg(&key).arg(id);
-        out.push((key, zrem));
-    }
-    if has_parents(types, uid) {
-        let (leave, _) = member_changes(prefix, uid, old, None);
-        for key in leave {
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(&key).arg(id);
-            out.push((key, zrem));
-        }
-        let key = store::member_ledger_key(prefix, uid.type_name());
-        let mut zrem = redis::cmd("ZREM");
-        zrem.arg(&key).arg(id);
-        out.push((key, zrem));
-    }
-    out
 }
 
 /// Why a write failed: nothing of it landed, or (rarely) part of it may have.

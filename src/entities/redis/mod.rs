@@ -318,50 +318,24 @@ impl RedisSource {
         let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s != CONNECTING)).await;
     }
 
-    /// Why the index sets of `ty.attr` cannot be trusted, if they cannot: their
-    /// ledger (the ids a writer that keeps the sets has written, [`store::ledger_key`])
-    /// does not hold as many ids as the type's index set. That is the case for data
-    /// written before the sets existed and for entities added or removed around
-    /// `portcullis entities`; a writer of its own can also delete the ledger to say so.
+    /// Why the sets a ledger vouches for cannot be trusted, if they cannot: the ledger
+    /// (`ledger`, the ids a writer that keeps the sets has written; see
+    /// [`store::ledger_key`] and [`store::member_ledger_key`]) does not hold as many ids
+    /// as the type's index set. That is the case for data written before the sets
+    /// existed and for entities added or removed around `portcullis entities`; a
+    /// writer of its own can also delete the ledger to say so. `sets` names them.
     async fn ledger_gap(
         &self,
         conn: &Conn,
         ty: &EntityTypeName,
-        attr: &str,
+        ledger: String,
+        sets: &str,
     ) -> Result<Option<String>, EntitySourceError> {
-        let prefix = &self.shared.prefix;
-        let (entities, kept) = self
-            .counts(
-                conn,
-                store::type_key(prefix, ty),
-                store::ledger_key(prefix, ty, attr),
-            )
-            .await?;
+        let type_key = store::type_key(&self.shared.prefix, ty);
+        let (entities, kept) = self.counts(conn, type_key, ledger).await?;
         Ok((entities != kept).then(|| {
             format!(
-                "the index sets of `{ty}.{attr}` in Redis are not known to be exact: {kept} of the {entities} `{ty}` entities were written by `portcullis entities` (rewrite the others with it)"
-            )
-        }))
-    }
-
-    /// Why the member sets of `ty`'s entities cannot be trusted, if they cannot: as
-    /// [`Self::ledger_gap`], with the member ledger ([`store::member_ledger_key`]).
-    async fn member_ledger_gap(
-        &self,
-        conn: &Conn,
-        ty: &EntityTypeName,
-    ) -> Result<Option<String>, EntitySourceError> {
-        let prefix = &self.shared.prefix;
-        let (entities, kept) = self
-            .counts(
-                conn,
-                store::type_key(prefix, ty),
-                store::member_ledger_key(prefix, ty),
-            )
-            .await?;
-        Ok((entities != kept).then(|| {
-            format!(
-                "the member sets of `{ty}` in Redis are not known to be exact: {kept} of the {entities} `{ty}` entities were written by `portcullis entities` (rewrite the others with it)"
+                "the {sets} in Redis are not known to be exact: {kept} of the {entities} `{ty}` entities were written by `portcullis entities` (rewrite the others with it)"
             )
         }))
     }
@@ -373,20 +347,39 @@ impl RedisSource {
         a: String,
         b: String,
     ) -> Result<(u64, u64), EntitySourceError> {
-        let count = |key: String| {
+        let reads = [a, b].map(|key| {
             let mut conn = conn.clone();
             let mut cmd = redis::cmd("ZCARD");
             cmd.arg(key);
             async move { conn.query::<u64>(&cmd).await }
-        };
-        let both = futures_util::future::try_join(count(a), count(b));
-        tokio::time::timeout(self.shared.timeout, both)
-            .await
-            .map_err(|_| EntitySourceError::Unavailable("Redis did not answer".to_string()))?
-            .map_err(|e| {
-                self.shared.metrics.errors.inc();
-                EntitySourceError::Unavailable(format!("Redis: {e}"))
-            })
+        });
+        match self.together(reads).await?[..] {
+            [a, b] => Ok((a, b)),
+            _ => Err(EntitySourceError::Unavailable(
+                "Redis answered ZCARD with the wrong number of values".to_string(),
+            )),
+        }
+    }
+
+    /// Runs `reads` (commands on clones of one connection) together within the
+    /// deadline; a failure is counted and makes the source unavailable for the call.
+    async fn together<T, F>(
+        &self,
+        reads: impl IntoIterator<Item = F>,
+    ) -> Result<Vec<T>, EntitySourceError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        tokio::time::timeout(
+            self.shared.timeout,
+            futures_util::future::try_join_all(reads),
+        )
+        .await
+        .map_err(|_| EntitySourceError::Unavailable("Redis did not answer".to_string()))?
+        .map_err(|e| {
+            self.shared.metrics.errors.inc();
+            EntitySourceError::Unavailable(format!("Redis: {e}"))
+        })
     }
 
     /// Parses what Redis holds under `uid`'s key into a cache entry.
@@ -669,7 +662,9 @@ impl EntitySource for RedisSource {
             )));
         }
         let conn = self.shared.conn()?;
-        if let Some(reason) = self.ledger_gap(&conn, entity_type, attribute).await? {
+        let ledger = store::ledger_key(&self.shared.prefix, entity_type, attribute);
+        let sets = format!("index sets of `{entity_type}.{attribute}`");
+        if let Some(reason) = self.ledger_gap(&conn, entity_type, ledger, &sets).await? {
             return Ok(Referrers::Unindexed(reason));
         }
         let min = match cursor {
@@ -692,16 +687,7 @@ impl EntitySource for RedisSource {
             .arg(limit.saturating_add(1));
             async move { conn.query::<Vec<String>>(&cmd).await }
         });
-        let answers = tokio::time::timeout(
-            self.shared.timeout,
-            futures_util::future::try_join_all(reads),
-        )
-        .await
-        .map_err(|_| EntitySourceError::Unavailable("Redis did not answer".to_string()))?
-        .map_err(|e| {
-            self.shared.metrics.errors.inc();
-            EntitySourceError::Unavailable(format!("Redis: {e}"))
-        })?;
+        let answers = self.together(reads).await?;
         let mut ids: Vec<String> = answers.into_iter().flatten().collect();
         ids.sort_unstable();
         ids.dedup();
@@ -745,7 +731,9 @@ impl EntitySource for RedisSource {
                 .is_some_and(|p| !p.is_empty())
         });
         for ty in &chain {
-            if let Some(reason) = self.member_ledger_gap(&conn, ty).await? {
+            let ledger = store::member_ledger_key(&self.shared.prefix, ty);
+            let sets = format!("member sets of `{ty}`");
+            if let Some(reason) = self.ledger_gap(&conn, ty, ledger, &sets).await? {
                 return Ok(Referrers::Unindexed(reason));
             }
         }
@@ -779,16 +767,7 @@ impl EntitySource for RedisSource {
                 cmd.arg(key).arg(0).arg(-1);
                 async move { conn.query::<Vec<String>>(&cmd).await }
             });
-            let answers = tokio::time::timeout(
-                self.shared.timeout,
-                futures_util::future::try_join_all(reads),
-            )
-            .await
-            .map_err(|_| EntitySourceError::Unavailable("Redis did not answer".to_string()))?
-            .map_err(|e| {
-                self.shared.metrics.errors.inc();
-                EntitySourceError::Unavailable(format!("Redis: {e}"))
-            })?;
+            let answers = self.together(reads).await?;
             let mut next = Vec::new();
             for ((ty, _), ids) in sets.iter().zip(answers) {
                 for id in ids {
