@@ -511,6 +511,28 @@ async fn a_three_master_cluster_imports_and_decides() {
         "{}",
         found.text
     );
+    // The member sets and their ledger, written across the masters, give subject
+    // search acme's five members (its owner among them) as its only candidates, not
+    // all seven users.
+    let who = server
+        .post(
+            "/access/v1/search/subject",
+            &serde_json::json!({"subject": {"type": "user"}, "action": {"name": "ViewInvoice"},
+                "resource": {"type": "invoice", "id": "inv-1001"}}),
+        )
+        .await;
+    assert_eq!(
+        who.json["results"],
+        serde_json::json!([{"type": "user", "id": "bea"}, {"type": "user", "id": "olivia"}]),
+        "{}",
+        who.text
+    );
+    let metrics = server.admin_get("/metrics").await.text;
+    let decided = common::metric(
+        &metrics,
+        r#"portcullis_authzen_search_candidates_total{search="subject"}"#,
+    );
+    assert_eq!(decided, Some(5.0), "{metrics}");
     let out = entities_cli(&target, &["put", &bea_with_permissions(&[])]).await;
     assert!(out.contains("acknowledged by 1 of 1"), "{out}");
     let r = decide(
