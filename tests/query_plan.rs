@@ -818,6 +818,28 @@ async fn the_endpoint_plans_from_redis_instead_of_refusing() {
         reply.text
     );
     assert_eq!(reply.json["error"], "entity_store_unavailable");
+    // Searches that would plan say the same rather than answer from what they could
+    // not read.
+    for (path, body) in [
+        (
+            "/access/v1/search/subject",
+            json!({"subject": {"type": "user"}, "action": {"name": "ViewInvoice"},
+                   "resource": {"type": "invoice", "id": "inv-1001"}}),
+        ),
+        (
+            "/access/v1/search/resource",
+            json!({"subject": {"type": "user", "id": "bea"}, "action": {"name": "ViewInvoice"},
+                   "resource": {"type": "invoice"}}),
+        ),
+    ] {
+        let reply = server.post(path, &body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            reply.text
+        );
+    }
     server.stop().await;
 }
 
