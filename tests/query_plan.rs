@@ -1103,6 +1103,26 @@ async fn searched(server: &TestServer) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// The shipped AuthZEN mapping with small chunks and call budgets (4 candidates per
+/// call, 3 fetched at a time), so that pages resume from cursors inside whatever the
+/// candidates come from.
+fn small_search_mapping(redis: &RedisServer) -> std::path::PathBuf {
+    let mapping = redis.dir().join("authzen.yaml");
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/portal/authzen.yaml"
+    ))
+    .unwrap();
+    std::fs::write(
+        &mapping,
+        shipped
+            .replace("max_candidates: 1000", "max_candidates: 4")
+            .replace("fetch_size: 100", "fetch_size: 3"),
+    )
+    .unwrap();
+    mapping
+}
+
 /// Resource search from Redis takes its candidates from the plan (an account's
 /// invoices from the index set; nothing for a user the plan always denies) and
 /// returns exactly, page by page, what a server enumerating every resource of the
@@ -1125,19 +1145,7 @@ async fn resource_search_from_the_plan_returns_exactly_what_enumeration_returns(
     let file = redis.dir().join("import.json");
     // Small chunks and call budgets, so that pages resume from cursors inside the
     // index sets and the type's listing alike.
-    let mapping = redis.dir().join("authzen.yaml");
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/portal/authzen.yaml"
-    ))
-    .unwrap();
-    std::fs::write(
-        &mapping,
-        shipped
-            .replace("max_candidates: 1000", "max_candidates: 4")
-            .replace("fetch_size: 100", "fetch_size: 3"),
-    )
-    .unwrap();
+    let mapping = small_search_mapping(&redis);
 
     let mut args = ServeArgs::default();
     args.model.authzen_mapping = Some(mapping.clone());
@@ -1254,13 +1262,17 @@ async fn subject_search_from_the_plan_returns_exactly_what_evaluation_allows() {
     };
     let users = ids_of("Portal::User");
     let contacts = ids_of("Portal::Contact");
+    // Small call budgets: pages resume inside the plan's candidate list.
+    let mapping = small_search_mapping(&redis);
     let mut args = ServeArgs::default();
+    args.model.authzen_mapping = Some(mapping.clone());
     args.entity.redis = RedisArgs {
         redis_url: Some(redis.url()),
         ..RedisArgs::default()
     };
     let from_redis = TestServer::start(args).await;
     let mut args = ServeArgs::default();
+    args.model.authzen_mapping = Some(mapping);
     args.entity.entities = Some(file);
     let from_file = TestServer::start(args).await;
 
