@@ -843,6 +843,30 @@ async fn the_endpoint_plans_from_redis_instead_of_refusing() {
     server.stop().await;
 }
 
+/// An account with more members than a plan takes as candidates (10,000): subject
+/// search reads at most that many of its member set, then enumerates the users, and
+/// still answers exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_set_over_the_bound_is_enumerated_not_cut() {
+    let redis = RedisServer::start();
+    let crowd: Vec<Value> = (0..10_001)
+        .map(|n| {
+            json!({"uid": {"type": "Portal::User", "id": format!("crowd-{n:05}")},
+                   "attrs": {"email": "c@example.test", "disabled": false, "twoFactorEnrolled": false},
+                   "parents": [{"type": "Portal::Account", "id": "acme"}]})
+        })
+        .collect();
+    import(&redis, &Value::Array(crowd));
+    let server = demo_server(&redis).await;
+    let users = index_set(&redis, "portcullis:t:Portal::User").len();
+    assert_eq!(users, 10_008);
+    let who = json!({"subject": {"type": "user"}, "action": {"name": "ViewInvoice"},
+                     "resource": {"type": "invoice", "id": "inv-1001"}, "page": {"limit": 10}});
+    assert_eq!(search_subjects(&server, who).await, ["bea", "olivia"]);
+    assert_eq!(subjects_decided(&server).await, users as f64);
+    server.stop().await;
+}
+
 /// The members of one index set, sorted.
 fn index_set(redis: &RedisServer, key: &str) -> Vec<String> {
     let mut members: Vec<String> = cli(redis.port, &["ZRANGE", key, "0", "-1"])

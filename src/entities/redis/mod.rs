@@ -764,12 +764,19 @@ impl EntitySource for RedisSource {
             let reads = sets.iter().map(|(_, key)| {
                 let mut conn = conn.clone();
                 let mut cmd = redis::cmd("ZRANGE");
-                cmd.arg(key).arg(0).arg(-1);
+                // At most `limit + 1` ids of any one set: more already means too many.
+                cmd.arg(key).arg(0).arg(limit);
                 async move { conn.query::<Vec<String>>(&cmd).await }
             });
             let answers = self.together(reads).await?;
             let mut next = Vec::new();
             for ((ty, _), ids) in sets.iter().zip(answers) {
+                // A set cut short would hide what is below the rest of it.
+                if ids.len() > limit {
+                    return Ok(Referrers::Unindexed(format!(
+                        "more than {limit} `{ty}` entities are below `{ancestor}`"
+                    )));
+                }
                 for id in ids {
                     let uid = EntityUid::from_type_name_and_id(
                         ty.clone(),
