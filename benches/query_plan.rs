@@ -1,5 +1,9 @@
 //! Query-plan latency on the shipped portal model and its demo data: partial
-//! evaluation, the residuals' translation and the per-account cases, in process.
+//! evaluation, the residuals' translation and the per-account cases, in process; and
+//! the symmetric plan of subject search ("who may view inv-1001 / q-4001?"), on the
+//! demo model and with 10,000 more grant links (template links of
+//! `resource-grant-view`, one user and one quote each), which a plan must not pay
+//! for one by one.
 //!
 //! Run: `cargo bench --bench query_plan`. Target: under 1 ms per plan (release).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // bench code
@@ -7,9 +11,13 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use cedar_policy::{EntityTypeName, EntityUid};
 use criterion::{criterion_group, criterion_main, Criterion};
-use portcullis::model::{compile, Sources};
+use portcullis::entities::FileSource;
+use portcullis::model::{compile, Snapshot, SourceFile, Sources};
+use portcullis::plan::subject::{subjects, Subjects};
 use portcullis::plan::{plan, snapshot_data, PlanKind, PlanRequest};
+use serde_json::json;
 
 fn portal_plans(c: &mut Criterion) {
     let snapshot = compile(&Sources::embedded()).unwrap();
@@ -53,5 +61,63 @@ fn portal_plans(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, portal_plans);
+/// The demo model with `n` more grant links, `g{i}` letting user `u{i}` view quote
+/// `q{i}`.
+fn with_grants(n: usize) -> Snapshot {
+    let mut sources = Sources::embedded();
+    let mut links: Vec<serde_json::Value> =
+        serde_json::from_str(&sources.links.as_ref().expect("the portal has links").text).unwrap();
+    for i in 0..n {
+        links.push(json!({
+            "template_id": "resource-grant-view",
+            "link_id": format!("g{i}"),
+            "args": {"?principal": format!("Portal::User::\"u{i}\""),
+                     "?resource": format!("Portal::Quote::\"q{i}\"")},
+        }));
+    }
+    sources.links = Some(SourceFile::new(
+        "links.json",
+        serde_json::to_string(&links).unwrap(),
+    ));
+    compile(&sources).unwrap()
+}
+
+fn subject_plans(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let user: EntityTypeName = "Portal::User".parse().unwrap();
+    let mut group = c.benchmark_group("subject_plan");
+    group.measurement_time(Duration::from_secs(5));
+    for (name, snapshot) in [
+        ("demo model", compile(&Sources::embedded()).unwrap()),
+        ("demo model + 10,000 grant links", with_grants(10_000)),
+    ] {
+        for (action, resource) in [
+            ("ViewInvoice", r#"Portal::Invoice::"inv-1001""#),
+            ("ViewQuote", r#"Portal::Quote::"q-4001""#),
+        ] {
+            let action: EntityUid = format!("Portal::Action::\"{action}\"").parse().unwrap();
+            let resource: EntityUid = resource.parse().unwrap();
+            let ask = || {
+                rt.block_on(subjects(
+                    &snapshot,
+                    &FileSource,
+                    &user,
+                    &action,
+                    &resource,
+                    &json!({}),
+                ))
+                .unwrap()
+            };
+            assert!(matches!(ask(), Subjects::Only(_)), "{name} {resource}");
+            group.bench_function(format!("{name}: who may view {resource}"), |b| {
+                b.iter(|| black_box(ask()))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, portal_plans, subject_plans);
 criterion_main!(benches);

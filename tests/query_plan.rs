@@ -424,6 +424,83 @@ fn plans_and_subject_candidates_on_lean_data_are_exact_without_the_whole_set() {
     assert!(!data.whole_built(), "a plan built the whole set");
 }
 
+/// With many template links (each sharing one invoice with one user), the symmetric
+/// plan evaluates only the policies whose scope can match the invoice asked about, and
+/// its candidates still include every user Cedar allows: the owner, and the users the
+/// links name for that invoice (which no other permit would name).
+#[test]
+fn subject_candidates_with_many_links_include_everyone_allowed() {
+    let policies = r#"
+permit (principal, action, resource) when { resource.account.owner == principal };
+@id("share")
+permit (principal == ?principal, action, resource == ?resource);
+"#;
+    let links: Vec<Value> = (0..400)
+        .map(|i| {
+            json!({"template_id": "share", "link_id": format!("share-{i}"),
+                   "args": {"?principal": format!("Shop::User::\"x{i}\""),
+                            "?resource": format!("Shop::Invoice::\"i{}\"", i % 7)}})
+        })
+        .collect();
+    let (snapshot, entities) =
+        small_with_links(policies, Some(serde_json::to_string(&links).unwrap()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut users: Vec<EntityUid> = (0..400)
+        .map(|x| uid(&format!("Shop::User::\"x{x}\"")))
+        .collect();
+    users.push(uid(r#"Shop::User::"u""#));
+    let action = uid(r#"Shop::Action::"View""#);
+    let mut shared = 0;
+    for i in 0..8 {
+        let invoice = uid(&format!("Shop::Invoice::\"i{i}\""));
+        let answer = rt
+            .block_on(subject::subjects(
+                &snapshot,
+                &FileSource,
+                users[0].type_name(),
+                &action,
+                &invoice,
+                &json!({}),
+            ))
+            .unwrap();
+        let allowed: BTreeSet<EntityUid> = users
+            .iter()
+            .filter(|u| {
+                let req = Request::new(
+                    (*u).clone(),
+                    action.clone(),
+                    invoice.clone(),
+                    Context::empty(),
+                    None,
+                )
+                .unwrap();
+                Authorizer::new()
+                    .is_authorized(&req, &snapshot.policies, &entities)
+                    .decision()
+                    == Decision::Allow
+            })
+            .cloned()
+            .collect();
+        shared += allowed
+            .iter()
+            .filter(|u| u.id().unescaped().starts_with('x'))
+            .count();
+        match answer {
+            Subjects::Nobody => assert!(allowed.is_empty(), "{invoice}: {allowed:?}"),
+            Subjects::Only(candidates) => {
+                let candidates: BTreeSet<EntityUid> = candidates.into_iter().collect();
+                assert!(
+                    allowed.is_subset(&candidates),
+                    "{invoice}: {allowed:?} {candidates:?}"
+                );
+                assert!(candidates.len() < users.len(), "{invoice}: {candidates:?}");
+            }
+            Subjects::Every(reason) => panic!("{invoice}: {reason}"),
+        }
+    }
+    assert!(shared > 0, "no user was allowed by a link");
+}
+
 /// The portal's Invoice plan for bea is the account filter the issue describes.
 #[test]
 fn a_member_gets_an_account_filter_and_an_outsider_always_deny() {
@@ -464,6 +541,11 @@ fn a_member_gets_an_account_filter_and_an_outsider_always_deny() {
 
 /// A model of the given policies over a small invoice schema, with its data.
 fn small(policies: &str) -> (Snapshot, Entities) {
+    small_with_links(policies, None)
+}
+
+/// [`small`] with template links (the cedar CLI's `--template-linked` JSON).
+fn small_with_links(policies: &str, links: Option<String>) -> (Snapshot, Entities) {
     let schema = r#"
 namespace Shop {
   entity Account = { id: String, owner: User };
@@ -485,7 +567,7 @@ namespace Shop {
     let mut sources = Sources::embedded();
     sources.schema = SourceFile::new("shop.cedarschema", schema);
     sources.policies = vec![SourceFile::new("shop.cedar", policies)];
-    sources.links = None;
+    sources.links = links.map(|l| SourceFile::new("links.json", l));
     sources.routes = None;
     sources.entities = Some(SourceFile::new("shop.json", data.to_string()));
     let snapshot = compile(&sources).unwrap_or_else(|e| panic!("{e:?}"));

@@ -598,6 +598,36 @@ impl PolicyIndex {
         self.set_for(&positions)
     }
 
+    /// The policies the symmetric plan (subject search) partially evaluates: those
+    /// whose scope can match a request with this action and resource and some
+    /// principal of `principal_type`. As [`Self::for_plan`] with the roles swapped:
+    /// the action's and the resource's constraints decided exactly (ancestors from
+    /// `actions` and `entities`), the principal's by type alone.
+    pub fn for_subject_plan(
+        &self,
+        principal_type: &EntityTypeName,
+        action: &EntityUid,
+        resource: &EntityUid,
+        entities: &Entities,
+        actions: &Entities,
+    ) -> Option<Arc<PolicySet>> {
+        let a = Lineage::new(action, actions);
+        let r = Lineage::new(resource, entities);
+        let principal_may_match = |scope: &EntityScope| match scope {
+            EntityScope::Any | EntityScope::In(_) => true,
+            EntityScope::Eq(e) => e.type_name() == principal_type,
+            EntityScope::Is(t) | EntityScope::IsIn(t, _) => t == principal_type,
+        };
+        let positions: Vec<u32> = (0u32..)
+            .zip(&self.entries)
+            .filter(|(_, e)| {
+                principal_may_match(&e.principal) && e.action.matches(&a) && e.resource.matches(&r)
+            })
+            .map(|(at, _)| at)
+            .collect();
+        self.set_for(&positions)
+    }
+
     fn entry(&self, at: u32) -> Option<&Entry> {
         self.entries.get(usize::try_from(at).ok()?)
     }

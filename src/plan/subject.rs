@@ -18,7 +18,9 @@ use cedar_policy::{
 };
 use serde_json::Value;
 
-use super::{api_uid, serves_whole, snapshot_data, visit, walk_refs, PlanError, MAX_CASES};
+use super::{
+    api_uid, prepared, serves_whole, snapshot_data, visit, walk_refs, PlanError, MAX_CASES,
+};
 use crate::entities::{EntitySource, Referrers};
 use crate::model::Snapshot;
 
@@ -61,21 +63,31 @@ pub async fn subjects(
     } else {
         None
     };
-    let partial = match &whole {
-        Some(data) => data.partial.clone(),
+    let (entities, partial) = match &whole {
+        Some(data) => (data.entities.clone(), data.partial.clone()),
         None => {
             let mut roots = vec![resource.clone()];
             walk_refs(context, &mut |uid| roots.push(uid));
             // What is not fetched is unknown to the evaluator, which then leaves a
-            // residual rather than a wrong answer.
+            // residual rather than a wrong answer. The resource's ancestors are always
+            // fetched whole.
             let fetched = source
                 .entities_for(&roots, snapshot)
                 .await
                 .map_err(PlanError::from_source)?;
-            PartialEntities::from_concrete(fetched.entities.as_ref().clone(), schema)
-                .map_err(|e| PlanError::Entities(crate::error_chain(&e)))?
+            let partial = PartialEntities::from_concrete(fetched.entities.as_ref().clone(), schema)
+                .map_err(|e| PlanError::Entities(crate::error_chain(&e)))?;
+            (fetched.entities, partial)
         }
     };
+    // Only the policies whose scope can match: the others are false for every
+    // subject, and evaluating them is most of the work once links number thousands.
+    let scoped = prepared(snapshot).actions.as_ref().and_then(|actions| {
+        snapshot
+            .index
+            .for_subject_plan(subject_type, action, resource, &entities, actions)
+    });
+    let policies = scoped.as_deref().unwrap_or(&snapshot.policies);
     let context = Context::from_json_value(context.clone(), Some((schema, action)))
         .map_err(|e| PlanError::Request(format!("`context`: {}", crate::error_chain(&e))))?;
     let request = PartialRequest::new(
@@ -86,8 +98,7 @@ pub async fn subjects(
         schema,
     )
     .map_err(|e| PlanError::Request(crate::error_chain(&e)))?;
-    let response = snapshot
-        .policies
+    let response = policies
         .tpe(&request, &partial, schema)
         .map_err(|e| PlanError::Evaluation(crate::error_chain(&e)))?;
     match response.decision() {
