@@ -207,9 +207,10 @@ pub fn check_uids(
         |schema, action| match context {
             // The common `{}` too: Cedar's JSON reader would first try it as an
             // extension value and build the errors of that attempt.
-            None | Some(serde_json::Value::Null) => Ok(Context::empty()),
-            Some(serde_json::Value::Object(m)) if m.is_empty() => Ok(Context::empty()),
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Object(m)) if m.is_empty() => Ok(None),
             Some(v) => Context::from_json_value(v, Some((schema, action)))
+                .map(Some)
                 .map_err(|e| RequestError::InvalidContext(crate::error_chain(&e))),
         },
     )
@@ -226,7 +227,9 @@ pub fn check_uids_with_pairs(
     pairs: Vec<(String, RestrictedExpression)>,
 ) -> Result<CheckedRequest, RequestError> {
     check_uids_with(snapshot, principal, action, resource, |_, _| {
-        Context::from_pairs(pairs).map_err(|e| RequestError::InvalidContext(crate::error_chain(&e)))
+        Context::from_pairs(pairs)
+            .map(Some)
+            .map_err(|e| RequestError::InvalidContext(crate::error_chain(&e)))
     })
 }
 
@@ -235,7 +238,7 @@ fn check_uids_with(
     principal: EntityUid,
     action: EntityUid,
     resource: EntityUid,
-    context: impl FnOnce(&cedar_policy::Schema, &EntityUid) -> Result<Context, RequestError>,
+    context: impl FnOnce(&cedar_policy::Schema, &EntityUid) -> Result<Option<Context>, RequestError>,
 ) -> Result<CheckedRequest, RequestError> {
     let schema = &snapshot.schema;
     let declared = |uid: &EntityUid| snapshot.declares_type(uid.type_name());
@@ -254,13 +257,21 @@ fn check_uids_with(
     if !snapshot.declares_action(&action) {
         return Err(RequestError::UnknownAction(action.to_string()));
     }
+    // `None`: the empty context. Requests the schema accepts with it for any ids were
+    // found at compile time; validating one again would change nothing.
     let context = context(schema, &action)?;
+    let validated = context.is_none()
+        && snapshot.empty_context.contains(&(
+            principal.type_name().clone(),
+            action.clone(),
+            resource.type_name().clone(),
+        ));
     let request = Request::new(
         principal.clone(),
         action.clone(),
         resource.clone(),
-        context,
-        Some(schema),
+        context.unwrap_or_else(Context::empty),
+        (!validated).then_some(schema),
     )
     .map_err(|e| request_error(&e))?;
     Ok(CheckedRequest {
@@ -305,6 +316,70 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::model::{compile::compile, source::Sources};
+
+    /// A request with an empty context skips Cedar's schema validation only where the
+    /// schema accepts that action and those types with any ids; every other empty-
+    /// context request is still refused exactly as Cedar refuses it: a type that
+    /// enumerates its ids, a pair of types the action does not apply to, a context
+    /// with a required attribute.
+    #[test]
+    fn an_empty_context_skips_validation_only_where_it_cannot_fail() {
+        let mut sources = Sources::embedded();
+        sources.schema = crate::model::SourceFile::new(
+            "s.cedarschema",
+            r#"
+entity User;
+entity Colour enum ["red", "green"];
+entity Doc;
+action paint appliesTo { principal: [User], resource: [Colour] };
+action read appliesTo { principal: [User], resource: [Doc] };
+action sign appliesTo { principal: [User], resource: [Doc], context: { pin: String } };
+"#,
+        );
+        sources.policies = vec![crate::model::SourceFile::new(
+            "p.cedar",
+            "permit (principal, action, resource);",
+        )];
+        sources.links = None;
+        sources.routes = None;
+        sources.entities = None;
+        let snapshot = compile(&sources).unwrap();
+        let uid = |s: &str| s.parse::<EntityUid>().unwrap();
+        let ask = |p: &str, a: &str, r: &str| {
+            check_uids(
+                &snapshot,
+                uid(p),
+                uid(a),
+                uid(r),
+                Some(serde_json::json!({})),
+            )
+        };
+        // Only `read` on a document is accepted whatever the ids.
+        assert_eq!(
+            snapshot.empty_context.len(),
+            1,
+            "{:?}",
+            snapshot.empty_context
+        );
+        assert!(ask(r#"User::"u""#, r#"Action::"read""#, r#"Doc::"d""#).is_ok());
+        assert!(ask(r#"User::"u""#, r#"Action::"paint""#, r#"Colour::"red""#).is_ok());
+        let refused = [
+            (r#"User::"u""#, r#"Action::"paint""#, r#"Colour::"blue""#),
+            (r#"User::"u""#, r#"Action::"read""#, r#"Colour::"red""#),
+            (r#"Doc::"d""#, r#"Action::"read""#, r#"Doc::"d""#),
+            (r#"User::"u""#, r#"Action::"sign""#, r#"Doc::"d""#),
+        ];
+        for (p, a, r) in refused {
+            let error = ask(p, a, r).expect_err(&format!("{p} {a} {r}"));
+            assert!(
+                matches!(
+                    error,
+                    RequestError::NotInSchema { .. } | RequestError::InvalidContext(_)
+                ),
+                "{p} {a} {r}: {error:?}"
+            );
+        }
+    }
 
     /// The uid fast path gives exactly what Cedar's parser gives, or leaves the input
     /// to it: the same uid, or an error for the same inputs.

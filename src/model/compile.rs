@@ -74,6 +74,7 @@ pub fn compile(sources: &Sources) -> Result<Snapshot, Problems> {
         types: derived.types,
         entity_types: schema.entity_types().cloned().collect(),
         actions: schema.actions().cloned().collect(),
+        empty_context: super::snapshot::empty_context(&schema),
         type_names: super::snapshot::type_names(&schema),
         action_entities: derived.action_entities,
         entities,

@@ -62,6 +62,10 @@ pub struct Snapshot {
     /// The schema's entity types and actions as sets, for request checks.
     pub entity_types: HashSet<EntityTypeName>,
     pub actions: HashSet<EntityUid>,
+    /// The (principal type, action, resource type) requests the schema accepts with
+    /// an empty context, whatever the ids (types that enumerate their ids are never
+    /// here): such a request needs no validation against the schema again.
+    pub empty_context: EmptyContext,
     /// The schema's entity types (actions' types included) by their names as written
     /// in a uid (`Portal::User`), so a request's uids are read without Cedar's parser.
     pub type_names: TypeNames,
@@ -108,6 +112,50 @@ impl std::fmt::Debug for Memo {
             "Memo(empty)"
         })
     }
+}
+
+/// See [`Snapshot::empty_context`]. Keys come from the schema (trusted): a fast hasher.
+pub type EmptyContext =
+    HashSet<(EntityTypeName, EntityUid, EntityTypeName), foldhash::fast::RandomState>;
+
+/// The requests `schema` accepts with an empty context for any ids: each action's
+/// principal and resource types, tried with two ids no enumeration of ids would hold
+/// both of, so that a type with enumerated ids is left out.
+pub fn empty_context(schema: &Schema) -> EmptyContext {
+    let mut ok = EmptyContext::default();
+    for action in schema.actions() {
+        let (Some(principals), Some(resources)) = (
+            schema.principals_for_action(action),
+            schema.resources_for_action(action),
+        ) else {
+            continue;
+        };
+        let resources: Vec<&EntityTypeName> = resources.collect();
+        for p in principals {
+            for r in &resources {
+                let accepted = ["", "\u{0}portcullis\u{0}"].iter().all(|id| {
+                    let uid = |ty: &EntityTypeName| {
+                        EntityUid::from_type_name_and_id(
+                            ty.clone(),
+                            cedar_policy::EntityId::new(id),
+                        )
+                    };
+                    cedar_policy::Request::new(
+                        uid(p),
+                        action.clone(),
+                        uid(r),
+                        cedar_policy::Context::empty(),
+                        Some(schema),
+                    )
+                    .is_ok()
+                });
+                if accepted {
+                    ok.insert((p.clone(), action.clone(), (*r).clone()));
+                }
+            }
+        }
+    }
+    ok
 }
 
 /// Entity type names by their text. The keys come from the schema (trusted), so a fast
