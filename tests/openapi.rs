@@ -177,8 +177,11 @@ fn run_schemathesis(base: &str, filter: &[&str], exclude_checks: &str) {
             "25",
             "--seed",
             "20240601",
+            // One worker: with two threads, Hypothesis's shared caches inside
+            // schemathesis raced once (an internal `KeyError` reported as "Inconsistent
+            // results"), failing the run without any finding about the server.
             "--workers",
-            "2",
+            "1",
         ])
         .args(["--request-timeout", "10", "--no-color"])
         .arg("--report-dir")
