@@ -345,6 +345,64 @@ fn served_lean(data: &Value) -> Snapshot {
     snapshot
 }
 
+/// The subjects among `users` Cedar allows to do `action` on `resource` over
+/// `entities`, after checking that the symmetric plan's candidates include them all
+/// (and name nobody when none is allowed); with the number of candidates, `None`
+/// when the plan names nobody.
+fn subjects_cover_the_allowed(
+    rt: &tokio::runtime::Runtime,
+    snapshot: &Snapshot,
+    entities: &Entities,
+    users: &[EntityUid],
+    action: &EntityUid,
+    resource: &EntityUid,
+) -> (BTreeSet<EntityUid>, Option<usize>) {
+    let answer = rt
+        .block_on(subject::subjects(
+            snapshot,
+            &FileSource,
+            users[0].type_name(),
+            action,
+            resource,
+            &json!({}),
+        ))
+        .unwrap();
+    let allowed: BTreeSet<EntityUid> = users
+        .iter()
+        .filter(|u| {
+            let req = Request::new(
+                (*u).clone(),
+                action.clone(),
+                resource.clone(),
+                Context::empty(),
+                None,
+            )
+            .unwrap();
+            Authorizer::new()
+                .is_authorized(&req, &snapshot.policies, entities)
+                .decision()
+                == Decision::Allow
+        })
+        .cloned()
+        .collect();
+    match answer {
+        Subjects::Nobody => {
+            assert!(allowed.is_empty(), "{action} {resource}: {allowed:?}");
+            (allowed, None)
+        }
+        Subjects::Only(candidates) => {
+            let count = candidates.len();
+            let candidates: BTreeSet<EntityUid> = candidates.into_iter().collect();
+            assert!(
+                allowed.is_subset(&candidates),
+                "{action} {resource}: allowed {allowed:?}, candidates {candidates:?}"
+            );
+            (allowed, Some(count))
+        }
+        Subjects::Every(reason) => panic!("{action} {resource}: {reason}"),
+    }
+}
+
 /// On lean data, plans come from the request's neighbourhood and the data's links
 /// (never from the whole set, which would cost tens of times the file): each is exact
 /// or `unsupported`, and the subjects a subject search would decide include every
@@ -367,7 +425,6 @@ fn plans_and_subject_candidates_on_lean_data_are_exact_without_the_whole_set() {
         .map(|e| e.uid())
         .filter(|u| u.type_name().to_string() == "Portal::User")
         .collect();
-    let user_type = users[0].type_name().clone();
     let mut narrowed = 0;
     for resource in entities.iter().map(|e| e.uid()) {
         let action = match resource.type_name().to_string().as_str() {
@@ -378,46 +435,9 @@ fn plans_and_subject_candidates_on_lean_data_are_exact_without_the_whole_set() {
             _ => continue,
         };
         let action = uid(&format!("Portal::Action::\"{action}\""));
-        let answer = rt
-            .block_on(subject::subjects(
-                &snapshot,
-                &FileSource,
-                &user_type,
-                &action,
-                &resource,
-                &json!({}),
-            ))
-            .unwrap();
-        let allowed: BTreeSet<EntityUid> = users
-            .iter()
-            .filter(|u| {
-                let req = Request::new(
-                    (*u).clone(),
-                    action.clone(),
-                    resource.clone(),
-                    Context::empty(),
-                    None,
-                )
-                .unwrap();
-                Authorizer::new()
-                    .is_authorized(&req, &snapshot.policies, &entities)
-                    .decision()
-                    == Decision::Allow
-            })
-            .cloned()
-            .collect();
-        match answer {
-            Subjects::Nobody => assert!(allowed.is_empty(), "{resource}: {allowed:?}"),
-            Subjects::Only(candidates) => {
-                let candidates: BTreeSet<EntityUid> = candidates.into_iter().collect();
-                assert!(
-                    allowed.is_subset(&candidates),
-                    "{action} {resource}: allowed {allowed:?}, candidates {candidates:?}"
-                );
-                narrowed += usize::from(candidates.len() < users.len());
-            }
-            Subjects::Every(reason) => panic!("{action} {resource}: {reason}"),
-        }
+        let (_, candidates) =
+            subjects_cover_the_allowed(&rt, &snapshot, &entities, &users, &action, &resource);
+        narrowed += usize::from(candidates.is_some_and(|c| c < users.len()));
     }
     assert!(narrowed > 50, "{narrowed} searches narrowed");
     let data = snapshot.entities.as_ref().unwrap();
@@ -453,50 +473,15 @@ permit (principal == ?principal, action, resource == ?resource);
     let mut shared = 0;
     for i in 0..8 {
         let invoice = uid(&format!("Shop::Invoice::\"i{i}\""));
-        let answer = rt
-            .block_on(subject::subjects(
-                &snapshot,
-                &FileSource,
-                users[0].type_name(),
-                &action,
-                &invoice,
-                &json!({}),
-            ))
-            .unwrap();
-        let allowed: BTreeSet<EntityUid> = users
-            .iter()
-            .filter(|u| {
-                let req = Request::new(
-                    (*u).clone(),
-                    action.clone(),
-                    invoice.clone(),
-                    Context::empty(),
-                    None,
-                )
-                .unwrap();
-                Authorizer::new()
-                    .is_authorized(&req, &snapshot.policies, &entities)
-                    .decision()
-                    == Decision::Allow
-            })
-            .cloned()
-            .collect();
+        let (allowed, candidates) =
+            subjects_cover_the_allowed(&rt, &snapshot, &entities, &users, &action, &invoice);
+        if let Some(count) = candidates {
+            assert!(count < users.len(), "{invoice}: {count} candidates");
+        }
         shared += allowed
             .iter()
             .filter(|u| u.id().unescaped().starts_with('x'))
             .count();
-        match answer {
-            Subjects::Nobody => assert!(allowed.is_empty(), "{invoice}: {allowed:?}"),
-            Subjects::Only(candidates) => {
-                let candidates: BTreeSet<EntityUid> = candidates.into_iter().collect();
-                assert!(
-                    allowed.is_subset(&candidates),
-                    "{invoice}: {allowed:?} {candidates:?}"
-                );
-                assert!(candidates.len() < users.len(), "{invoice}: {candidates:?}");
-            }
-            Subjects::Every(reason) => panic!("{invoice}: {reason}"),
-        }
     }
     assert!(shared > 0, "no user was allowed by a link");
 }

@@ -115,10 +115,7 @@ impl EntitySource for FileSource {
             return Ok(Referrers::Page(UidPage::default()));
         };
         let links = data.links(|data| links_of(data, &snapshot.types));
-        let mut chain: Vec<EntityTypeName> = vec![entity_type.clone()];
-        if let Some(above) = snapshot.schema.ancestors(entity_type) {
-            chain.extend(above.cloned());
-        }
+        let chain = super::member_chain(snapshot, entity_type);
         let mut seen: HashSet<EntityUid> = HashSet::new();
         let mut found: Vec<EntityUid> = Vec::new();
         let mut level = vec![ancestor.clone()];
@@ -148,11 +145,7 @@ impl EntitySource for FileSource {
             }
             level = next;
         }
-        found.sort_unstable_by(|a, b| a.id().unescaped().cmp(b.id().unescaped()));
-        Ok(Referrers::Page(UidPage {
-            uids: found,
-            next: None,
-        }))
+        Ok(super::members_page(found))
     }
 
     async fn ready(&self) -> Result<(), EntitySourceError> {

@@ -169,6 +169,28 @@ impl Gate for SourceGate {
     }
 }
 
+/// The types a walk down the hierarchy to `entity_type`'s entities passes through:
+/// the type itself and every type whose entities can be ancestors of its entities.
+pub(crate) fn member_chain(
+    snapshot: &Snapshot,
+    entity_type: &EntityTypeName,
+) -> Vec<EntityTypeName> {
+    let mut chain = vec![entity_type.clone()];
+    if let Some(above) = snapshot.schema.ancestors(entity_type) {
+        chain.extend(above.cloned());
+    }
+    chain
+}
+
+/// The members a walk found, as one page in id order.
+pub(crate) fn members_page(mut found: Vec<EntityUid>) -> Referrers {
+    found.sort_unstable_by(|a, b| a.id().unescaped().cmp(b.id().unescaped()));
+    Referrers::Page(UidPage {
+        uids: found,
+        next: None,
+    })
+}
+
 /// One page of `all` (uids sorted by id) after `cursor`.
 pub(crate) fn page_of(all: &[EntityUid], cursor: Option<&str>, limit: usize) -> UidPage {
     page_by_id(all, |u| u.id().unescaped(), EntityUid::clone, cursor, limit)

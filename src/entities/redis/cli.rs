@@ -264,29 +264,39 @@ fn progress(count: usize, what: &str) -> ProgressBar {
     bar
 }
 
-/// The index-set keys an entity in stored JSON belongs to: one per reference
-/// attribute (see [`store::ref_key`]) that holds an entity.
-pub fn index_keys(
+/// The set keys an entity in stored JSON belongs to: the index set of each reference
+/// attribute that holds an entity (see [`store::ref_key`]) and, when its type has
+/// parents, the member set of each of its parents (see [`store::member_key`]).
+fn set_keys(
     prefix: &str,
     types: &SchemaTypes,
     uid: &EntityUid,
     json: &serde_json::Value,
 ) -> Vec<String> {
     let ty = uid.type_name();
-    types
+    let mut keys: Vec<String> = types
         .reference_attributes(&ty.to_string())
         .into_iter()
         .filter_map(|attr| {
             let target = crate::entities::uid_of_json(json.get("attrs")?.get(attr)?)?;
             Some(store::ref_key(prefix, ty, attr, &target))
         })
-        .collect()
+        .collect();
+    if has_parents(types, uid) {
+        let parents = crate::entities::parents_and_references(json).0;
+        keys.extend(
+            parents
+                .iter()
+                .map(|parent| store::member_key(prefix, ty, parent)),
+        );
+    }
+    keys
 }
 
-/// The index entries one write changes: sets the entity leaves (its previous
-/// version's references that it no longer has) and sets it joins (all its current
-/// ones: adding is idempotent, and heals an index written before this layout).
-fn index_changes(
+/// The set entries one write changes: the sets the entity leaves (its previous
+/// version's that its new one is not in) and all it is in now (adding is idempotent,
+/// and heals sets written before this layout). Each version is parsed once.
+fn set_changes(
     prefix: &str,
     types: &SchemaTypes,
     uid: &EntityUid,
@@ -294,7 +304,7 @@ fn index_changes(
     new: Option<&str>,
 ) -> (Vec<String>, Vec<String>) {
     let keys = |json: Option<serde_json::Value>| {
-        json.map(|j| index_keys(prefix, types, uid, &j))
+        json.map(|j| set_keys(prefix, types, uid, &j))
             .unwrap_or_default()
     };
     let before = keys(old.and_then(|b| serde_json::from_slice(b).ok()));
@@ -382,54 +392,12 @@ fn ledger_keys(prefix: &str, types: &SchemaTypes, uid: &EntityUid) -> Vec<String
     keys
 }
 
-/// The index and member sets one write changes: those the entity leaves, and all it
-/// is in now (see [`index_changes`] and [`member_changes`]).
-fn set_changes(
-    prefix: &str,
-    types: &SchemaTypes,
-    uid: &EntityUid,
-    old: Option<&[u8]>,
-    new: Option<&str>,
-) -> (Vec<String>, Vec<String>) {
-    let (mut leave, mut join) = index_changes(prefix, types, uid, old, new);
-    if has_parents(types, uid) {
-        let (l, j) = member_changes(prefix, uid, old, new);
-        leave.extend(l);
-        join.extend(j);
-    }
-    (leave, join)
-}
-
 /// Whether the schema lets entities of `uid`'s type have parents: those keep member
 /// sets.
 fn has_parents(types: &SchemaTypes, uid: &EntityUid) -> bool {
     types
         .parent_types(&uid.type_name().to_string())
         .is_some_and(|p| !p.is_empty())
-}
-
-/// The member sets one write changes: those of the parents the entity's previous
-/// version had and it no longer has, and those of all its current parents.
-fn member_changes(
-    prefix: &str,
-    uid: &EntityUid,
-    old: Option<&[u8]>,
-    new: Option<&str>,
-) -> (Vec<String>, Vec<String>) {
-    let keys = |json: Option<serde_json::Value>| -> Vec<String> {
-        json.map(|j| {
-            crate::entities::parents_and_references(&j)
-                .0
-                .iter()
-                .map(|parent| store::member_key(prefix, uid.type_name(), parent))
-                .collect()
-        })
-        .unwrap_or_default()
-    };
-    let before = keys(old.and_then(|b| serde_json::from_slice(b).ok()));
-    let after = keys(new.and_then(|t| serde_json::from_str(t).ok()));
-    let leave = before.into_iter().filter(|k| !after.contains(k)).collect();
-    (leave, after)
 }
 
 /// Why a write failed: nothing of it landed, or (rarely) part of it may have.

@@ -719,10 +719,7 @@ impl EntitySource for RedisSource {
     ) -> Result<Referrers, EntitySourceError> {
         let types = &snapshot.types;
         // The types a walk from `ancestor` down to `entity_type` passes through.
-        let mut chain: Vec<EntityTypeName> = vec![entity_type.clone()];
-        if let Some(above) = snapshot.schema.ancestors(entity_type) {
-            chain.extend(above.cloned());
-        }
+        let mut chain = super::member_chain(snapshot, entity_type);
         let conn = self.shared.conn()?;
         // Types whose entities have no parents keep no member sets to be missing from.
         chain.retain(|ty| {
@@ -743,11 +740,7 @@ impl EntitySource for RedisSource {
         let mut level = vec![ancestor.clone()];
         for _ in 0..MAX_MEMBER_LEVELS {
             if level.is_empty() {
-                found.sort_unstable_by(|a, b| a.id().unescaped().cmp(b.id().unescaped()));
-                return Ok(Referrers::Page(UidPage {
-                    uids: found,
-                    next: None,
-                }));
+                return Ok(super::members_page(found));
             }
             let mut sets: Vec<(EntityTypeName, String)> = Vec::new();
             for parent in &level {
