@@ -180,7 +180,20 @@ fn decisions(c: &mut Criterion) {
                 .collect();
             let variants = [
                 ("indexed", PolicyIndexOptions::default()),
-                ("indexed_nocache", PolicyIndexOptions { cache_capacity: 0 }),
+                (
+                    "indexed_cedar",
+                    PolicyIndexOptions {
+                        compiled: false,
+                        ..PolicyIndexOptions::default()
+                    },
+                ),
+                (
+                    "indexed_cedar_nocache",
+                    PolicyIndexOptions {
+                        cache_capacity: 0,
+                        compiled: false,
+                    },
+                ),
             ];
             for (name, options) in variants {
                 let index = PolicyIndex::build_with_options(&set, options).unwrap();

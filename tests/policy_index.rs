@@ -146,7 +146,7 @@ fn action_scope(rng: &mut Rng) -> String {
 }
 
 /// Conditions, some of which error on some data.
-const CONDITIONS: [&str; 24] = [
+const CONDITIONS: [&str; 43] = [
     "true",
     "false",
     "principal.level > 2",
@@ -171,6 +171,27 @@ const CONDITIONS: [&str; 24] = [
     "principal in Group::\"g2\"",
     "resource.level < principal.level",
     "!(resource has public) || resource.public",
+    // Below: what the compiled conditions evaluate (`model::condition`), errors
+    // included, and a few forms they leave to Cedar.
+    "principal.tags.containsAny([\"a\", \"c\"]) && principal.tags.containsAll([\"a\"])",
+    "principal.tags.isEmpty() || principal.tags == [\"b\", \"a\", \"b\"]",
+    "principal has manager.level",
+    "principal.level != resource.level",
+    "-principal.level < -1 && principal.level * 2 >= 6 && principal.level - 1 != 0",
+    "principal in [Group::\"g0\", resource.owner]",
+    "principal in [Group::\"g3\", principal.level]",
+    "resource is Doc in Folder::\"f2\"",
+    "{\"a\": principal.level, \"b\": [1, 1]}.a == 2 && {\"b\": [1]} has b",
+    "principal.hasTag(\"d0\") && principal.getTag(\"d0\").level > 0",
+    "principal.getTag(\"d1\").cats.contains(\"a\")",
+    "principal.getTag(\"d1\") != {\"level\": 1}",
+    "resource.owner.hasTag(\"d0\")",
+    "principal.getTag(resource.level).level == 1",
+    "principal.level == 1 || context.flag",
+    "!(context has flag)",
+    "context == {\"flag\": true}",
+    "principal.name like \"u*\"",
+    "if context.flag then resource.owner else principal.manager == principal",
 ];
 
 fn conditions(rng: &mut Rng) -> String {
@@ -303,16 +324,21 @@ fn attr_entity(ty: &str, id: &str) -> serde_json::Value {
     serde_json::json!({ "__entity": { "type": ty, "id": id } })
 }
 
+const TAGS: &str = "__tags";
+
 fn gen_entities(rng: &mut Rng) -> serde_json::Value {
     let mut out = Vec::new();
     let mut entity = |ty: &str,
                       id: &str,
                       parents: Vec<serde_json::Value>,
-                      attrs: serde_json::Map<String, serde_json::Value>| {
+                      mut attrs: serde_json::Map<String, serde_json::Value>| {
+        // Tags travel in `attrs` under a key no policy reads.
+        let tags = attrs.remove(TAGS).unwrap_or_else(|| serde_json::json!({}));
         out.push(serde_json::json!({
             "uid": { "type": ty, "id": id },
             "attrs": attrs,
             "parents": parents,
+            "tags": tags,
         }));
     };
     let parent = |ty: &str, id: &str| serde_json::json!({ "type": ty, "id": id });
@@ -342,6 +368,25 @@ fn gen_entities(rng: &mut Rng) -> serde_json::Value {
             if rng.chance(30) {
                 attrs.insert("manager".into(), attr_entity("User", rng.pick(&USERS)));
             }
+            if rng.chance(30) {
+                attrs.insert("name".into(), format!("{ty}{id}").into());
+            }
+            let mut tags = serde_json::Map::new();
+            for key in ["d0", "d1"] {
+                if rng.chance(40) {
+                    let mut tag = serde_json::Map::new();
+                    if rng.chance(80) {
+                        tag.insert("level".into(), (rng.below(3) as i64).into());
+                    }
+                    if rng.chance(60) {
+                        let cats: Vec<&str> =
+                            ["a", "b"].into_iter().filter(|_| rng.chance(50)).collect();
+                        tag.insert("cats".into(), cats.into());
+                    }
+                    tags.insert(key.into(), tag.into());
+                }
+            }
+            attrs.insert(TAGS.into(), tags.into());
             entity(ty, id, parents, attrs);
         }
     }
@@ -602,6 +647,8 @@ struct Coverage {
     ancestor_matches: usize,
     /// Requests with fewer candidates than policies.
     pruned: usize,
+    /// Requests the compiled conditions decided without Cedar.
+    compiled: usize,
 }
 
 /// Runs the differential check over the fixed cases, deciding with `decide`;
@@ -631,6 +678,7 @@ fn run(
             &set,
             PolicyIndexOptions {
                 cache_capacity: capacity,
+                compiled: true,
             },
         )
         .unwrap();
@@ -641,6 +689,13 @@ fn run(
             let full = authorizer.is_authorized(&request, &set, entities);
             let indexed = decide(&set, &index, &request, entities, &pooled.json);
             let mut problem = compare(&full, &indexed);
+            // When the compiled conditions decide, they must answer as Cedar does.
+            if let Some(compiled) = index.decide_compiled(&request, entities) {
+                cov.compiled += 1;
+                if problem.is_none() {
+                    problem = compare(&full, &compiled).map(|p| format!("compiled: {p}"));
+                }
+            }
 
             // The candidates must be exactly the policies whose scope matches.
             let scope_matches: BTreeSet<String> = authorizer
@@ -753,6 +808,16 @@ fn indexed_decisions_equal_full_evaluation() {
     assert!(
         share(cov.pruned) >= 50,
         "the index pruned too little: {cov:?}"
+    );
+    // Most requests are decided by the compiled conditions, and the rest (errors,
+    // forms left to Cedar) by Cedar: both paths are exercised.
+    assert!(
+        share(cov.compiled) >= 50,
+        "the compiled conditions decided too few requests: {cov:?}"
+    );
+    assert!(
+        cov.requests - cov.compiled >= cov.with_errors,
+        "requests with errors were decided without Cedar: {cov:?}"
     );
 }
 

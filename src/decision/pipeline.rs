@@ -296,12 +296,47 @@ fn evaluate(snapshot: &Snapshot, request: &CheckedRequest, entities: &Entities) 
         reasons: response
             .diagnostics()
             .reason()
-            .map(ToString::to_string)
+            .map(policy_id_text)
             .collect(),
         errors: response
             .diagnostics()
             .errors()
             .map(|e| crate::error_chain(e))
             .collect(),
+    }
+}
+
+/// A policy id as `Display` writes it (Rust's `escape_debug` of the id), without the
+/// formatting machinery for the ids that it leaves as they are.
+fn policy_id_text(id: &cedar_policy::PolicyId) -> String {
+    let raw: &str = id.as_ref();
+    let unescaped =
+        |b: &u8| (b.is_ascii_graphic() || *b == b' ') && !matches!(b, b'"' | b'\\' | b'\'');
+    if raw.as_bytes().iter().all(unescaped) {
+        raw.to_owned()
+    } else {
+        id.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_ids_read_as_display_writes_them() {
+        for id in [
+            "member-invoices",
+            "policy0",
+            "a b",
+            "quote\"d",
+            "tab\there",
+            "back\\slash",
+            "it's",
+            "é",
+        ] {
+            let id = cedar_policy::PolicyId::new(id);
+            assert_eq!(policy_id_text(&id), id.to_string());
+        }
     }
 }

@@ -116,9 +116,15 @@ use std::hash::Hash;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Decision, Entities, EntityTypeName, EntityUid, Policy, PolicyId,
-    PolicySet, PrincipalConstraint, Request, ResourceConstraint, Response, SlotId, Template,
+    ActionConstraint, Authorizer, Decision, Effect, Entities, EntityTypeName, EntityUid, Policy,
+    PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint, Response, SlotId,
+    Template,
 };
+
+use cedar_policy_core::entities::Dereference;
+use ref_cast::RefCast;
+
+use super::condition::{Condition, Env, GiveUp, Known};
 
 /// Options of a [`PolicyIndex`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,12 +132,17 @@ pub struct PolicyIndexOptions {
     /// How many per-request policy sets the index keeps, keyed by their candidate
     /// list. Zero disables the cache: every request then builds its own set.
     pub cache_capacity: usize,
+    /// Decide with the policies' compiled conditions when every candidate evaluates
+    /// without error (`model::condition`), Cedar's authorizer otherwise. Off, every
+    /// decision goes through Cedar (for comparisons and measurements).
+    pub compiled: bool,
 }
 
 impl Default for PolicyIndexOptions {
     fn default() -> Self {
         Self {
             cache_capacity: 4096,
+            compiled: true,
         }
     }
 }
@@ -237,14 +248,20 @@ enum Source {
     },
 }
 
+/// A policy's or template's compiled conditions: compiled on first use (most
+/// policies of a large set are never a candidate), `None` when Cedar must evaluate.
+type Compiled = OnceLock<Option<Arc<Condition>>>;
+
 /// One policy of the set: its scope and how to rebuild it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Entry {
     id: PolicyId,
+    effect: Effect,
     principal: EntityScope,
     action: ActionScope,
     resource: EntityScope,
     source: Source,
+    condition: Compiled,
 }
 
 impl Entry {
@@ -324,24 +341,52 @@ struct Lineage<'a> {
     /// Built only for long ancestor lists, where a linear search would cost more
     /// than hashing.
     lookup: Option<HashSet<&'a EntityUid, foldhash::fast::RandomState>>,
+    /// The entity itself, for the compiled conditions (looked up once); `Err` when
+    /// the data answers with a residual.
+    entity: Result<Option<&'a cedar_policy_core::ast::Entity>, GiveUp>,
+}
+
+impl Known for Lineage<'_> {
+    fn uid(&self) -> &EntityUid {
+        self.uid
+    }
+
+    fn entity(&self) -> Result<Option<&cedar_policy_core::ast::Entity>, GiveUp> {
+        self.entity
+    }
+
+    fn is_in(&self, e: &cedar_policy_core::ast::EntityUID) -> bool {
+        let own: &cedar_policy_core::ast::EntityUID = self.uid.as_ref();
+        own == e
+            || self.ancestors.iter().any(|a| {
+                let a: &cedar_policy_core::ast::EntityUID = a.as_ref();
+                a == e
+            })
+    }
 }
 
 impl<'a> Lineage<'a> {
     const LINEAR_LIMIT: usize = 16;
 
     fn new(uid: &'a EntityUid, entities: &'a Entities) -> Self {
+        let store: &'a cedar_policy_core::entities::Entities = entities.as_ref();
         // An entity missing from the data has no ancestors: Cedar then reads `X in E`
         // as `X == E`.
-        let ancestors: Vec<&EntityUid> = entities
-            .ancestors(uid)
-            .map(Iterator::collect)
-            .unwrap_or_default();
+        let (entity, ancestors) = match store.entity(uid.as_ref()) {
+            Dereference::Data(e) => (
+                Ok(Some(e)),
+                e.ancestors().map(EntityUid::ref_cast).collect(),
+            ),
+            Dereference::NoSuchEntity => (Ok(None), Vec::new()),
+            Dereference::Residual(_) => (Err(GiveUp), Vec::new()),
+        };
         let lookup = (ancestors.len() > Self::LINEAR_LIMIT)
             .then(|| ancestors.iter().copied().collect::<HashSet<_, _>>());
         Self {
             uid,
             ancestors,
             lookup,
+            entity,
         }
     }
 
@@ -352,6 +397,24 @@ impl<'a> Lineage<'a> {
                 Some(set) => set.contains(e),
                 None => self.ancestors.contains(&e),
             }
+    }
+}
+
+/// The request's principal, action and resource with their ancestors; `None` for a
+/// partial request (one of them unknown), which is decided over the whole set.
+struct Lineages<'a> {
+    principal: Lineage<'a>,
+    action: Lineage<'a>,
+    resource: Lineage<'a>,
+}
+
+impl<'a> Lineages<'a> {
+    fn new(request: &'a Request, entities: &'a Entities) -> Option<Self> {
+        Some(Self {
+            principal: Lineage::new(request.principal()?, entities),
+            action: Lineage::new(request.action()?, entities),
+            resource: Lineage::new(request.resource()?, entities),
+        })
     }
 }
 
@@ -416,8 +479,9 @@ pub struct PolicyIndex {
     principal: Dimension,
     action: Dimension,
     resource: Dimension,
-    /// Templates of the linked policies, for re-linking them in per-request sets.
-    templates: HashMap<PolicyId, Template>,
+    /// Templates of the linked policies, for re-linking them in per-request sets,
+    /// with their compiled conditions (a link's are its template's).
+    templates: HashMap<PolicyId, (Template, Compiled)>,
     /// The whole set, rebuilt from `entries` when first needed: only requests with
     /// an unknown principal, action or resource use it. Building it eagerly would
     /// double the build time (a copy of a 100k-policy set costs as much as indexing
@@ -425,6 +489,7 @@ pub struct PolicyIndex {
     whole: OnceLock<Option<Arc<PolicySet>>>,
     general: usize,
     cache: SetCache,
+    compiled: bool,
     authorizer: Authorizer,
 }
 
@@ -464,7 +529,7 @@ impl PolicyIndex {
                                 template: template.clone(),
                             });
                         };
-                        templates.insert(template.clone(), t.clone());
+                        templates.insert(template.clone(), (t.clone(), Compiled::new()));
                     }
                     Source::Link {
                         template: template.clone(),
@@ -475,6 +540,8 @@ impl PolicyIndex {
             };
             entries.push(Entry {
                 id: policy.id().clone(),
+                effect: policy.effect(),
+                condition: Compiled::new(),
                 // For a linked policy these accessors return the linked values in
                 // place of the slots: the values Cedar evaluates the scope with.
                 principal: EntityScope::from_principal(policy.principal_constraint()),
@@ -512,6 +579,7 @@ impl PolicyIndex {
                 capacity: options.cache_capacity,
                 sets: RwLock::new(FastMap::default()),
             },
+            compiled: options.compiled,
             authorizer: Authorizer::new(),
         })
     }
@@ -519,8 +587,93 @@ impl PolicyIndex {
     /// Decides `request` as `Authorizer::is_authorized` over the whole set would,
     /// evaluating only the policies whose scope matches it.
     pub fn is_authorized(&self, request: &Request, entities: &Entities) -> Response {
-        let set = match self.candidate_positions(request, entities) {
-            Some(positions) => self.set_for(&positions),
+        let Some(lineages) = Lineages::new(request, entities) else {
+            return self.by_cedar(None, request, entities);
+        };
+        let positions = self.candidate_positions(&lineages);
+        if self.compiled {
+            if let Some(response) = self.by_conditions(&positions, &lineages, request, entities) {
+                return response;
+            }
+        }
+        self.by_cedar(Some(&positions), request, entities)
+    }
+
+    /// The decision from the candidates' compiled conditions, when each of them
+    /// evaluates to a boolean (`model::condition`); `None` hands the request to
+    /// Cedar. Public so that tests can count how many requests it decides; the
+    /// answer equals [`Self::is_authorized`]'s whenever it is `Some`.
+    pub fn decide_compiled(&self, request: &Request, entities: &Entities) -> Option<Response> {
+        let lineages = Lineages::new(request, entities)?;
+        let positions = self.candidate_positions(&lineages);
+        self.by_conditions(&positions, &lineages, request, entities)
+    }
+
+    fn by_conditions(
+        &self,
+        positions: &[u32],
+        lineages: &Lineages<'_>,
+        request: &Request,
+        entities: &Entities,
+    ) -> Option<Response> {
+        let env = Env::new(
+            &lineages.principal,
+            &lineages.action,
+            &lineages.resource,
+            request.context(),
+            entities,
+        );
+        let mut permits = HashSet::new();
+        let mut forbids = HashSet::new();
+        // Every candidate is evaluated, even after a forbid holds: one that Cedar
+        // would report an error for sends the whole request to Cedar.
+        for &at in positions {
+            let entry = self.entry(at)?;
+            if self.condition(entry)?.holds(&env).ok()? {
+                match entry.effect {
+                    Effect::Permit => permits.insert(entry.id.clone()),
+                    Effect::Forbid => forbids.insert(entry.id.clone()),
+                };
+            }
+        }
+        Some(if !forbids.is_empty() {
+            Response::new(Decision::Deny, forbids, Vec::new())
+        } else if !permits.is_empty() {
+            Response::new(Decision::Allow, permits, Vec::new())
+        } else {
+            Response::new(Decision::Deny, permits, Vec::new())
+        })
+    }
+
+    /// The entry's compiled conditions, compiled on first use.
+    fn condition<'e>(&self, entry: &'e Entry) -> Option<&'e Condition> {
+        entry
+            .condition
+            .get_or_init(|| match &entry.source {
+                Source::Static(policy) => {
+                    Condition::from_est(&policy.to_json().ok()?).map(Arc::new)
+                }
+                Source::Link { template, .. } => {
+                    let (template, compiled) = self.templates.get(template)?;
+                    compiled
+                        .get_or_init(|| {
+                            Condition::from_est(&template.to_json().ok()?).map(Arc::new)
+                        })
+                        .clone()
+                }
+            })
+            .as_deref()
+    }
+
+    /// Cedar's authorizer over the candidates at `positions`, or over the whole set.
+    fn by_cedar(
+        &self,
+        positions: Option<&[u32]>,
+        request: &Request,
+        entities: &Entities,
+    ) -> Response {
+        let set = match positions {
+            Some(positions) => self.set_for(positions),
             None => self.whole(),
         };
         match set {
@@ -536,7 +689,7 @@ impl PolicyIndex {
     /// when the request's principal, action or resource is unknown, which is decided
     /// over the whole set.
     pub fn candidates(&self, request: &Request, entities: &Entities) -> Option<Vec<PolicyId>> {
-        let positions = self.candidate_positions(request, entities)?;
+        let positions = self.candidate_positions(&Lineages::new(request, entities)?);
         Some(
             positions
                 .iter()
@@ -633,14 +786,12 @@ impl PolicyIndex {
     }
 
     /// Positions of the policies whose scope matches the request, ascending.
-    fn candidate_positions(&self, request: &Request, entities: &Entities) -> Option<Vec<u32>> {
-        let p = Lineage::new(request.principal()?, entities);
-        let a = Lineage::new(request.action()?, entities);
-        let r = Lineage::new(request.resource()?, entities);
+    fn candidate_positions(&self, lineages: &Lineages<'_>) -> Vec<u32> {
+        let (p, a, r) = (&lineages.principal, &lineages.action, &lineages.resource);
 
-        let (p_lists, p_total) = self.principal.lists(&p);
-        let (a_lists, a_total) = self.action.lists(&a);
-        let (r_lists, r_total) = self.resource.lists(&r);
+        let (p_lists, p_total) = self.principal.lists(p);
+        let (a_lists, a_total) = self.action.lists(a);
+        let (r_lists, r_total) = self.resource.lists(r);
         // Each dimension's lists hold every matching policy; the shortest are the
         // cheapest to filter.
         let lists = if p_total <= a_total && p_total <= r_total {
@@ -654,7 +805,7 @@ impl PolicyIndex {
         let mut out: Vec<u32> = Vec::new();
         for list in lists {
             for &at in list {
-                if self.entry(at).is_some_and(|e| e.matches(&p, &a, &r)) {
+                if self.entry(at).is_some_and(|e| e.matches(p, a, r)) {
                     out.push(at);
                 }
             }
@@ -664,7 +815,7 @@ impl PolicyIndex {
         // which is the order Cedar reports errors in.
         out.sort_unstable();
         out.dedup();
-        Some(out)
+        out
     }
 
     /// The policy set for these candidate positions: a cached set or a new one.
@@ -706,7 +857,7 @@ impl PolicyIndex {
                 Source::Static(policy) => set.add(Policy::clone(policy)).ok()?,
                 Source::Link { template, values } => {
                     if set.template(template).is_none() {
-                        set.add_template(self.templates.get(template)?.clone())
+                        set.add_template(self.templates.get(template)?.0.clone())
                             .ok()?;
                     }
                     set.link(template.clone(), entry.id.clone(), values.clone())

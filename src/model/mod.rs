@@ -21,6 +21,7 @@
 //! checked through the [`Gate`] the entity layer implements.
 
 pub mod compile;
+pub(crate) mod condition;
 pub mod conformance;
 pub mod index;
 pub mod lint;

@@ -60,8 +60,8 @@ pub struct Snapshot {
     /// Attribute and context types of the schema, for converting AuthZEN values.
     pub types: SchemaTypes,
     /// The schema's entity types and actions as sets, for request checks.
-    pub entity_types: HashSet<EntityTypeName>,
-    pub actions: HashSet<EntityUid>,
+    pub entity_types: HashSet<EntityTypeName, foldhash::fast::RandomState>,
+    pub actions: HashSet<EntityUid, foldhash::fast::RandomState>,
     /// The (principal type, action, resource type) requests the schema accepts with
     /// an empty context, whatever the ids (types that enumerate their ids are never
     /// here): such a request needs no validation against the schema again.

@@ -1,0 +1,537 @@
+//! Policy conditions compiled for a direct evaluation, so that a decision whose
+//! candidate policies all evaluate without error does not go through Cedar's
+//! authorizer (issue 14: most of a decision's instructions were Cedar building an
+//! evaluator, rebuilding each policy's condition expression and interpreting it).
+//!
+//! # Why the answer is Cedar's
+//!
+//! The evaluation here is a *witness or nothing*: it mirrors Cedar's evaluation rules
+//! (`cedar-policy-core`'s `Evaluator`, version pinned) for the expressions it knows,
+//! and gives up ([`GiveUp`]) wherever Cedar would report an error and wherever it is
+//! unsure: a missing attribute, entity or tag read, a type error, an overflow, an
+//! extension value or function, `like`, a template slot, the context as a whole.
+//! A policy set is decided here only when every candidate policy evaluated to a
+//! boolean; Cedar then reports no error either, and its decision and determining
+//! policies follow from the booleans alone (a satisfied forbid denies, with the
+//! satisfied forbids as reasons; otherwise a satisfied permit allows, with the
+//! satisfied permits; otherwise Deny without reasons). Anything else is handed to
+//! Cedar whole. `tests/policy_index.rs` compares both on thousands of generated
+//! cases, many of which error, and requires that most are decided here.
+//!
+//! Values are Cedar's own (`cedar-policy-core`'s `Value`, borrowed from the entity
+//! data by a reference count, never converted), so `==`, `contains` and the set
+//! operations are Cedar's own functions. Rules mirrored, as in Cedar: `&&`, `||` and `if` short-circuit and require
+//! booleans; both operands of every other binary operator are evaluated first; `==`
+//! never errors and is false across types (sets and records compare as values);
+//! `x in y` is `x == y` or `y` among `x`'s ancestors in the data (an entity missing
+//! from the data has none), `y` an entity or a set of entities; `has` on an entity
+//! missing from the data is false, reading its attribute is an error; `hasTag` on a
+//! missing entity is false.
+
+use std::cell::RefCell;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cedar_policy::{Context, Entities, EntityTypeName, EntityUid};
+use cedar_policy_core::ast::{
+    self, EntityType, EntityUID, Literal, PartialValue, Value, ValueKind,
+};
+use cedar_policy_core::entities::Dereference;
+use serde_json::Value as Json;
+use smol_str::SmolStr;
+
+/// The evaluation met something it does not decide: Cedar decides the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GiveUp;
+
+type Out<T> = Result<T, GiveUp>;
+
+fn lit(l: Literal) -> Value {
+    Value {
+        value: ValueKind::Lit(l),
+        loc: None,
+    }
+}
+
+fn boolean(b: bool) -> Value {
+    lit(Literal::Bool(b))
+}
+
+fn entity_value(uid: &EntityUid) -> Value {
+    let core: &EntityUID = uid.as_ref();
+    lit(Literal::EntityUID(Arc::new(core.clone())))
+}
+
+fn as_bool(v: &Value) -> Out<bool> {
+    match &v.value {
+        ValueKind::Lit(Literal::Bool(b)) => Ok(*b),
+        _ => Err(GiveUp),
+    }
+}
+
+fn as_long(v: &Value) -> Out<i64> {
+    match &v.value {
+        ValueKind::Lit(Literal::Long(i)) => Ok(*i),
+        _ => Err(GiveUp),
+    }
+}
+
+fn as_set(v: &Value) -> Out<&ast::Set> {
+    match &v.value {
+        ValueKind::Set(s) => Ok(s),
+        _ => Err(GiveUp),
+    }
+}
+
+fn as_entity(v: &Value) -> Out<&EntityUID> {
+    match &v.value {
+        ValueKind::Lit(Literal::EntityUID(uid)) => Ok(uid),
+        _ => Err(GiveUp),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Add,
+    Sub,
+    Mul,
+    In,
+    Contains,
+    ContainsAll,
+    ContainsAny,
+    GetTag,
+    HasTag,
+}
+
+#[derive(Debug, Clone)]
+enum Expr {
+    Lit(Value),
+    Principal,
+    Action,
+    Resource,
+    Context,
+    Not(Box<Expr>),
+    Neg(Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    If(Box<Expr>, Box<Expr>, Box<Expr>),
+    Bin(Op, Box<Expr>, Box<Expr>),
+    IsEmpty(Box<Expr>),
+    Attr(Box<Expr>, SmolStr),
+    /// `e has a.b.c`: the chain of attributes, one for the simple form.
+    Has(Box<Expr>, Vec<SmolStr>),
+    Is(Box<Expr>, EntityType, Option<Box<Expr>>),
+    Set(Vec<Expr>),
+    Record(Vec<(SmolStr, Expr)>),
+}
+
+/// A policy's `when` and `unless` clauses, in order; `true` for a clause's kind
+/// means `when`.
+#[derive(Debug)]
+pub(crate) struct Condition {
+    clauses: Vec<(bool, Expr)>,
+}
+
+impl Condition {
+    /// Compiles the conditions of a policy or template given as Cedar's JSON policy
+    /// format (`Policy::to_json`, `Template::to_json`); `None` when a clause uses
+    /// something this evaluator does not know.
+    pub(crate) fn from_est(est: &Json) -> Option<Condition> {
+        let clauses = match est.get("conditions") {
+            None => Vec::new(),
+            Some(Json::Array(items)) => items
+                .iter()
+                .map(|c| {
+                    let when = match c.get("kind")?.as_str()? {
+                        "when" => true,
+                        "unless" => false,
+                        _ => return None,
+                    };
+                    Some((when, compile(c.get("body")?)?))
+                })
+                .collect::<Option<_>>()?,
+            Some(_) => return None,
+        };
+        Some(Condition { clauses })
+    }
+
+    /// Whether the conditions hold for the request of `env` (its scope matched).
+    pub(crate) fn holds(&self, env: &Env<'_>) -> Out<bool> {
+        for (when, body) in &self.clauses {
+            // `unless { e }` is `!e`, which needs a boolean as much as `when` does.
+            if as_bool(&eval(body, env)?)? != *when {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn one_key(v: &Json) -> Option<(&str, &Json)> {
+    let map = v.as_object()?;
+    if map.len() != 1 {
+        return None;
+    }
+    map.iter().next().map(|(k, v)| (k.as_str(), v))
+}
+
+fn boxed(v: Option<&Json>) -> Option<Box<Expr>> {
+    compile(v?).map(Box::new)
+}
+
+fn entity_type(name: &str) -> Option<EntityType> {
+    let name = EntityTypeName::from_str(name).ok()?;
+    let core: &EntityType = name.as_ref();
+    Some(core.clone())
+}
+
+fn compile(v: &Json) -> Option<Expr> {
+    let (key, arg) = one_key(v)?;
+    let left = || boxed(arg.get("left"));
+    let right = || boxed(arg.get("right"));
+    let bin = |op| Some(Expr::Bin(op, left()?, right()?));
+    match key {
+        "Value" => literal(arg).map(Expr::Lit),
+        "Var" => match arg.as_str()? {
+            "principal" => Some(Expr::Principal),
+            "action" => Some(Expr::Action),
+            "resource" => Some(Expr::Resource),
+            "context" => Some(Expr::Context),
+            _ => None,
+        },
+        "!" => Some(Expr::Not(boxed(arg.get("arg"))?)),
+        "neg" => Some(Expr::Neg(boxed(arg.get("arg"))?)),
+        "&&" => Some(Expr::And(left()?, right()?)),
+        "||" => Some(Expr::Or(left()?, right()?)),
+        "==" => bin(Op::Eq),
+        "!=" => bin(Op::Ne),
+        "<" => bin(Op::Lt),
+        "<=" => bin(Op::Le),
+        ">" => bin(Op::Gt),
+        ">=" => bin(Op::Ge),
+        "+" => bin(Op::Add),
+        "-" => bin(Op::Sub),
+        "*" => bin(Op::Mul),
+        "in" => bin(Op::In),
+        "contains" => bin(Op::Contains),
+        "containsAll" => bin(Op::ContainsAll),
+        "containsAny" => bin(Op::ContainsAny),
+        "getTag" => bin(Op::GetTag),
+        "hasTag" => bin(Op::HasTag),
+        "isEmpty" => Some(Expr::IsEmpty(boxed(arg.get("arg"))?)),
+        "." => Some(Expr::Attr(
+            left()?,
+            SmolStr::from(arg.get("attr")?.as_str()?),
+        )),
+        "has" => {
+            let chain = match arg.get("attr")? {
+                Json::String(a) => vec![SmolStr::from(a.as_str())],
+                Json::Array(items) => items
+                    .iter()
+                    .map(|a| a.as_str().map(SmolStr::from))
+                    .collect::<Option<Vec<_>>>()?,
+                _ => return None,
+            };
+            if chain.is_empty() {
+                return None;
+            }
+            Some(Expr::Has(left()?, chain))
+        }
+        "is" => {
+            let ty = entity_type(arg.get("entity_type")?.as_str()?)?;
+            let within = match arg.get("in") {
+                None => None,
+                Some(e) => Some(Box::new(compile(e)?)),
+            };
+            Some(Expr::Is(left()?, ty, within))
+        }
+        "if-then-else" => Some(Expr::If(
+            boxed(arg.get("if"))?,
+            boxed(arg.get("then"))?,
+            boxed(arg.get("else"))?,
+        )),
+        "Set" => Some(Expr::Set(
+            arg.as_array()?.iter().map(compile).collect::<Option<_>>()?,
+        )),
+        "Record" => Some(Expr::Record(
+            arg.as_object()?
+                .iter()
+                .map(|(k, v)| Some((SmolStr::from(k.as_str()), compile(v)?)))
+                .collect::<Option<_>>()?,
+        )),
+        // `like`, extension functions, slots: Cedar evaluates them.
+        _ => None,
+    }
+}
+
+/// A literal of the JSON policy format (Cedar's JSON value format).
+fn literal(v: &Json) -> Option<Value> {
+    Some(match v {
+        Json::Bool(b) => boolean(*b),
+        Json::Number(n) => lit(Literal::Long(n.as_i64()?)),
+        Json::String(s) => lit(Literal::String(SmolStr::from(s.as_str()))),
+        Json::Array(items) => {
+            Value::set(items.iter().map(literal).collect::<Option<Vec<_>>>()?, None)
+        }
+        Json::Object(map) => {
+            if let Some(e) = map.get("__entity") {
+                if map.len() != 1 {
+                    return None;
+                }
+                let ty = entity_type(e.get("type")?.as_str()?)?;
+                let id = ast::Eid::new(e.get("id")?.as_str()?);
+                lit(Literal::EntityUID(Arc::new(EntityUID::from_components(
+                    ty, id, None,
+                ))))
+            } else if map.contains_key("__extn") || map.contains_key("__expr") {
+                return None;
+            } else {
+                Value::record(
+                    map.iter()
+                        .map(|(k, v)| Some((SmolStr::from(k.as_str()), literal(v)?)))
+                        .collect::<Option<Vec<_>>>()?,
+                    None,
+                )
+            }
+        }
+        Json::Null => return None,
+    })
+}
+
+/// An entity of the request whose ancestors the caller already read.
+pub(crate) trait Known {
+    fn uid(&self) -> &EntityUid;
+    /// The entity in the data (`None`: the data does not hold it).
+    fn entity(&self) -> Out<Option<&ast::Entity>>;
+    /// Cedar's `X in E` for this entity `X`.
+    fn is_in(&self, e: &EntityUID) -> bool;
+}
+
+/// What a condition is evaluated against: the request, its entity data, and the
+/// ancestors of its principal, action and resource.
+pub(crate) struct Env<'a> {
+    known: [&'a dyn Known; 3],
+    /// The principal, action and resource as values.
+    vars: [Value; 3],
+    /// `None` for a context with unknowns (partial evaluation).
+    context: Option<Value>,
+    entities: &'a cedar_policy_core::entities::Entities,
+    /// Entities looked up so far: conditions read the same few entities over and
+    /// over, and a comparison costs less than hashing a uid again.
+    seen: RefCell<Vec<(EntityUID, Option<&'a ast::Entity>)>>,
+}
+
+impl<'a> Env<'a> {
+    pub(crate) fn new(
+        principal: &'a dyn Known,
+        action: &'a dyn Known,
+        resource: &'a dyn Known,
+        context: Option<&Context>,
+        entities: &'a Entities,
+    ) -> Self {
+        let context = context.and_then(|c| match c.as_ref() {
+            ast::Context::Value(map) => Some(Value::record_arc(Arc::clone(map), None)),
+            ast::Context::RestrictedResidual(_) => None,
+        });
+        Self {
+            vars: [
+                entity_value(principal.uid()),
+                entity_value(action.uid()),
+                entity_value(resource.uid()),
+            ],
+            known: [principal, action, resource],
+            context,
+            entities: entities.as_ref(),
+            seen: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The entity `uid` in the data; `None` if the data does not hold it.
+    fn entity(&self, uid: &EntityUID) -> Out<Option<&'a ast::Entity>> {
+        for known in self.known {
+            let own: &EntityUID = known.uid().as_ref();
+            if own == uid {
+                return known.entity();
+            }
+        }
+        if let Some((_, e)) = self.seen.borrow().iter().find(|(u, _)| u == uid) {
+            return Ok(*e);
+        }
+        let found = match self.entities.entity(uid) {
+            Dereference::Data(e) => Some(e),
+            Dereference::NoSuchEntity => None,
+            Dereference::Residual(_) => return Err(GiveUp),
+        };
+        self.seen.borrow_mut().push((uid.clone(), found));
+        Ok(found)
+    }
+
+    /// Cedar's `x in y` for entities.
+    fn is_in(&self, x: &EntityUID, y: &EntityUID) -> Out<bool> {
+        for known in self.known {
+            let uid: &EntityUID = known.uid().as_ref();
+            if uid == x {
+                return Ok(known.is_in(y));
+            }
+        }
+        Ok(x == y || self.entity(x)?.is_some_and(|e| e.is_descendant_of(y)))
+    }
+}
+
+fn eval(e: &Expr, env: &Env<'_>) -> Out<Value> {
+    Ok(match e {
+        Expr::Lit(v) => v.clone(),
+        Expr::Principal => env.vars[0].clone(),
+        Expr::Action => env.vars[1].clone(),
+        Expr::Resource => env.vars[2].clone(),
+        Expr::Context => env.context.clone().ok_or(GiveUp)?,
+        Expr::Not(a) => boolean(!as_bool(&eval(a, env)?)?),
+        Expr::Neg(a) => lit(Literal::Long(
+            as_long(&eval(a, env)?)?.checked_neg().ok_or(GiveUp)?,
+        )),
+        Expr::And(a, b) => boolean(as_bool(&eval(a, env)?)? && as_bool(&eval(b, env)?)?),
+        Expr::Or(a, b) => boolean(as_bool(&eval(a, env)?)? || as_bool(&eval(b, env)?)?),
+        Expr::If(c, t, f) => {
+            if as_bool(&eval(c, env)?)? {
+                eval(t, env)?
+            } else {
+                eval(f, env)?
+            }
+        }
+        Expr::Bin(op, a, b) => {
+            let x = eval(a, env)?;
+            let y = eval(b, env)?;
+            binary(*op, &x, &y, env)?
+        }
+        Expr::IsEmpty(a) => boolean(as_set(&eval(a, env)?)?.is_empty()),
+        Expr::Attr(a, attr) => attribute(&eval(a, env)?, attr, env)?,
+        Expr::Has(a, chain) => boolean(has(eval(a, env)?, chain, env)?),
+        Expr::Is(a, ty, within) => {
+            let x = eval(a, env)?;
+            if as_entity(&x)?.entity_type() != ty {
+                boolean(false)
+            } else {
+                match within {
+                    None => boolean(true),
+                    Some(w) => binary(Op::In, &x, &eval(w, env)?, env)?,
+                }
+            }
+        }
+        Expr::Set(items) => Value::set(
+            items
+                .iter()
+                .map(|i| eval(i, env))
+                .collect::<Out<Vec<_>>>()?,
+            None,
+        ),
+        Expr::Record(fields) => Value::record(
+            fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), eval(v, env)?)))
+                .collect::<Out<Vec<_>>>()?,
+            None,
+        ),
+    })
+}
+
+fn binary(op: Op, x: &Value, y: &Value, env: &Env<'_>) -> Out<Value> {
+    let long = |f: fn(i64, i64) -> Option<i64>| -> Out<Value> {
+        Ok(lit(Literal::Long(
+            f(as_long(x)?, as_long(y)?).ok_or(GiveUp)?,
+        )))
+    };
+    Ok(match op {
+        // Cedar's own equality of values (source locations ignored).
+        Op::Eq => boolean(x == y),
+        Op::Ne => boolean(x != y),
+        Op::Lt => boolean(as_long(x)? < as_long(y)?),
+        Op::Le => boolean(as_long(x)? <= as_long(y)?),
+        Op::Gt => boolean(as_long(x)? > as_long(y)?),
+        Op::Ge => boolean(as_long(x)? >= as_long(y)?),
+        Op::Add => long(i64::checked_add)?,
+        Op::Sub => long(i64::checked_sub)?,
+        Op::Mul => long(i64::checked_mul)?,
+        Op::In => {
+            let x = as_entity(x)?;
+            match &y.value {
+                ValueKind::Lit(Literal::EntityUID(y)) => boolean(env.is_in(x, y)?),
+                ValueKind::Set(items) => {
+                    // Cedar requires every element to be an entity before it looks.
+                    let uids = items
+                        .authoritative
+                        .iter()
+                        .map(as_entity)
+                        .collect::<Out<Vec<_>>>()?;
+                    let mut found = false;
+                    for y in uids {
+                        if env.is_in(x, y)? {
+                            found = true;
+                            break;
+                        }
+                    }
+                    boolean(found)
+                }
+                _ => return Err(GiveUp),
+            }
+        }
+        Op::Contains => boolean(as_set(x)?.contains(y)),
+        Op::ContainsAll => boolean(as_set(y)?.is_subset(as_set(x)?)),
+        Op::ContainsAny => boolean(!as_set(x)?.is_disjoint(as_set(y)?)),
+        Op::GetTag | Op::HasTag => {
+            let uid = as_entity(x)?;
+            let ValueKind::Lit(Literal::String(tag)) = &y.value else {
+                return Err(GiveUp);
+            };
+            match (op, env.entity(uid)?) {
+                (Op::HasTag, None) => boolean(false),
+                (Op::HasTag, Some(e)) => boolean(e.get_tag(tag).is_some()),
+                (_, Some(e)) => match e.get_tag(tag) {
+                    Some(PartialValue::Value(v)) => v.clone(),
+                    _ => return Err(GiveUp),
+                },
+                (_, None) => return Err(GiveUp),
+            }
+        }
+    })
+}
+
+/// `v.attr`: a record's field or an entity's attribute; a missing one is an error.
+fn attribute(v: &Value, attr: &str, env: &Env<'_>) -> Out<Value> {
+    match &v.value {
+        ValueKind::Record(fields) => fields.get(attr).cloned().ok_or(GiveUp),
+        ValueKind::Lit(Literal::EntityUID(uid)) => match env.entity(uid)?.and_then(|e| e.get(attr))
+        {
+            Some(PartialValue::Value(v)) => Ok(v.clone()),
+            _ => Err(GiveUp),
+        },
+        _ => Err(GiveUp),
+    }
+}
+
+/// `v has x.y.z`: each step present, short-circuiting at the first absent one.
+fn has(mut current: Value, chain: &[SmolStr], env: &Env<'_>) -> Out<bool> {
+    for attr in chain {
+        let next = match &current.value {
+            ValueKind::Record(fields) => fields.get(attr).cloned(),
+            ValueKind::Lit(Literal::EntityUID(uid)) => {
+                match env.entity(uid)?.and_then(|e| e.get(attr)) {
+                    None => None,
+                    Some(PartialValue::Value(v)) => Some(v.clone()),
+                    Some(PartialValue::Residual(_)) => return Err(GiveUp),
+                }
+            }
+            _ => return Err(GiveUp),
+        };
+        match next {
+            Some(v) => current = v,
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
