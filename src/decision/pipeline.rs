@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::record::Call;
 use super::request::CheckedRequest;
 use crate::entities::{EntitySource, EntitySourceError};
+use crate::model::index::{Presence, Verdict};
 use crate::model::{Precedence, Snapshot};
 
 /// What Cedar decided.
@@ -148,22 +149,34 @@ async fn fetch_and_evaluate(
         Ok(e) => e,
         Err(m) => return Outcome::DescriptionInvalid(m),
     };
+    let (decision, presence) = evaluate(snapshot, request, &entities);
     // Cedar skips a policy whose condition errors, so a guard reading a missing
     // principal's attributes would be skipped while a permit comparing uids still
-    // applies: a request about an entity nobody holds is denied before Cedar runs.
+    // applies: a request about an entity nobody holds is denied, whatever Cedar
+    // decided (the index notes whether the data holds them as it reads their
+    // ancestors).
     let required = [
-        (call.require.principal(), &request.principal, "principal"),
-        (call.require.resource(), &request.resource, "resource"),
+        (
+            call.require.principal(),
+            presence.principal,
+            &request.principal,
+            "principal",
+        ),
+        (
+            call.require.resource(),
+            presence.resource,
+            &request.resource,
+            "resource",
+        ),
     ];
-    for (required, uid, role) in required {
-        if required && entities.get(uid).is_none() {
+    for (required, held, uid, role) in required {
+        if required && !held {
             return Outcome::MissingEntity {
                 uid: uid.clone(),
                 role,
             };
         }
     }
-    let decision = evaluate(snapshot, request, &entities);
     // An entity left out by the fetch depth is absent to Cedar: a condition reading it
     // errors and its policy is skipped, which for a forbid could allow. Such a
     // decision does not stand.
@@ -289,21 +302,35 @@ fn overlay(
 /// Cedar's evaluation of a checked request on its entities, over the policies whose
 /// scope can match (the snapshot's index; the same answer as the whole set). Total:
 /// never panics, never errors.
-fn evaluate(snapshot: &Snapshot, request: &CheckedRequest, entities: &Entities) -> Decision {
-    let response = snapshot.index.is_authorized(&request.request, entities);
-    Decision {
-        allowed: response.decision() == cedar_policy::Decision::Allow,
-        reasons: response
-            .diagnostics()
-            .reason()
-            .map(policy_id_text)
-            .collect(),
-        errors: response
-            .diagnostics()
-            .errors()
-            .map(|e| crate::error_chain(e))
-            .collect(),
-    }
+fn evaluate(
+    snapshot: &Snapshot,
+    request: &CheckedRequest,
+    entities: &Entities,
+) -> (Decision, Presence) {
+    let (verdict, presence) = snapshot
+        .index
+        .is_authorized_noting(&request.request, entities);
+    let decision = match verdict {
+        Verdict::Compiled { allowed, reasons } => Decision {
+            allowed,
+            reasons: reasons.iter().map(policy_id_text).collect(),
+            errors: Vec::new(),
+        },
+        Verdict::Cedar(response) => Decision {
+            allowed: response.decision() == cedar_policy::Decision::Allow,
+            reasons: response
+                .diagnostics()
+                .reason()
+                .map(policy_id_text)
+                .collect(),
+            errors: response
+                .diagnostics()
+                .errors()
+                .map(|e| crate::error_chain(e))
+                .collect(),
+        },
+    };
+    (decision, presence)
 }
 
 /// A policy id as `Display` writes it (Rust's `escape_debug` of the id), without the

@@ -15,8 +15,9 @@ use http::HeaderValue;
 /// Hands out request ids: one per service.
 #[derive(Debug)]
 pub struct RequestIds {
-    /// The upper 64 bits of every id, the version nibble set.
-    prefix: u64,
+    /// The text of the upper 64 bits of every id (the version nibble set) and the
+    /// dash after them: `xxxxxxxx-xxxx-8xxx-`, written once.
+    prefix: [u8; 19],
     next: AtomicU64,
 }
 
@@ -36,8 +37,11 @@ impl RequestIds {
 
     /// A generator with the given prefix (its version nibble is overwritten).
     pub fn with_prefix(random: u64) -> Self {
+        let prefix = format_uuid(u128::from((random & !0xF000) | 0x8000) << 64);
+        let mut text = [b'-'; 19];
+        text.copy_from_slice(prefix.get(..19).unwrap_or(&[b'-'; 19]));
         Self {
-            prefix: (random & !0xF000) | 0x8000,
+            prefix: text,
             next: AtomicU64::new(0),
         }
     }
@@ -46,7 +50,18 @@ impl RequestIds {
     pub fn next_id(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let low = (n & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
-        let text = format_uuid((u128::from(self.prefix) << 64) | u128::from(low));
+        // `yxxx-xxxxxxxxxxxx`: the 16 hex digits of the low half, a dash after four.
+        let mut text = [b'-'; 36];
+        let (head, tail) = text.split_at_mut(19);
+        head.copy_from_slice(&self.prefix);
+        for (i, slot) in tail.iter_mut().enumerate() {
+            if i == 4 {
+                continue;
+            }
+            let digit = if i < 4 { i } else { i - 1 };
+            let nibble = (low >> (60 - 4 * digit)) & 0xF;
+            *slot = HEX.get(nibble as usize).copied().unwrap_or(b'0');
+        }
         // 36 lowercase hex digits and dashes: always a valid header value.
         HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
@@ -104,6 +119,12 @@ mod tests {
         assert_eq!(
             second.to_str().ok(),
             Some("01234567-89ab-8def-8000-000000000001")
+        );
+        ids.next.store(0xc123_4567_89ab_cdef, Ordering::Relaxed);
+        assert_eq!(
+            ids.next_id().to_str().ok(),
+            Some("01234567-89ab-8def-8123-456789abcdef"),
+            "the counter's two top bits give way to the variant"
         );
     }
 

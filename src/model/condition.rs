@@ -28,6 +28,7 @@
 //! missing from the data is false, reading its attribute is an error; `hasTag` on a
 //! missing entity is false.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -60,6 +61,22 @@ fn boolean(b: bool) -> Value {
 fn entity_value(uid: &EntityUid) -> Value {
     let core: &EntityUID = uid.as_ref();
     lit(Literal::EntityUID(Arc::new(core.clone())))
+}
+
+/// Uid equality, ids first: most uids compared differ in their id, which is cheaper
+/// to compare than the type's name and namespace.
+pub(crate) fn same_uid(a: &EntityUID, b: &EntityUID) -> bool {
+    a.eid() == b.eid() && a.entity_type() == b.entity_type()
+}
+
+/// Cedar's `==` on values, with uids compared ids first.
+fn same_value(x: &Value, y: &Value) -> bool {
+    match (&x.value, &y.value) {
+        (ValueKind::Lit(Literal::EntityUID(a)), ValueKind::Lit(Literal::EntityUID(b))) => {
+            same_uid(a, b)
+        }
+        _ => x == y,
+    }
 }
 
 fn as_bool(v: &Value) -> Out<bool> {
@@ -165,7 +182,7 @@ impl Condition {
     pub(crate) fn holds(&self, env: &Env<'_>) -> Out<bool> {
         for (when, body) in &self.clauses {
             // `unless { e }` is `!e`, which needs a boolean as much as `when` does.
-            if as_bool(&eval(body, env)?)? != *when {
+            if as_bool(&*eval(body, env)?)? != *when {
                 return Ok(false);
             }
         }
@@ -317,8 +334,8 @@ pub(crate) trait Known {
 /// ancestors of its principal, action and resource.
 pub(crate) struct Env<'a> {
     known: [&'a dyn Known; 3],
-    /// The principal, action and resource as values.
-    vars: [Value; 3],
+    /// The principal, action and resource as values, made when first read.
+    vars: [std::cell::OnceCell<Value>; 3],
     /// `None` for a context with unknowns (partial evaluation).
     context: Option<Value>,
     entities: &'a cedar_policy_core::entities::Entities,
@@ -340,11 +357,7 @@ impl<'a> Env<'a> {
             ast::Context::RestrictedResidual(_) => None,
         });
         Self {
-            vars: [
-                entity_value(principal.uid()),
-                entity_value(action.uid()),
-                entity_value(resource.uid()),
-            ],
+            vars: Default::default(),
             known: [principal, action, resource],
             context,
             entities: entities.as_ref(),
@@ -355,12 +368,11 @@ impl<'a> Env<'a> {
     /// The entity `uid` in the data; `None` if the data does not hold it.
     fn entity(&self, uid: &EntityUID) -> Out<Option<&'a ast::Entity>> {
         for known in self.known {
-            let own: &EntityUID = known.uid().as_ref();
-            if own == uid {
+            if same_uid(known.uid().as_ref(), uid) {
                 return known.entity();
             }
         }
-        if let Some((_, e)) = self.seen.borrow().iter().find(|(u, _)| u == uid) {
+        if let Some((_, e)) = self.seen.borrow().iter().find(|(u, _)| same_uid(u, uid)) {
             return Ok(*e);
         }
         let found = match self.entities.entity(uid) {
@@ -372,95 +384,143 @@ impl<'a> Env<'a> {
         Ok(found)
     }
 
+    /// `principal`, `action` or `resource` (0, 1, 2) as a value.
+    fn var(&self, at: usize) -> Out<&Value> {
+        let (Some(cell), Some(known)) = (self.vars.get(at), self.known.get(at)) else {
+            return Err(GiveUp);
+        };
+        Ok(cell.get_or_init(|| entity_value(known.uid())))
+    }
+
+    /// The entity of `principal`, `action` or `resource` when `e` is one of them.
+    fn var_entity(&self, e: &Expr) -> Option<Out<Option<&'a ast::Entity>>> {
+        let at = match e {
+            Expr::Principal => 0,
+            Expr::Action => 1,
+            Expr::Resource => 2,
+            _ => return None,
+        };
+        self.known.get(at).map(|k| k.entity())
+    }
+
     /// Cedar's `x in y` for entities.
     fn is_in(&self, x: &EntityUID, y: &EntityUID) -> Out<bool> {
         for known in self.known {
-            let uid: &EntityUID = known.uid().as_ref();
-            if uid == x {
+            if same_uid(known.uid().as_ref(), x) {
                 return Ok(known.is_in(y));
             }
         }
-        Ok(x == y || self.entity(x)?.is_some_and(|e| e.is_descendant_of(y)))
+        Ok(same_uid(x, y) || self.entity(x)?.is_some_and(|e| e.is_descendant_of(y)))
     }
 }
 
-fn eval(e: &Expr, env: &Env<'_>) -> Out<Value> {
-    Ok(match e {
-        Expr::Lit(v) => v.clone(),
-        Expr::Principal => env.vars[0].clone(),
-        Expr::Action => env.vars[1].clone(),
-        Expr::Resource => env.vars[2].clone(),
-        Expr::Context => env.context.clone().ok_or(GiveUp)?,
-        Expr::Not(a) => boolean(!as_bool(&eval(a, env)?)?),
-        Expr::Neg(a) => lit(Literal::Long(
-            as_long(&eval(a, env)?)?.checked_neg().ok_or(GiveUp)?,
+/// A value read where it lies (a literal, an entity's attribute, the context) or
+/// computed.
+type Val<'v> = Cow<'v, Value>;
+
+fn owned<'v>(v: Value) -> Out<Val<'v>> {
+    Ok(Cow::Owned(v))
+}
+
+fn eval<'v, 'a: 'v>(e: &'v Expr, env: &'v Env<'a>) -> Out<Val<'v>> {
+    match e {
+        Expr::Lit(v) => Ok(Cow::Borrowed(v)),
+        Expr::Principal => env.var(0).map(Cow::Borrowed),
+        Expr::Action => env.var(1).map(Cow::Borrowed),
+        Expr::Resource => env.var(2).map(Cow::Borrowed),
+        Expr::Context => env.context.as_ref().map(Cow::Borrowed).ok_or(GiveUp),
+        Expr::Not(a) => owned(boolean(!as_bool(&*eval(a, env)?)?)),
+        Expr::Neg(a) => owned(lit(Literal::Long(
+            as_long(&*eval(a, env)?)?.checked_neg().ok_or(GiveUp)?,
+        ))),
+        Expr::And(a, b) => owned(boolean(
+            as_bool(&*eval(a, env)?)? && as_bool(&*eval(b, env)?)?,
         )),
-        Expr::And(a, b) => boolean(as_bool(&eval(a, env)?)? && as_bool(&eval(b, env)?)?),
-        Expr::Or(a, b) => boolean(as_bool(&eval(a, env)?)? || as_bool(&eval(b, env)?)?),
+        Expr::Or(a, b) => owned(boolean(
+            as_bool(&*eval(a, env)?)? || as_bool(&*eval(b, env)?)?,
+        )),
         Expr::If(c, t, f) => {
-            if as_bool(&eval(c, env)?)? {
-                eval(t, env)?
+            if as_bool(&*eval(c, env)?)? {
+                eval(t, env)
             } else {
-                eval(f, env)?
+                eval(f, env)
             }
         }
         Expr::Bin(op, a, b) => {
             let x = eval(a, env)?;
             let y = eval(b, env)?;
-            binary(*op, &x, &y, env)?
+            binary(*op, &x, &y, env)
         }
-        Expr::IsEmpty(a) => boolean(as_set(&eval(a, env)?)?.is_empty()),
-        Expr::Attr(a, attr) => attribute(&eval(a, env)?, attr, env)?,
-        Expr::Has(a, chain) => boolean(has(eval(a, env)?, chain, env)?),
+        Expr::IsEmpty(a) => owned(boolean(as_set(&*eval(a, env)?)?.is_empty())),
+        Expr::Attr(a, attr) => match env.var_entity(a) {
+            // `principal.attr` and the like: the request's entity is at hand.
+            Some(entity) => match entity?.and_then(|e| e.get(attr)) {
+                Some(PartialValue::Value(v)) => Ok(Cow::Borrowed(v)),
+                _ => Err(GiveUp),
+            },
+            None => match eval(a, env)? {
+                Cow::Borrowed(v) => attribute(v, attr, env),
+                Cow::Owned(v) => attribute(&v, attr, env).map(|v| Cow::Owned(v.into_owned())),
+            },
+        },
+        Expr::Has(a, chain) => match (env.var_entity(a), chain.split_first()) {
+            (Some(entity), Some((first, rest))) => match entity?.map(|e| e.get(first)) {
+                // The data does not hold the entity, or it lacks the attribute.
+                None | Some(None) => owned(boolean(false)),
+                Some(Some(PartialValue::Value(v))) => owned(boolean(has(v, rest, env)?)),
+                Some(Some(PartialValue::Residual(_))) => Err(GiveUp),
+            },
+            _ => owned(boolean(has(&*eval(a, env)?, chain, env)?)),
+        },
         Expr::Is(a, ty, within) => {
             let x = eval(a, env)?;
             if as_entity(&x)?.entity_type() != ty {
-                boolean(false)
+                owned(boolean(false))
             } else {
                 match within {
-                    None => boolean(true),
-                    Some(w) => binary(Op::In, &x, &eval(w, env)?, env)?,
+                    None => owned(boolean(true)),
+                    Some(w) => binary(Op::In, &x, &*eval(w, env)?, env),
                 }
             }
         }
-        Expr::Set(items) => Value::set(
+        Expr::Set(items) => owned(Value::set(
             items
                 .iter()
-                .map(|i| eval(i, env))
+                .map(|i| eval(i, env).map(Cow::into_owned))
                 .collect::<Out<Vec<_>>>()?,
             None,
-        ),
-        Expr::Record(fields) => Value::record(
+        )),
+        Expr::Record(fields) => owned(Value::record(
             fields
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), eval(v, env)?)))
+                .map(|(k, v)| Ok((k.clone(), eval(v, env)?.into_owned())))
                 .collect::<Out<Vec<_>>>()?,
             None,
-        ),
-    })
+        )),
+    }
 }
 
-fn binary(op: Op, x: &Value, y: &Value, env: &Env<'_>) -> Out<Value> {
-    let long = |f: fn(i64, i64) -> Option<i64>| -> Out<Value> {
-        Ok(lit(Literal::Long(
+fn binary<'v>(op: Op, x: &Value, y: &Value, env: &Env<'_>) -> Out<Val<'v>> {
+    let long = |f: fn(i64, i64) -> Option<i64>| -> Out<Val<'v>> {
+        owned(lit(Literal::Long(
             f(as_long(x)?, as_long(y)?).ok_or(GiveUp)?,
         )))
     };
-    Ok(match op {
+    let b = match op {
         // Cedar's own equality of values (source locations ignored).
-        Op::Eq => boolean(x == y),
-        Op::Ne => boolean(x != y),
-        Op::Lt => boolean(as_long(x)? < as_long(y)?),
-        Op::Le => boolean(as_long(x)? <= as_long(y)?),
-        Op::Gt => boolean(as_long(x)? > as_long(y)?),
-        Op::Ge => boolean(as_long(x)? >= as_long(y)?),
-        Op::Add => long(i64::checked_add)?,
-        Op::Sub => long(i64::checked_sub)?,
-        Op::Mul => long(i64::checked_mul)?,
+        Op::Eq => same_value(x, y),
+        Op::Ne => !same_value(x, y),
+        Op::Lt => as_long(x)? < as_long(y)?,
+        Op::Le => as_long(x)? <= as_long(y)?,
+        Op::Gt => as_long(x)? > as_long(y)?,
+        Op::Ge => as_long(x)? >= as_long(y)?,
+        Op::Add => return long(i64::checked_add),
+        Op::Sub => return long(i64::checked_sub),
+        Op::Mul => return long(i64::checked_mul),
         Op::In => {
             let x = as_entity(x)?;
             match &y.value {
-                ValueKind::Lit(Literal::EntityUID(y)) => boolean(env.is_in(x, y)?),
+                ValueKind::Lit(Literal::EntityUID(y)) => env.is_in(x, y)?,
                 ValueKind::Set(items) => {
                     // Cedar requires every element to be an entity before it looks.
                     let uids = items
@@ -475,54 +535,59 @@ fn binary(op: Op, x: &Value, y: &Value, env: &Env<'_>) -> Out<Value> {
                             break;
                         }
                     }
-                    boolean(found)
+                    found
                 }
                 _ => return Err(GiveUp),
             }
         }
-        Op::Contains => boolean(as_set(x)?.contains(y)),
-        Op::ContainsAll => boolean(as_set(y)?.is_subset(as_set(x)?)),
-        Op::ContainsAny => boolean(!as_set(x)?.is_disjoint(as_set(y)?)),
+        Op::Contains => as_set(x)?.contains(y),
+        Op::ContainsAll => as_set(y)?.is_subset(as_set(x)?),
+        Op::ContainsAny => !as_set(x)?.is_disjoint(as_set(y)?),
         Op::GetTag | Op::HasTag => {
             let uid = as_entity(x)?;
             let ValueKind::Lit(Literal::String(tag)) = &y.value else {
                 return Err(GiveUp);
             };
             match (op, env.entity(uid)?) {
-                (Op::HasTag, None) => boolean(false),
-                (Op::HasTag, Some(e)) => boolean(e.get_tag(tag).is_some()),
-                (_, Some(e)) => match e.get_tag(tag) {
-                    Some(PartialValue::Value(v)) => v.clone(),
-                    _ => return Err(GiveUp),
-                },
+                (Op::HasTag, None) => false,
+                (Op::HasTag, Some(e)) => e.get_tag(tag).is_some(),
+                (_, Some(e)) => {
+                    return match e.get_tag(tag) {
+                        Some(PartialValue::Value(v)) => owned(v.clone()),
+                        _ => Err(GiveUp),
+                    }
+                }
                 (_, None) => return Err(GiveUp),
             }
         }
-    })
+    };
+    owned(boolean(b))
 }
 
 /// `v.attr`: a record's field or an entity's attribute; a missing one is an error.
-fn attribute(v: &Value, attr: &str, env: &Env<'_>) -> Out<Value> {
+fn attribute<'v, 'a: 'v>(v: &'v Value, attr: &str, env: &Env<'a>) -> Out<Val<'v>> {
     match &v.value {
-        ValueKind::Record(fields) => fields.get(attr).cloned().ok_or(GiveUp),
-        ValueKind::Lit(Literal::EntityUID(uid)) => match env.entity(uid)?.and_then(|e| e.get(attr))
-        {
-            Some(PartialValue::Value(v)) => Ok(v.clone()),
-            _ => Err(GiveUp),
-        },
+        ValueKind::Record(fields) => fields.get(attr).map(Cow::Borrowed).ok_or(GiveUp),
+        ValueKind::Lit(Literal::EntityUID(uid)) => {
+            match env.entity(uid)?.and_then(|e| e.get(attr)) {
+                Some(PartialValue::Value(v)) => Ok(Cow::Borrowed(v)),
+                _ => Err(GiveUp),
+            }
+        }
         _ => Err(GiveUp),
     }
 }
 
 /// `v has x.y.z`: each step present, short-circuiting at the first absent one.
-fn has(mut current: Value, chain: &[SmolStr], env: &Env<'_>) -> Out<bool> {
+fn has<'v, 'a: 'v>(v: &'v Value, chain: &[SmolStr], env: &Env<'a>) -> Out<bool> {
+    let mut current = v;
     for attr in chain {
         let next = match &current.value {
-            ValueKind::Record(fields) => fields.get(attr).cloned(),
+            ValueKind::Record(fields) => fields.get(attr),
             ValueKind::Lit(Literal::EntityUID(uid)) => {
                 match env.entity(uid)?.and_then(|e| e.get(attr)) {
                     None => None,
-                    Some(PartialValue::Value(v)) => Some(v.clone()),
+                    Some(PartialValue::Value(v)) => Some(v),
                     Some(PartialValue::Residual(_)) => return Err(GiveUp),
                 }
             }

@@ -124,7 +124,7 @@ use cedar_policy::{
 use cedar_policy_core::entities::Dereference;
 use ref_cast::RefCast;
 
-use super::condition::{Condition, Env, GiveUp, Known};
+use super::condition::{same_uid, Condition, Env, GiveUp, Known};
 
 /// Options of a [`PolicyIndex`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +200,7 @@ impl EntityScope {
     fn matches(&self, x: &Lineage<'_>) -> bool {
         match self {
             Self::Any => true,
-            Self::Eq(e) => x.uid == e,
+            Self::Eq(e) => same_uid(x.uid.as_ref(), e.as_ref()),
             Self::In(e) => x.is_in(e),
             Self::Is(t) => x.uid.type_name() == t,
             Self::IsIn(t, e) => x.uid.type_name() == t && x.is_in(e),
@@ -229,7 +229,7 @@ impl ActionScope {
     fn matches(&self, x: &Lineage<'_>) -> bool {
         match self {
             Self::Any => true,
-            Self::Eq(e) => x.uid == e,
+            Self::Eq(e) => same_uid(x.uid.as_ref(), e.as_ref()),
             Self::In(list) => list.iter().any(|e| x.is_in(e)),
         }
     }
@@ -304,14 +304,13 @@ impl Dimension {
         }
     }
 
-    /// The lists that hold every policy whose constraint in this dimension can match
-    /// the request's entity `x`, and their total length.
-    fn lists<'s>(&'s self, x: &Lineage<'_>) -> (Vec<&'s [u32]>, usize) {
-        let mut lists: Vec<&[u32]> = Vec::with_capacity(4 + x.ancestors.len());
+    /// Calls `f` with each list that can hold a policy whose constraint in this
+    /// dimension matches the request's entity `x` (empty lists left out).
+    fn each_list<'s>(&'s self, x: &Lineage<'_>, mut f: impl FnMut(&'s [u32])) {
         let mut add = |list: Option<&'s Vec<u32>>| {
             if let Some(list) = list {
                 if !list.is_empty() {
-                    lists.push(list);
+                    f(list);
                 }
             }
         };
@@ -324,8 +323,13 @@ impl Dimension {
                 add(self.within.get(*a));
             }
         }
-        let total = lists.iter().map(|l| l.len()).sum();
-        (lists, total)
+    }
+
+    /// The total length of the lists of [`Self::each_list`].
+    fn total(&self, x: &Lineage<'_>) -> usize {
+        let mut total = 0;
+        self.each_list(x, |list| total += list.len());
+        total
     }
 }
 
@@ -356,12 +360,7 @@ impl Known for Lineage<'_> {
     }
 
     fn is_in(&self, e: &cedar_policy_core::ast::EntityUID) -> bool {
-        let own: &cedar_policy_core::ast::EntityUID = self.uid.as_ref();
-        own == e
-            || self.ancestors.iter().any(|a| {
-                let a: &cedar_policy_core::ast::EntityUID = a.as_ref();
-                a == e
-            })
+        Lineage::is_in(self, EntityUid::ref_cast(e))
     }
 }
 
@@ -392,10 +391,13 @@ impl<'a> Lineage<'a> {
 
     /// Cedar's `X in E` for this entity `X`.
     fn is_in(&self, e: &EntityUid) -> bool {
-        self.uid == e
+        same_uid(self.uid.as_ref(), e.as_ref())
             || match &self.lookup {
                 Some(set) => set.contains(e),
-                None => self.ancestors.contains(&e),
+                None => self
+                    .ancestors
+                    .iter()
+                    .any(|a| same_uid(a.as_ref(), e.as_ref())),
             }
     }
 }
@@ -458,6 +460,44 @@ impl SetCache {
     fn len(&self) -> usize {
         self.sets.read().map(|s| s.len()).unwrap_or(0)
     }
+}
+
+/// A decision of the index: Cedar's response, or the decision of the compiled
+/// conditions, which have no errors to report (they hand any request that would
+/// have one to Cedar).
+#[derive(Debug)]
+pub enum Verdict {
+    Compiled {
+        allowed: bool,
+        /// The determining policies, in the order of the set.
+        reasons: Vec<PolicyId>,
+    },
+    Cedar(Response),
+}
+
+impl Verdict {
+    /// As Cedar's response: the same decision, reasons and (no) errors.
+    pub fn into_response(self) -> Response {
+        match self {
+            Verdict::Compiled { allowed, reasons } => Response::new(
+                if allowed {
+                    Decision::Allow
+                } else {
+                    Decision::Deny
+                },
+                reasons.into_iter().collect(),
+                Vec::new(),
+            ),
+            Verdict::Cedar(response) => response,
+        }
+    }
+}
+
+/// Whether the entity data holds the request's principal and resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presence {
+    pub principal: bool,
+    pub resource: bool,
 }
 
 /// Counts that describe a built index.
@@ -587,16 +627,43 @@ impl PolicyIndex {
     /// Decides `request` as `Authorizer::is_authorized` over the whole set would,
     /// evaluating only the policies whose scope matches it.
     pub fn is_authorized(&self, request: &Request, entities: &Entities) -> Response {
+        self.is_authorized_noting(request, entities)
+            .0
+            .into_response()
+    }
+
+    /// [`Self::is_authorized`] as a [`Verdict`], and whether the data holds the
+    /// request's principal and resource (found while looking up their ancestors: a
+    /// caller that must deny a request about a missing entity need not look them
+    /// up again).
+    pub fn is_authorized_noting(
+        &self,
+        request: &Request,
+        entities: &Entities,
+    ) -> (Verdict, Presence) {
         let Some(lineages) = Lineages::new(request, entities) else {
-            return self.by_cedar(None, request, entities);
+            let held = |uid: Option<&EntityUid>| uid.is_some_and(|u| entities.get(u).is_some());
+            let presence = Presence {
+                principal: held(request.principal()),
+                resource: held(request.resource()),
+            };
+            let response = self.by_cedar(None, request, entities);
+            return (Verdict::Cedar(response), presence);
+        };
+        let presence = Presence {
+            principal: matches!(lineages.principal.entity, Ok(Some(_))),
+            resource: matches!(lineages.resource.entity, Ok(Some(_))),
         };
         let positions = self.candidate_positions(&lineages);
         if self.compiled {
-            if let Some(response) = self.by_conditions(&positions, &lineages, request, entities) {
-                return response;
+            if let Some((allowed, reasons)) =
+                self.by_conditions(&positions, &lineages, request, entities)
+            {
+                return (Verdict::Compiled { allowed, reasons }, presence);
             }
         }
-        self.by_cedar(Some(&positions), request, entities)
+        let response = self.by_cedar(Some(&positions), request, entities);
+        (Verdict::Cedar(response), presence)
     }
 
     /// The decision from the candidates' compiled conditions, when each of them
@@ -607,6 +674,7 @@ impl PolicyIndex {
         let lineages = Lineages::new(request, entities)?;
         let positions = self.candidate_positions(&lineages);
         self.by_conditions(&positions, &lineages, request, entities)
+            .map(|(allowed, reasons)| Verdict::Compiled { allowed, reasons }.into_response())
     }
 
     fn by_conditions(
@@ -615,7 +683,7 @@ impl PolicyIndex {
         lineages: &Lineages<'_>,
         request: &Request,
         entities: &Entities,
-    ) -> Option<Response> {
+    ) -> Option<(bool, Vec<PolicyId>)> {
         let env = Env::new(
             &lineages.principal,
             &lineages.action,
@@ -623,25 +691,25 @@ impl PolicyIndex {
             request.context(),
             entities,
         );
-        let mut permits = HashSet::new();
-        let mut forbids = HashSet::new();
+        let mut permits = Vec::new();
+        let mut forbids = Vec::new();
         // Every candidate is evaluated, even after a forbid holds: one that Cedar
         // would report an error for sends the whole request to Cedar.
         for &at in positions {
             let entry = self.entry(at)?;
             if self.condition(entry)?.holds(&env).ok()? {
                 match entry.effect {
-                    Effect::Permit => permits.insert(entry.id.clone()),
-                    Effect::Forbid => forbids.insert(entry.id.clone()),
+                    Effect::Permit => permits.push(entry.id.clone()),
+                    Effect::Forbid => forbids.push(entry.id.clone()),
                 };
             }
         }
+        // Cedar's rule: a satisfied forbid denies, and the satisfied forbids are the
+        // reasons; else a satisfied permit allows, with the satisfied permits.
         Some(if !forbids.is_empty() {
-            Response::new(Decision::Deny, forbids, Vec::new())
-        } else if !permits.is_empty() {
-            Response::new(Decision::Allow, permits, Vec::new())
+            (false, forbids)
         } else {
-            Response::new(Decision::Deny, permits, Vec::new())
+            (!permits.is_empty(), permits)
         })
     }
 
@@ -789,27 +857,29 @@ impl PolicyIndex {
     fn candidate_positions(&self, lineages: &Lineages<'_>) -> Vec<u32> {
         let (p, a, r) = (&lineages.principal, &lineages.action, &lineages.resource);
 
-        let (p_lists, p_total) = self.principal.lists(p);
-        let (a_lists, a_total) = self.action.lists(a);
-        let (r_lists, r_total) = self.resource.lists(r);
+        let (p_total, a_total, r_total) = (
+            self.principal.total(p),
+            self.action.total(a),
+            self.resource.total(r),
+        );
         // Each dimension's lists hold every matching policy; the shortest are the
-        // cheapest to filter.
-        let lists = if p_total <= a_total && p_total <= r_total {
-            p_lists
+        // cheapest to filter (looked up again: cheaper than collecting them).
+        let (dimension, x, total) = if p_total <= a_total && p_total <= r_total {
+            (&self.principal, p, p_total)
         } else if r_total <= a_total {
-            r_lists
+            (&self.resource, r, r_total)
         } else {
-            a_lists
+            (&self.action, a, a_total)
         };
 
-        let mut out: Vec<u32> = Vec::new();
-        for list in lists {
+        let mut out: Vec<u32> = Vec::with_capacity(total.min(64));
+        dimension.each_list(x, |list| {
             for &at in list {
                 if self.entry(at).is_some_and(|e| e.matches(p, a, r)) {
                     out.push(at);
                 }
             }
-        }
+        });
         // A policy is in one list per matching key, and `action in [A, B]` can
         // match through both `A` and `B`; sorting also restores the set's order,
         // which is the order Cedar reports errors in.
