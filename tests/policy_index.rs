@@ -897,3 +897,74 @@ fn an_index_that_drops_links_is_caught() {
     assert!(!failures.is_empty(), "dropping links went unnoticed");
     eprintln!("caught: {}", failures[0].lines().next().unwrap());
 }
+
+/// The shipped portal model and its data: every request of each user and contact on
+/// each entity, for every action, with and without a second factor, is decided as
+/// full evaluation decides it, and nearly all of them by the compiled conditions.
+#[test]
+fn the_portal_model_is_decided_by_its_compiled_conditions_as_cedar_decides() {
+    use portcullis::model::{compile, Sources};
+    let snapshot = compile(&Sources::embedded()).unwrap();
+    let entities = snapshot
+        .entities
+        .as_ref()
+        .and_then(|d| d.served_whole())
+        .expect("the embedded data is served whole");
+    let principals: Vec<EntityUid> = entities
+        .iter()
+        .map(cedar_policy::Entity::uid)
+        .filter(|u| {
+            ["Portal::User", "Portal::Contact"].contains(&u.type_name().to_string().as_str())
+        })
+        .collect();
+    let resources: Vec<EntityUid> = entities.iter().map(cedar_policy::Entity::uid).collect();
+    let mut actions: Vec<&EntityUid> = snapshot.actions.iter().collect();
+    actions.sort_by_key(|a| a.to_string());
+    let contexts = [
+        Context::empty(),
+        Context::from_json_value(serde_json::json!({ "secondFactor": true }), None).unwrap(),
+    ];
+    let authorizer = Authorizer::new();
+    let (mut requests, mut compiled, mut allows) = (0usize, 0usize, 0usize);
+    let mut failures = Vec::new();
+    for p in &principals {
+        for a in &actions {
+            for r in &resources {
+                for context in &contexts {
+                    let request =
+                        Request::new(p.clone(), (*a).clone(), r.clone(), context.clone(), None)
+                            .unwrap();
+                    requests += 1;
+                    let full = authorizer.is_authorized(&request, &snapshot.policies, &entities);
+                    if full.decision() == cedar_policy::Decision::Allow {
+                        allows += 1;
+                    }
+                    let mut problem =
+                        compare(&full, &snapshot.index.is_authorized(&request, &entities));
+                    if let Some(c) = snapshot.index.decide_compiled(&request, &entities) {
+                        compiled += 1;
+                        problem = problem.or_else(|| compare(&full, &c));
+                    }
+                    if let Some(problem) = problem {
+                        failures.push(format!("{p} {a} {r} {context}: {problem}"));
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{requests} requests, {allows} allowed, {compiled} decided by compiled conditions");
+    assert!(
+        failures.is_empty(),
+        "{} mismatches, first: {}",
+        failures.len(),
+        failures[0]
+    );
+    assert!(
+        allows * 50 >= requests,
+        "too few Allow decisions: {allows} of {requests}"
+    );
+    assert!(
+        compiled * 100 >= requests * 90,
+        "the compiled conditions decided only {compiled} of {requests} portal requests"
+    );
+}

@@ -83,6 +83,13 @@
 //!
 //! # How the subset is evaluated
 //!
+//! First by the candidates' compiled conditions (`model::condition`): when each
+//! evaluates to a boolean, Cedar's rule gives the decision and its reasons (a
+//! satisfied forbid denies, else a satisfied permit allows), with no error to report;
+//! Cedar's authorizer never runs. Any candidate whose conditions would error, or use
+//! a form the compiler leaves to Cedar, sends the request to Cedar's authorizer over
+//! the candidates, as follows.
+//!
 //! `Authorizer::is_authorized` needs a `PolicySet`, so the candidates are put into a
 //! fresh set, in the order of `PolicySet::policies()` (the order Cedar evaluates
 //! in, and so reports errors in): static policies with `PolicySet::add` (the clone

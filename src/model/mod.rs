@@ -8,7 +8,9 @@
 //! - [`routes`], [`mapping`], [`schema_types`]: the indexes derived from the schema:
 //!   the gateway route table, the AuthZEN mapping and attribute types.
 //! - [`index`]: the policy index: per request, only the policies whose scope can
-//!   match, so decisions stay flat in the number of grants.
+//!   match, so decisions stay flat in the number of grants; they are decided by
+//!   their conditions compiled by `condition` when those evaluate without error,
+//!   by Cedar's authorizer otherwise.
 //! - [`conformance`]: why entity data does not fit the schema, named by uid,
 //!   attribute and expected type.
 //! - [`lint`]: warnings about a valid model (forbids that missing data would skip).
