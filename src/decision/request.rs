@@ -241,31 +241,34 @@ fn check_uids_with(
     context: impl FnOnce(&cedar_policy::Schema, &EntityUid) -> Result<Option<Context>, RequestError>,
 ) -> Result<CheckedRequest, RequestError> {
     let schema = &snapshot.schema;
-    let declared = |uid: &EntityUid| snapshot.declares_type(uid.type_name());
-    if !declared(&principal) {
-        return Err(RequestError::UnknownEntityType {
-            field: Field::Principal,
-            type_name: principal.type_name().to_string(),
-        });
-    }
-    if !declared(&resource) {
-        return Err(RequestError::UnknownEntityType {
-            field: Field::Resource,
-            type_name: resource.type_name().to_string(),
-        });
-    }
-    if !snapshot.declares_action(&action) {
-        return Err(RequestError::UnknownAction(action.to_string()));
+    // Accepted with an empty context for any ids: then the schema declares the types
+    // and the action as well, and the three lookups below are skipped.
+    let accepted =
+        snapshot
+            .empty_context
+            .accepts(principal.type_name(), &action, resource.type_name());
+    if !accepted {
+        let declared = |uid: &EntityUid| snapshot.declares_type(uid.type_name());
+        if !declared(&principal) {
+            return Err(RequestError::UnknownEntityType {
+                field: Field::Principal,
+                type_name: principal.type_name().to_string(),
+            });
+        }
+        if !declared(&resource) {
+            return Err(RequestError::UnknownEntityType {
+                field: Field::Resource,
+                type_name: resource.type_name().to_string(),
+            });
+        }
+        if !snapshot.declares_action(&action) {
+            return Err(RequestError::UnknownAction(action.to_string()));
+        }
     }
     // `None`: the empty context. Requests the schema accepts with it for any ids were
     // found at compile time; validating one again would change nothing.
     let context = context(schema, &action)?;
-    let validated = context.is_none()
-        && snapshot.empty_context.contains(&(
-            principal.type_name().clone(),
-            action.clone(),
-            resource.type_name().clone(),
-        ));
+    let validated = context.is_none() && accepted;
     let request = Request::new(
         principal.clone(),
         action.clone(),

@@ -114,9 +114,49 @@ impl std::fmt::Debug for Memo {
     }
 }
 
-/// See [`Snapshot::empty_context`]. Keys come from the schema (trusted): a fast hasher.
-pub type EmptyContext =
-    HashSet<(EntityTypeName, EntityUid, EntityTypeName), foldhash::fast::RandomState>;
+/// See [`Snapshot::empty_context`]: per action, its (principal type, resource type)
+/// pairs. Keys come from the schema (trusted): a fast hasher. A lookup hashes the
+/// action alone and compares a few type names, with nothing cloned.
+#[derive(Debug, Default)]
+pub struct EmptyContext(
+    HashMap<EntityUid, Vec<(EntityTypeName, EntityTypeName)>, foldhash::fast::RandomState>,
+);
+
+impl EmptyContext {
+    fn insert(
+        &mut self,
+        principal: &EntityTypeName,
+        action: &EntityUid,
+        resource: &EntityTypeName,
+    ) {
+        self.0
+            .entry(action.clone())
+            .or_default()
+            .push((principal.clone(), resource.clone()));
+    }
+
+    /// Whether the schema accepts `action` on these types with an empty context for
+    /// any ids (and so declares the types and the action).
+    pub fn accepts(
+        &self,
+        principal: &EntityTypeName,
+        action: &EntityUid,
+        resource: &EntityTypeName,
+    ) -> bool {
+        self.0
+            .get(action)
+            .is_some_and(|pairs| pairs.iter().any(|(p, r)| p == principal && r == resource))
+    }
+
+    /// The number of (principal type, action, resource type) accepted.
+    pub fn len(&self) -> usize {
+        self.0.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// The requests `schema` accepts with an empty context for any ids: each action's
 /// principal and resource types, tried with two ids no enumeration of ids would hold
@@ -150,7 +190,7 @@ pub fn empty_context(schema: &Schema) -> EmptyContext {
                     .is_ok()
                 });
                 if accepted {
-                    ok.insert((p.clone(), action.clone(), (*r).clone()));
+                    ok.insert(p, action, r);
                 }
             }
         }
