@@ -4,7 +4,9 @@
 //!
 //! Holds: no panic; a body that does not decode is a 400; a request that does not
 //! check is the caller's mistake (a 400 naming the field); the file source never
-//! answers "unavailable"; every outcome serializes.
+//! answers "unavailable"; every outcome serializes; the index's decision (compiled
+//! conditions, or Cedar over the candidates) equals Cedar's authorizer over the whole
+//! policy set: decision, determining policies and error messages.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -54,6 +56,28 @@ fuzz_target!(|data: &[u8]| {
                 continue;
             }
         };
+        let entities = snapshot
+            .entities
+            .as_ref()
+            .and_then(|d| d.served_whole())
+            .expect("the demo data is served whole");
+        let full = cedar_policy::Authorizer::new().is_authorized(
+            &checked.request,
+            &snapshot.policies,
+            &entities,
+        );
+        let indexed = snapshot.index.is_authorized(&checked.request, &entities);
+        let reasons = |r: &cedar_policy::Response| {
+            let mut ids: Vec<String> = r.diagnostics().reason().map(ToString::to_string).collect();
+            ids.sort();
+            ids
+        };
+        let errors = |r: &cedar_policy::Response| {
+            r.diagnostics().errors().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        assert_eq!(full.decision(), indexed.decision(), "{:?}", checked.request);
+        assert_eq!(reasons(&full), reasons(&indexed), "{:?}", checked.request);
+        assert_eq!(errors(&full), errors(&indexed), "{:?}", checked.request);
         let outcome = block_on(decision::decide(
             snapshot,
             &FileSource,

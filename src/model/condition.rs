@@ -9,7 +9,8 @@
 //! (`cedar-policy-core`'s `Evaluator`, version pinned) for the expressions it knows,
 //! and gives up ([`GiveUp`]) wherever Cedar would report an error and wherever it is
 //! unsure: a missing attribute, entity or tag read, a type error, an overflow, an
-//! extension value or function, `like`, a template slot, the context as a whole.
+//! extension function or comparison, `like`, a template slot, a context or entity
+//! with unknowns (partial evaluation).
 //! A policy set is decided here only when every candidate policy evaluated to a
 //! boolean; Cedar then reports no error either, and its decision and determining
 //! policies follow from the booleans alone (a satisfied forbid denies, with the
@@ -18,9 +19,10 @@
 //! Cedar whole. `tests/policy_index.rs` compares both on thousands of generated
 //! cases, many of which error, and requires that most are decided here.
 //!
-//! Values are Cedar's own (`cedar-policy-core`'s `Value`, borrowed from the entity
-//! data by a reference count, never converted), so `==`, `contains` and the set
-//! operations are Cedar's own functions. Rules mirrored, as in Cedar: `&&`, `||` and `if` short-circuit and require
+//! Values are Cedar's own (`cedar-policy-core`'s `Value`, borrowed where they lie in
+//! the entity data, the context or the compiled literals, never converted), so `==`
+//! (uids compared ids first), `contains` and the set operations are Cedar's own.
+//! Rules mirrored, as in Cedar: `&&`, `||` and `if` short-circuit and require
 //! booleans; both operands of every other binary operator are evaluated first; `==`
 //! never errors and is false across types (sets and records compare as values);
 //! `x in y` is `x == y` or `y` among `x`'s ancestors in the data (an entity missing
