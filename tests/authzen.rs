@@ -752,7 +752,7 @@ async fn a_search_answers_with_a_page_only_when_it_means_something() {
 async fn search_work_per_call_is_bounded_and_tokens_are_bound_to_the_request() {
     let dir = tempfile::tempdir().unwrap();
     let mut args = ServeArgs::default();
-    args.model.authzen_mapping = Some(small_search_mapping(dir.path()));
+    args.model.authzen_mapping = Some(common::search_mapping(dir.path(), 2, 3));
     let server = TestServer::start(args).await;
 
     let query = who_may_view_acmes_invoice();
@@ -809,24 +809,6 @@ async fn search_work_per_call_is_bounded_and_tokens_are_bound_to_the_request() {
     server.stop().await;
 }
 
-/// The portal mapping with search limits small enough that the seven users take
-/// several calls: two candidates evaluated per call, three fetched at a time.
-fn small_search_mapping(dir: &std::path::Path) -> PathBuf {
-    let mapping = dir.join("authzen.yaml");
-    let shipped = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/portal/authzen.yaml"),
-    )
-    .unwrap();
-    std::fs::write(
-        &mapping,
-        shipped
-            .replace("max_candidates: 1000", "max_candidates: 2")
-            .replace("fetch_size: 100", "fetch_size: 3"),
-    )
-    .unwrap();
-    mapping
-}
-
 /// A page token key file holding `key`.
 fn key_file(dir: &std::path::Path, name: &str, key: &str) -> PathBuf {
     let path = dir.join(name);
@@ -838,7 +820,7 @@ fn key_file(dir: &std::path::Path, name: &str, key: &str) -> PathBuf {
 /// per-process key when `None`).
 async fn paging_server(dir: &std::path::Path, key: Option<PathBuf>) -> TestServer {
     let mut args = ServeArgs::default();
-    args.model.authzen_mapping = Some(small_search_mapping(dir));
+    args.model.authzen_mapping = Some(common::search_mapping(dir, 2, 3));
     args.authzen.page_token_key_file = key;
     TestServer::start(args).await
 }

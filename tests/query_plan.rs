@@ -120,18 +120,7 @@ fn differential_with(
                     let allowed: BTreeSet<EntityUid> = resources
                         .iter()
                         .filter(|(r, _)| {
-                            let req = Request::new(
-                                principal.clone(),
-                                action.clone(),
-                                r.clone(),
-                                cedar_context.clone(),
-                                None,
-                            )
-                            .unwrap();
-                            Authorizer::new()
-                                .is_authorized(&req, &snapshot.policies, entities)
-                                .decision()
-                                == Decision::Allow
+                            cedar_allows(snapshot, entities, principal, action, r, &cedar_context)
                         })
                         .map(|(u, _)| u.clone())
                         .collect();
@@ -345,6 +334,29 @@ fn served_lean(data: &Value) -> Snapshot {
     snapshot
 }
 
+/// Whether Cedar's authorizer, over the whole policy set, allows the request.
+fn cedar_allows(
+    snapshot: &Snapshot,
+    entities: &Entities,
+    principal: &EntityUid,
+    action: &EntityUid,
+    resource: &EntityUid,
+    context: &Context,
+) -> bool {
+    let req = Request::new(
+        principal.clone(),
+        action.clone(),
+        resource.clone(),
+        context.clone(),
+        None,
+    )
+    .unwrap();
+    Authorizer::new()
+        .is_authorized(&req, &snapshot.policies, entities)
+        .decision()
+        == Decision::Allow
+}
+
 /// The subjects among `users` Cedar allows to do `action` on `resource` over
 /// `entities`, after checking that the symmetric plan's candidates include them all
 /// (and name nobody when none is allowed); with the number of candidates, `None`
@@ -369,20 +381,7 @@ fn subjects_cover_the_allowed(
         .unwrap();
     let allowed: BTreeSet<EntityUid> = users
         .iter()
-        .filter(|u| {
-            let req = Request::new(
-                (*u).clone(),
-                action.clone(),
-                resource.clone(),
-                Context::empty(),
-                None,
-            )
-            .unwrap();
-            Authorizer::new()
-                .is_authorized(&req, &snapshot.policies, entities)
-                .decision()
-                == Decision::Allow
-        })
+        .filter(|u| cedar_allows(snapshot, entities, u, action, resource, &Context::empty()))
         .cloned()
         .collect();
     match answer {
@@ -1194,26 +1193,6 @@ async fn searched(server: &TestServer) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// The shipped AuthZEN mapping with small chunks and call budgets (4 candidates per
-/// call, 3 fetched at a time), so that pages resume from cursors inside whatever the
-/// candidates come from.
-fn small_search_mapping(redis: &RedisServer) -> std::path::PathBuf {
-    let mapping = redis.dir().join("authzen.yaml");
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/portal/authzen.yaml"
-    ))
-    .unwrap();
-    std::fs::write(
-        &mapping,
-        shipped
-            .replace("max_candidates: 1000", "max_candidates: 4")
-            .replace("fetch_size: 100", "fetch_size: 3"),
-    )
-    .unwrap();
-    mapping
-}
-
 /// Resource search from Redis takes its candidates from the plan (an account's
 /// invoices from the index set; nothing for a user the plan always denies) and
 /// returns exactly, page by page, what a server enumerating every resource of the
@@ -1236,7 +1215,7 @@ async fn resource_search_from_the_plan_returns_exactly_what_enumeration_returns(
     let file = redis.dir().join("import.json");
     // Small chunks and call budgets, so that pages resume from cursors inside the
     // index sets and the type's listing alike.
-    let mapping = small_search_mapping(&redis);
+    let mapping = common::search_mapping(redis.dir(), 4, 3);
 
     let mut args = ServeArgs::default();
     args.model.authzen_mapping = Some(mapping.clone());
@@ -1354,7 +1333,7 @@ async fn subject_search_from_the_plan_returns_exactly_what_evaluation_allows() {
     let users = ids_of("Portal::User");
     let contacts = ids_of("Portal::Contact");
     // Small call budgets: pages resume inside the plan's candidate list.
-    let mapping = small_search_mapping(&redis);
+    let mapping = common::search_mapping(redis.dir(), 4, 3);
     let mut args = ServeArgs::default();
     args.model.authzen_mapping = Some(mapping.clone());
     args.entity.redis = RedisArgs {

@@ -37,11 +37,10 @@ impl RequestIds {
 
     /// A generator with the given prefix (its version nibble is overwritten).
     pub fn with_prefix(random: u64) -> Self {
-        let prefix = format_uuid(u128::from((random & !0xF000) | 0x8000) << 64);
-        let mut text = [b'-'; 19];
-        text.copy_from_slice(prefix.get(..19).unwrap_or(&[b'-'; 19]));
+        let mut prefix = *b"00000000-0000-0000-";
+        write_hex(&mut prefix, (random & !0xF000) | 0x8000);
         Self {
-            prefix: text,
+            prefix,
             next: AtomicU64::new(0),
         }
     }
@@ -50,18 +49,11 @@ impl RequestIds {
     pub fn next_id(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let low = (n & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
-        // `yxxx-xxxxxxxxxxxx`: the 16 hex digits of the low half, a dash after four.
-        let mut text = [b'-'; 36];
+        // The prefix's text, then the low half as `yxxx-xxxxxxxxxxxx`.
+        let mut text = *b"00000000-0000-0000-0000-000000000000";
         let (head, tail) = text.split_at_mut(19);
         head.copy_from_slice(&self.prefix);
-        for (i, slot) in tail.iter_mut().enumerate() {
-            if i == 4 {
-                continue;
-            }
-            let digit = if i < 4 { i } else { i - 1 };
-            let nibble = (low >> (60 - 4 * digit)) & 0xF;
-            *slot = HEX.get(nibble as usize).copied().unwrap_or(b'0');
-        }
+        write_hex(tail, low);
         // 36 lowercase hex digits and dashes: always a valid header value.
         HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
@@ -73,21 +65,16 @@ impl Default for RequestIds {
     }
 }
 
-/// `value` in the 8-4-4-4-12 hex form of a UUID.
-fn format_uuid(value: u128) -> [u8; 36] {
-    let mut out = [b'-'; 36];
-    // Positions of the dashes in the text.
-    const DASHES: [usize; 4] = [8, 13, 18, 23];
-    let mut shift = 128u32;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if DASHES.contains(&i) {
-            continue;
-        }
-        shift -= 4;
+/// Writes the 16 hex digits of `value`, most significant first, over the slots of
+/// `out` that are not dashes (a UUID half: `xxxxxxxx-xxxx-xxxx-` or
+/// `xxxx-xxxxxxxxxxxx`).
+fn write_hex(out: &mut [u8], value: u64) {
+    let mut shift = 64u32;
+    for slot in out.iter_mut().filter(|b| **b != b'-') {
+        shift = shift.saturating_sub(4);
         let nibble = ((value >> shift) & 0xF) as usize;
         *slot = HEX.get(nibble).copied().unwrap_or(b'0');
     }
-    out
 }
 
 /// A prefix for when the system's randomness cannot be read: the clock's nanoseconds

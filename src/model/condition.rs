@@ -367,12 +367,17 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// The principal, action or resource when it is `uid`.
+    fn known_as(&self, uid: &EntityUID) -> Option<&'a dyn Known> {
+        self.known
+            .into_iter()
+            .find(|k| same_uid(k.uid().as_ref(), uid))
+    }
+
     /// The entity `uid` in the data; `None` if the data does not hold it.
     fn entity(&self, uid: &EntityUID) -> Out<Option<&'a ast::Entity>> {
-        for known in self.known {
-            if same_uid(known.uid().as_ref(), uid) {
-                return known.entity();
-            }
+        if let Some(known) = self.known_as(uid) {
+            return known.entity();
         }
         if let Some((_, e)) = self.seen.borrow().iter().find(|(u, _)| same_uid(u, uid)) {
             return Ok(*e);
@@ -407,10 +412,8 @@ impl<'a> Env<'a> {
 
     /// Cedar's `x in y` for entities.
     fn is_in(&self, x: &EntityUID, y: &EntityUID) -> Out<bool> {
-        for known in self.known {
-            if same_uid(known.uid().as_ref(), x) {
-                return Ok(known.is_in(y));
-            }
+        if let Some(known) = self.known_as(x) {
+            return Ok(known.is_in(y));
         }
         Ok(same_uid(x, y) || self.entity(x)?.is_some_and(|e| e.is_descendant_of(y)))
     }

@@ -203,6 +203,16 @@ impl EntityScope {
         }
     }
 
+    /// Whether this constraint can hold for some entity of type `ty` whose uid is
+    /// not known: `== E` and `is T` by the type, `in E` kept.
+    fn may_match_type(&self, ty: &EntityTypeName) -> bool {
+        match self {
+            Self::Any | Self::In(_) => true,
+            Self::Eq(e) => e.type_name() == ty,
+            Self::Is(t) | Self::IsIn(t, _) => t == ty,
+        }
+    }
+
     /// Cedar's value of this constraint for the request's entity.
     fn matches(&self, x: &Lineage<'_>) -> bool {
         match self {
@@ -811,19 +821,11 @@ impl PolicyIndex {
     ) -> Option<Arc<PolicySet>> {
         let p = Lineage::new(principal, entities);
         let a = Lineage::new(action, actions);
-        let resource_may_match = |scope: &EntityScope| match scope {
-            EntityScope::Any | EntityScope::In(_) => true,
-            EntityScope::Eq(e) => e.type_name() == resource_type,
-            EntityScope::Is(t) | EntityScope::IsIn(t, _) => t == resource_type,
-        };
-        let positions: Vec<u32> = (0u32..)
-            .zip(&self.entries)
-            .filter(|(_, e)| {
-                e.principal.matches(&p) && e.action.matches(&a) && resource_may_match(&e.resource)
-            })
-            .map(|(at, _)| at)
-            .collect();
-        self.set_for(&positions)
+        self.set_where(|e| {
+            e.principal.matches(&p)
+                && e.action.matches(&a)
+                && e.resource.may_match_type(resource_type)
+        })
     }
 
     /// The policies the symmetric plan (subject search) partially evaluates: those
@@ -841,16 +843,18 @@ impl PolicyIndex {
     ) -> Option<Arc<PolicySet>> {
         let a = Lineage::new(action, actions);
         let r = Lineage::new(resource, entities);
-        let principal_may_match = |scope: &EntityScope| match scope {
-            EntityScope::Any | EntityScope::In(_) => true,
-            EntityScope::Eq(e) => e.type_name() == principal_type,
-            EntityScope::Is(t) | EntityScope::IsIn(t, _) => t == principal_type,
-        };
+        self.set_where(|e| {
+            e.principal.may_match_type(principal_type)
+                && e.action.matches(&a)
+                && e.resource.matches(&r)
+        })
+    }
+
+    /// The policy set of the entries `keep` holds for, in the set's order.
+    fn set_where(&self, keep: impl Fn(&Entry) -> bool) -> Option<Arc<PolicySet>> {
         let positions: Vec<u32> = (0u32..)
             .zip(&self.entries)
-            .filter(|(_, e)| {
-                principal_may_match(&e.principal) && e.action.matches(&a) && e.resource.matches(&r)
-            })
+            .filter(|(_, e)| keep(e))
             .map(|(at, _)| at)
             .collect();
         self.set_for(&positions)

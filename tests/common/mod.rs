@@ -199,6 +199,31 @@ pub fn uid(ty: &str, id: &str) -> String {
     format!("Portal::{ty}::\"{id}\"")
 }
 
+/// The shipped AuthZEN mapping (examples/portal/authzen.yaml) written into `dir` with
+/// small search limits: `max_candidates` evaluated per call, `fetch_size` fetched at a
+/// time, so that searches take several calls and resume from cursors.
+pub fn search_mapping(
+    dir: &std::path::Path,
+    max_candidates: usize,
+    fetch_size: usize,
+) -> std::path::PathBuf {
+    let mapping = dir.join("authzen.yaml");
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/portal/authzen.yaml"
+    ))
+    .unwrap();
+    let small = shipped
+        .replace(
+            "max_candidates: 1000",
+            &format!("max_candidates: {max_candidates}"),
+        )
+        .replace("fetch_size: 100", &format!("fetch_size: {fetch_size}"));
+    assert_ne!(small, shipped, "the shipped mapping's search limits moved");
+    std::fs::write(&mapping, small).unwrap();
+    mapping
+}
+
 /// A Cedar-native decision request body.
 pub fn request(principal: &str, action: &str, resource: &str) -> Value {
     serde_json::json!({
