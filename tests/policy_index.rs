@@ -24,13 +24,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Entities, EntityUid, Policy, PolicyId, PolicySet,
-    PrincipalConstraint, Request, ResourceConstraint, Response, SlotId, Template,
+    ActionConstraint, Authorizer, Context, Entities, EntityTypeName, EntityUid, Policy, PolicyId,
+    PolicySet, PrincipalConstraint, Request, ResourceConstraint, Response, SlotId, Template,
 };
+use portcullis::model::entity_table::{EntityTable, Lookup, TypeCanon};
 use portcullis::model::index::{PolicyIndex, PolicyIndexOptions};
 
 /// Cases (policy set + entity data) per run, and requests per case.
@@ -672,14 +673,25 @@ fn run(
         let twin = policy_set(pools, &case, true);
         let pooled = &pools.entities[case.entities];
         let entities = &pooled.entities;
+        // The compiled conditions read entities from Cedar's store, or from the
+        // table a source serving whole data keeps: both must answer alike.
+        // The index and the table share the data's type names, as the snapshot's
+        // share the schema's (requests still bring their own).
+        let names: Vec<EntityTypeName> = entities
+            .iter()
+            .map(|e| e.uid().type_name().clone())
+            .collect();
+        let types = Arc::new(TypeCanon::new(&names));
+        let table = EntityTable::of(entities, &types).unwrap();
         // Alternate the cache: off, tiny (cleared often) and the default.
         let capacity = [0, 2, 4096][case_no % 3];
-        let index = PolicyIndex::build_with_options(
+        let index = PolicyIndex::build_with_types(
             &set,
             PolicyIndexOptions {
                 cache_capacity: capacity,
                 compiled: true,
             },
+            types,
         )
         .unwrap();
         assert_eq!(index.len(), set.num_of_policies());
@@ -690,10 +702,22 @@ fn run(
             let indexed = decide(&set, &index, &request, entities, &pooled.json);
             let mut problem = compare(&full, &indexed);
             // When the compiled conditions decide, they must answer as Cedar does.
-            if let Some(compiled) = index.decide_compiled(&request, entities) {
-                cov.compiled += 1;
-                if problem.is_none() {
-                    problem = compare(&full, &compiled).map(|p| format!("compiled: {p}"));
+            let from_store = index.decide_compiled(&request, entities);
+            let from_table = index.decide_compiled(&request, Lookup::new(entities, Some(&table)));
+            if from_store.is_some() != from_table.is_some() && problem.is_none() {
+                problem = Some(format!(
+                    "decided by the compiled conditions from the store: {}, from the table: {}",
+                    from_store.is_some(),
+                    from_table.is_some()
+                ));
+            }
+            for (from, compiled) in [("store", from_store), ("table", from_table)] {
+                if let Some(compiled) = compiled {
+                    cov.compiled += usize::from(from == "store");
+                    if problem.is_none() {
+                        problem = compare(&full, &compiled)
+                            .map(|p| format!("compiled, entities from the {from}: {p}"));
+                    }
                 }
             }
 
@@ -910,6 +934,9 @@ fn the_portal_model_is_decided_by_its_compiled_conditions_as_cedar_decides() {
         .as_ref()
         .and_then(|d| d.served_whole())
         .expect("the embedded data is served whole");
+    // Decisions read the entities through the table the file source hands out.
+    let table = snapshot.entities.as_ref().and_then(|d| d.served_table());
+    let data = Lookup::new(&entities, Some(table.as_deref().expect("a table")));
     let principals: Vec<EntityUid> = entities
         .iter()
         .map(cedar_policy::Entity::uid)
@@ -939,9 +966,8 @@ fn the_portal_model_is_decided_by_its_compiled_conditions_as_cedar_decides() {
                     if full.decision() == cedar_policy::Decision::Allow {
                         allows += 1;
                     }
-                    let mut problem =
-                        compare(&full, &snapshot.index.is_authorized(&request, &entities));
-                    if let Some(c) = snapshot.index.decide_compiled(&request, &entities) {
+                    let mut problem = compare(&full, &snapshot.index.is_authorized(&request, data));
+                    if let Some(c) = snapshot.index.decide_compiled(&request, data) {
                         compiled += 1;
                         problem = problem.or_else(|| compare(&full, &c));
                     }

@@ -66,7 +66,10 @@ fuzz_target!(|data: &[u8]| {
             &snapshot.policies,
             &entities,
         );
-        let indexed = snapshot.index.is_authorized(&checked.request, &entities);
+        // Through the table the file source hands out with the data, as decisions do.
+        let table = snapshot.entities.as_ref().and_then(|d| d.served_table());
+        let data = portcullis::model::entity_table::Lookup::new(&entities, table.as_deref());
+        let indexed = snapshot.index.is_authorized(&checked.request, data);
         let reasons = |r: &cedar_policy::Response| {
             let mut ids: Vec<String> = r.diagnostics().reason().map(ToString::to_string).collect();
             ids.sort();

@@ -5,6 +5,7 @@
 //! Authorization never fails: problems travel as diagnostics on a Deny, as in Cedar.
 //! Missing or unreadable data denies; nothing allows because something failed.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use cedar_policy::{Entities, Entity, EntityUid, EvalResult};
@@ -13,6 +14,7 @@ use serde_json::{Map, Value};
 use super::record::Call;
 use super::request::CheckedRequest;
 use crate::entities::{EntitySource, EntitySourceError};
+use crate::model::entity_table::Lookup;
 use crate::model::index::{Presence, Verdict};
 use crate::model::{Precedence, Snapshot};
 
@@ -131,8 +133,15 @@ async fn fetch_and_evaluate(
     request: &CheckedRequest,
     described: &[Described],
 ) -> Outcome {
-    let mut uids = vec![request.principal.clone(), request.resource.clone()];
-    context_uids(&request.request, &mut uids);
+    // The principal, the resource and the uids of the context (most contexts hold
+    // none: the request's own pair then serves).
+    let mut in_context = Vec::new();
+    context_uids(&request.request, &mut in_context);
+    let uids: Cow<'_, [EntityUid]> = if in_context.is_empty() {
+        Cow::Borrowed(request.roots())
+    } else {
+        Cow::Owned(request.roots().iter().cloned().chain(in_context).collect())
+    };
     let fetched = match source.entities_for(&uids, snapshot).await {
         Ok(e) => e,
         Err(EntitySourceError::Unavailable(m)) => {
@@ -145,11 +154,16 @@ async fn fetch_and_evaluate(
             }
         }
     };
+    let stored = Arc::clone(&fetched.entities);
     let entities = match overlay(snapshot, fetched.entities, &uids, described) {
         Ok(e) => e,
         Err(m) => return Outcome::DescriptionInvalid(m),
     };
-    let (decision, presence) = evaluate(snapshot, request, &entities);
+    // The source's table holds the stored entities: it serves only when nothing was
+    // laid over them.
+    let table = fetched.table.filter(|_| Arc::ptr_eq(&stored, &entities));
+    let (decision, presence) =
+        evaluate(snapshot, request, Lookup::new(&entities, table.as_deref()));
     // Cedar skips a policy whose condition errors, so a guard reading a missing
     // principal's attributes would be skipped while a permit comparing uids still
     // applies: a request about an entity nobody holds is denied, whatever Cedar
@@ -159,13 +173,13 @@ async fn fetch_and_evaluate(
         (
             call.require.principal(),
             presence.principal,
-            &request.principal,
+            request.principal(),
             "principal",
         ),
         (
             call.require.resource(),
             presence.resource,
-            &request.resource,
+            request.resource(),
             "resource",
         ),
     ];
@@ -206,6 +220,10 @@ fn context_uids(request: &cedar_policy::Request, out: &mut Vec<EntityUid>) {
     let Some(context) = request.context() else {
         return;
     };
+    // Most contexts are empty: nothing to copy then.
+    if matches!(context.as_ref(), cedar_policy_core::ast::Context::Value(map) if map.is_empty()) {
+        return;
+    }
     // Cedar lends out a context's values by key only; its keys come from a copy.
     for (key, _) in context.clone() {
         if let Some(value) = context.get(&key) {
@@ -305,11 +323,9 @@ fn overlay(
 fn evaluate(
     snapshot: &Snapshot,
     request: &CheckedRequest,
-    entities: &Entities,
+    data: Lookup<'_>,
 ) -> (Decision, Presence) {
-    let (verdict, presence) = snapshot
-        .index
-        .is_authorized_noting(&request.request, entities);
+    let (verdict, presence) = snapshot.index.is_authorized_noting(&request.request, data);
     let decision = match verdict {
         Verdict::Compiled { allowed, reasons } => Decision {
             allowed,

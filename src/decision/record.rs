@@ -169,7 +169,7 @@ impl<'a> Call<'a> {
         if let Some(r) = request {
             recorder
                 .metrics
-                .decision(outcome.allowed(), r.action.id().unescaped());
+                .decision(outcome.allowed(), r.action().id().unescaped());
         }
         match outcome {
             Outcome::Decided(d) if d.errors.is_empty() => {}
@@ -187,9 +187,9 @@ impl<'a> Call<'a> {
             request_id = %self.request_id,
             protocol = self.protocol.unwrap_or_default(),
             route = self.route.unwrap_or_default(),
-            principal = %uid(|c| c.principal.to_string()),
-            action = %uid(|c| c.action.to_string()),
-            resource = %uid(|c| c.resource.to_string()),
+            principal = %uid(|c| c.principal().to_string()),
+            action = %uid(|c| c.action().to_string()),
+            resource = %uid(|c| c.resource().to_string()),
             decision = if decision.allowed { "Allow" } else { "Deny" },
             outcome = outcome.kind(),
             policies = ?decision.reasons,

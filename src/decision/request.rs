@@ -142,17 +142,43 @@ impl std::error::Error for RequestError {}
 /// A request checked against the schema.
 #[derive(Debug, Clone)]
 pub struct CheckedRequest {
-    pub principal: EntityUid,
-    pub action: EntityUid,
-    pub resource: EntityUid,
+    /// The principal and the resource: the entities a decision reads first, in the
+    /// slice form the entity sources take.
+    roots: [EntityUid; 2],
+    action: EntityUid,
     pub request: Request,
+}
+
+impl CheckedRequest {
+    pub fn principal(&self) -> &EntityUid {
+        let [principal, _] = &self.roots;
+        principal
+    }
+
+    pub fn action(&self) -> &EntityUid {
+        &self.action
+    }
+
+    pub fn resource(&self) -> &EntityUid {
+        let [_, resource] = &self.roots;
+        resource
+    }
+
+    /// The principal and the resource.
+    pub fn roots(&self) -> &[EntityUid] {
+        &self.roots
+    }
 }
 
 /// Reads a uid in Cedar string syntax. The common form, `Type::"id"` with a type of
 /// the schema and an id without escapes, is read by a lookup in the snapshot's type
 /// names; anything else (whitespace, escapes, unknown types, malformed input) goes
 /// through Cedar's parser, which gives the same uid or the error.
-fn parse_uid(snapshot: &Snapshot, field: Field, input: &str) -> Result<EntityUid, RequestError> {
+pub fn parse_uid(
+    snapshot: &Snapshot,
+    field: Field,
+    input: &str,
+) -> Result<EntityUid, RequestError> {
     if let Some(uid) = plain_uid(snapshot, input) {
         return Ok(uid);
     }
@@ -172,6 +198,13 @@ fn plain_uid(snapshot: &Snapshot, input: &str) -> Option<EntityUid> {
     let quote = input.bytes().position(|b| b == b'"')?;
     let ty = input.get(..quote)?.strip_suffix("::")?;
     let id = input.get(quote + 1..)?.strip_suffix('"')?;
+    plain_uid_parts(snapshot, ty, id)
+}
+
+/// The uid `Type::"id"` from its two parts as they are written, on the terms of
+/// [`plain_uid`]: `None` unless `ty` is a type of the schema written exactly as the
+/// schema names it and `id` is printable ASCII without quotes or backslashes.
+pub fn plain_uid_parts(snapshot: &Snapshot, ty: &str, id: &str) -> Option<EntityUid> {
     let plain = |b: &u8| (b.is_ascii_graphic() || *b == b' ') && !matches!(b, b'"' | b'\\' | b'\'');
     if !id.as_bytes().iter().all(plain) {
         return None;
@@ -278,9 +311,8 @@ fn check_uids_with(
     )
     .map_err(|e| request_error(&e))?;
     Ok(CheckedRequest {
-        principal,
+        roots: [principal, resource],
         action,
-        resource,
         request,
     })
 }

@@ -36,7 +36,10 @@ impl EntitySource for FileSource {
         };
         // Small data is held whole as well: handing it out is a pointer copy.
         if let Some(whole) = data.served_whole() {
-            return Ok(Fetched::whole(whole));
+            return Ok(Fetched {
+                table: data.served_table(),
+                ..Fetched::whole(whole)
+            });
         }
         let entities = reachable(data, uids, snapshot)?;
         // What the uids reach, not everything the data holds.

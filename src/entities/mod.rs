@@ -15,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cedar_policy::{Entities, EntityTypeName, EntityUid};
 
+use crate::model::entity_table::EntityTable;
 use crate::model::{Gate, Problem, Snapshot};
 
 pub use file::{reachable, FileSource, MemorySource};
@@ -49,6 +50,9 @@ pub struct Fetched {
     /// Whether `entities` is everything the source holds (the file and memory
     /// sources), rather than what the requested uids reach.
     pub complete: bool,
+    /// The [`EntityTable`] of `entities` when the source keeps one (data served
+    /// whole): the decision looks entities up there.
+    pub table: Option<Arc<EntityTable>>,
 }
 
 impl Fetched {
@@ -59,6 +63,7 @@ impl Fetched {
             beyond_depth: Vec::new(),
             depth: 0,
             complete: true,
+            table: None,
         }
     }
 }

@@ -24,11 +24,13 @@ pub mod request_id;
 pub mod tls;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
@@ -39,6 +41,10 @@ use error::{json_error, ApiError};
 pub use listener::{serve, CloseReason, Listeners, Role};
 
 pub const REQUEST_ID: &str = "x-request-id";
+/// [`REQUEST_ID`] as a header name, made at compile time: a name given as text is
+/// parsed and checked on every use.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 type Body = Full<Bytes>;
 pub type Response = http::Response<Body>;
@@ -49,7 +55,7 @@ pub type Reply = Result<Response, ApiError>;
 /// `ids`. Either way no copy of the text is made: a header value shares its bytes.
 fn request_id(headers: &HeaderMap, ids: &request_id::RequestIds) -> HeaderValue {
     headers
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID_HEADER)
         .filter(|v| is_sane_request_id(v.as_bytes()))
         .cloned()
         .unwrap_or_else(|| ids.next_id())
@@ -113,7 +119,7 @@ async fn dispatch(
 /// The trace context of a request: one `traceparent` header that parses. Several, or
 /// a malformed one, are ignored.
 pub(crate) fn trace_context(headers: &http::HeaderMap) -> Option<TraceContext> {
-    let mut values = headers.get_all("traceparent").iter();
+    let mut values = headers.get_all(&TRACEPARENT).iter();
     match (values.next(), values.next()) {
         (Some(v), None) => TraceContext::parse(v.to_str().ok()?),
         _ => None,
@@ -151,7 +157,9 @@ async fn handle(app: Arc<App>, role: Role, req: Request<Incoming>) -> Response {
             r
         }
     };
-    response.headers_mut().insert(REQUEST_ID, ctx.request_id);
+    response
+        .headers_mut()
+        .insert(REQUEST_ID_HEADER, ctx.request_id);
     app.metrics
         .request_duration
         .with_label_values(&[endpoint])
@@ -388,18 +396,34 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     ctx: &Ctx,
     req: Request<Incoming>,
 ) -> Result<T, ApiError> {
+    decode_json(&read_json_body(ctx, req).await?)
+}
+
+/// The bytes of a JSON body, for a caller that decodes values borrowing from them:
+/// checks the content type and the size limit.
+pub async fn read_json_body(ctx: &Ctx, req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().eq_ignore_ascii_case("application/json"))
-        .unwrap_or(false);
+        .is_some_and(|v| is_json_media_type(v.as_bytes()));
     if !is_json {
         return Err(ApiError::unsupported_media_type());
     }
-    let bytes = read_body(ctx, req).await?;
-    decode_json(&bytes)
+    read_body(ctx, req).await
+}
+
+/// Whether a `Content-Type` value names `application/json` (any case, parameters
+/// after `;` allowed, spaces around the type ignored).
+fn is_json_media_type(value: &[u8]) -> bool {
+    // Text a header value may hold as a string (`HeaderValue::to_str`) only.
+    if !value
+        .iter()
+        .all(|b| (b' '..=b'~').contains(b) || *b == b'\t')
+    {
+        return false;
+    }
+    let media = value.split(|b| *b == b';').next().unwrap_or_default();
+    media.trim_ascii().eq_ignore_ascii_case(b"application/json")
 }
 
 /// Reads a request body within `--max-body-bytes` and the body timeout.
@@ -415,9 +439,20 @@ pub async fn read_body(ctx: &Ctx, req: Request<Incoming>) -> Result<Bytes, ApiEr
         return Err(too_large());
     }
     let read = Limited::new(req.into_body(), limit).collect();
-    let timeout = ctx.app.connections.body_read;
-    let Ok(collected) = tokio::time::timeout(timeout, read).await else {
-        return Err(ApiError::body_timeout(timeout));
+    let mut read = std::pin::pin!(read);
+    // A small body mostly arrives with its head: then it is read without arming the
+    // timer (one poll; if the body is not all here, that poll only registers the
+    // task's waker, and the read goes on under the timeout).
+    let ready = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+    let collected = match ready {
+        Poll::Ready(collected) => collected,
+        Poll::Pending => {
+            let timeout = ctx.app.connections.body_read;
+            let Ok(collected) = tokio::time::timeout(timeout, read).await else {
+                return Err(ApiError::body_timeout(timeout));
+            };
+            collected
+        }
     };
     match collected {
         Ok(c) => Ok(c.to_bytes()),
@@ -437,6 +472,42 @@ pub async fn read_body(ctx: &Ctx, req: Request<Incoming>) -> Result<Bytes, ApiEr
 
 /// Decodes a request body that arrived whole: the one JSON parser of every body the
 /// decision listener reads, with the error `handle` answers when it does not fit `T`.
-pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn decode_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| json_error(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte check answers as reading the value as text, taking what precedes
+    /// `;`, trimming it and comparing it without case did.
+    #[test]
+    fn json_media_types_are_told_as_before() {
+        let values: [&[u8]; 14] = [
+            b"application/json",
+            b"Application/JSON",
+            b"application/json; charset=utf-8",
+            b"  application/json  ;x",
+            b"\tapplication/json",
+            b"application/jsonx",
+            b"application/json-seq",
+            b"text/plain",
+            b"",
+            b";application/json",
+            b"application/json; \xe9",
+            b"application/json\x7f",
+            b"application/ json",
+            b"application/json;",
+        ];
+        for value in values {
+            let before = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| HeaderValue::from_str(v).is_ok_and(|h| h.to_str().is_ok()))
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+            let before = before && HeaderValue::from_bytes(value).is_ok_and(|h| h.to_str().is_ok());
+            assert_eq!(is_json_media_type(value), before, "{value:?}");
+        }
+    }
 }

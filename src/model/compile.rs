@@ -25,7 +25,7 @@ use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::index::PolicyIndex;
+use super::index::{PolicyIndex, PolicyIndexOptions};
 use super::mapping::Mapping;
 use super::schema_types::SchemaTypes;
 use super::snapshot::{EntityData, PolicyInfo, PolicyKind, Snapshot, StoredEntity};
@@ -50,12 +50,14 @@ pub fn compile(sources: &Sources) -> Result<Snapshot, Problems> {
     let (Some(schema), Some(derived)) = (schema, derived) else {
         return Err(Problems(problems));
     };
-    let index = PolicyIndex::build(&set).map_err(|e| {
-        Problems::single(Problem::file(
-            sources.schema.name.clone(),
-            format!("policy index: {e}"),
-        ))
-    })?;
+    let types = Arc::new(super::snapshot::type_canon(&schema));
+    let index =
+        PolicyIndex::build_with_types(&set, PolicyIndexOptions::default(), types).map_err(|e| {
+            Problems::single(Problem::file(
+                sources.schema.name.clone(),
+                format!("policy index: {e}"),
+            ))
+        })?;
     let files = sources.files();
     let entities = derived.entities.map(|mut data| {
         data.literals = condition_literals(&set, &data);

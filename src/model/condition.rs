@@ -35,11 +35,12 @@ use std::cell::RefCell;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use cedar_policy::{Context, Entities, EntityTypeName, EntityUid};
+use cedar_policy::{Context, EntityTypeName, EntityUid};
 use cedar_policy_core::ast::{
     self, EntityType, EntityUID, Literal, PartialValue, Value, ValueKind,
 };
-use cedar_policy_core::entities::Dereference;
+
+use super::entity_table::{Lookup, TypeCanon};
 use serde_json::Value as Json;
 use smol_str::SmolStr;
 
@@ -150,6 +151,38 @@ enum Expr {
     Record(Vec<(SmolStr, Expr)>),
 }
 
+impl Expr {
+    /// Puts every type name in the expression (uid literals, `is`) on its shared
+    /// instance, so that comparing it with the request's is a pointer comparison.
+    fn share_types(&mut self, types: &TypeCanon) {
+        match self {
+            Expr::Lit(v) => *v = types.value(v),
+            Expr::Principal | Expr::Action | Expr::Resource | Expr::Context => {}
+            Expr::Not(a) | Expr::Neg(a) | Expr::IsEmpty(a) | Expr::Attr(a, _) | Expr::Has(a, _) => {
+                a.share_types(types)
+            }
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::Bin(_, a, b) => {
+                a.share_types(types);
+                b.share_types(types);
+            }
+            Expr::If(c, t, f) => {
+                c.share_types(types);
+                t.share_types(types);
+                f.share_types(types);
+            }
+            Expr::Is(a, ty, within) => {
+                a.share_types(types);
+                *ty = types.ty(ty);
+                if let Some(w) = within {
+                    w.share_types(types);
+                }
+            }
+            Expr::Set(items) => items.iter_mut().for_each(|i| i.share_types(types)),
+            Expr::Record(fields) => fields.iter_mut().for_each(|(_, v)| v.share_types(types)),
+        }
+    }
+}
+
 /// A policy's `when` and `unless` clauses, in order; `true` for a clause's kind
 /// means `when`.
 #[derive(Debug)]
@@ -161,7 +194,9 @@ impl Condition {
     /// Compiles the conditions of a policy or template given as Cedar's JSON policy
     /// format (`Policy::to_json`, `Template::to_json`); `None` when a clause uses
     /// something this evaluator does not know.
-    pub(crate) fn from_est(est: &Json) -> Option<Condition> {
+    ///
+    /// Type names in the clauses are put on the shared instances of `types`.
+    pub(crate) fn from_est(est: &Json, types: &TypeCanon) -> Option<Condition> {
         let clauses = match est.get("conditions") {
             None => Vec::new(),
             Some(Json::Array(items)) => items
@@ -172,7 +207,9 @@ impl Condition {
                         "unless" => false,
                         _ => return None,
                     };
-                    Some((when, compile(c.get("body")?)?))
+                    let mut body = compile(c.get("body")?)?;
+                    body.share_types(types);
+                    Some((when, body))
                 })
                 .collect::<Option<_>>()?,
             Some(_) => return None,
@@ -340,7 +377,7 @@ pub(crate) struct Env<'a> {
     vars: [std::cell::OnceCell<Value>; 3],
     /// `None` for a context with unknowns (partial evaluation).
     context: Option<Value>,
-    entities: &'a cedar_policy_core::entities::Entities,
+    data: Lookup<'a>,
     /// Entities looked up so far: conditions read the same few entities over and
     /// over, and a comparison costs less than hashing a uid again.
     seen: RefCell<Vec<(EntityUID, Option<&'a ast::Entity>)>>,
@@ -352,7 +389,7 @@ impl<'a> Env<'a> {
         action: &'a dyn Known,
         resource: &'a dyn Known,
         context: Option<&Context>,
-        entities: &'a Entities,
+        data: Lookup<'a>,
     ) -> Self {
         let context = context.and_then(|c| match c.as_ref() {
             ast::Context::Value(map) => Some(Value::record_arc(Arc::clone(map), None)),
@@ -362,7 +399,7 @@ impl<'a> Env<'a> {
             vars: Default::default(),
             known: [principal, action, resource],
             context,
-            entities: entities.as_ref(),
+            data,
             seen: RefCell::new(Vec::new()),
         }
     }
@@ -382,11 +419,7 @@ impl<'a> Env<'a> {
         if let Some((_, e)) = self.seen.borrow().iter().find(|(u, _)| same_uid(u, uid)) {
             return Ok(*e);
         }
-        let found = match self.entities.entity(uid) {
-            Dereference::Data(e) => Some(e),
-            Dereference::NoSuchEntity => None,
-            Dereference::Residual(_) => return Err(GiveUp),
-        };
+        let found = self.data.entity(uid).map_err(|_| GiveUp)?;
         self.seen.borrow_mut().push((uid.clone(), found));
         Ok(found)
     }

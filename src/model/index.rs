@@ -31,8 +31,10 @@
 //! request's entity `X` there: `eq[X]`, `within[X]`, `within[A]` for every ancestor
 //! `A` of `X`, `of_type[type of X]` and `any`. Every policy whose scope matches is
 //! in the lists of each of the three dimensions, so the lists of any one dimension
-//! are enough. The index takes the dimension whose lists are shortest (the most
-//! selective one for this request), then filters those policies exactly: it checks
+//! are enough. The index gathers each dimension's lists in one pass (`eq[E]` and
+//! `within[E]` lie side by side under `E`, so each uid is hashed once), takes the
+//! dimension whose lists are shortest (the most selective one for this request),
+//! then filters those policies exactly: it checks
 //! all three scope constraints of each with Cedar's semantics (below). What is left
 //! is exactly the set of policies whose scope is satisfied by the request.
 //!
@@ -119,7 +121,6 @@ use std::collections::{HashMap, HashSet};
 /// the model's own, so a fast hasher serves; a request's uids only look up.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::fmt;
-use std::hash::Hash;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use cedar_policy::{
@@ -128,10 +129,10 @@ use cedar_policy::{
     Template,
 };
 
-use cedar_policy_core::entities::Dereference;
 use ref_cast::RefCast;
 
 use super::condition::{same_uid, Condition, Env, GiveUp, Known};
+use super::entity_table::{Lookup, Residual, TypeCanon, UidKey, UidMap};
 
 /// Options of a [`PolicyIndex`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +204,17 @@ impl EntityScope {
         }
     }
 
+    /// The constraint with its type names on the shared instances of `types`.
+    fn sharing(self, types: &TypeCanon) -> Self {
+        match self {
+            Self::Any => Self::Any,
+            Self::Eq(e) => Self::Eq(types.api_uid(&e)),
+            Self::In(e) => Self::In(types.api_uid(&e)),
+            Self::Is(t) => Self::Is(types.api_type(&t)),
+            Self::IsIn(t, e) => Self::IsIn(types.api_type(&t), types.api_uid(&e)),
+        }
+    }
+
     /// Whether this constraint can hold for some entity of type `ty` whose uid is
     /// not known: `== E` and `is T` by the type, `in E` kept.
     fn may_match_type(&self, ty: &EntityTypeName) -> bool {
@@ -239,6 +251,15 @@ impl ActionScope {
             ActionConstraint::Any => Self::Any,
             ActionConstraint::Eq(e) => Self::Eq(e),
             ActionConstraint::In(list) => Self::In(list),
+        }
+    }
+
+    /// The constraint with its type names on the shared instances of `types`.
+    fn sharing(self, types: &TypeCanon) -> Self {
+        match self {
+            Self::Any => Self::Any,
+            Self::Eq(e) => Self::Eq(types.api_uid(&e)),
+            Self::In(list) => Self::In(list.iter().map(|e| types.api_uid(e)).collect()),
         }
     }
 
@@ -291,67 +312,115 @@ impl Entry {
 /// Values are positions in `PolicyIndex::entries`, ascending.
 #[derive(Debug, Default)]
 struct Dimension {
-    eq: FastMap<EntityUid, Vec<u32>>,
-    within: FastMap<EntityUid, Vec<u32>>,
+    /// `eq[E]` and `within[E]` side by side, so that the request's own entity is
+    /// hashed once for both.
+    by_uid: UidMap<Pinned>,
+    /// Whether any `within` list is filed: if not, ancestors need no lookups.
+    has_within: bool,
     of_type: FastMap<EntityTypeName, Vec<u32>>,
     any: Vec<u32>,
+}
+
+/// The policies pinned to one entity: `== E` and `in E`.
+#[derive(Debug, Default)]
+struct Pinned {
+    eq: Vec<u32>,
+    within: Vec<u32>,
 }
 
 impl Dimension {
     fn file_entity(&mut self, scope: &EntityScope, at: u32) {
         match scope {
             EntityScope::Any => self.any.push(at),
-            EntityScope::Eq(e) => push(&mut self.eq, e, at),
-            EntityScope::In(e) | EntityScope::IsIn(_, e) => push(&mut self.within, e, at),
-            EntityScope::Is(t) => push(&mut self.of_type, t, at),
+            EntityScope::Eq(e) => self.pinned(e).eq.push(at),
+            EntityScope::In(e) | EntityScope::IsIn(_, e) => self.pin_within(e, at),
+            EntityScope::Is(t) => self.of_type.entry(t.clone()).or_default().push(at),
         }
     }
 
     fn file_action(&mut self, scope: &ActionScope, at: u32) {
         match scope {
             ActionScope::Any => self.any.push(at),
-            ActionScope::Eq(e) => push(&mut self.eq, e, at),
+            ActionScope::Eq(e) => self.pinned(e).eq.push(at),
             ActionScope::In(list) => {
                 // `action in [A, A]` is filed once: a list holds each position once.
                 let distinct: HashSet<&EntityUid> = list.iter().collect();
                 for e in distinct {
-                    push(&mut self.within, e, at);
+                    self.pin_within(e, at);
                 }
             }
         }
+    }
+
+    fn pinned(&mut self, e: &EntityUid) -> &mut Pinned {
+        let key = UidKey::new(e.as_ref().clone());
+        self.by_uid.entry(key).or_default()
+    }
+
+    fn pin_within(&mut self, e: &EntityUid, at: u32) {
+        self.has_within = true;
+        self.pinned(e).within.push(at);
     }
 
     /// Calls `f` with each list that can hold a policy whose constraint in this
     /// dimension matches the request's entity `x` (empty lists left out).
     fn each_list<'s>(&'s self, x: &Lineage<'_>, mut f: impl FnMut(&'s [u32])) {
-        let mut add = |list: Option<&'s Vec<u32>>| {
-            if let Some(list) = list {
-                if !list.is_empty() {
-                    f(list);
-                }
+        let mut add = |list: &'s [u32]| {
+            if !list.is_empty() {
+                f(list);
             }
         };
-        add(Some(&self.any));
-        add(self.eq.get(x.uid));
-        add(self.of_type.get(x.uid.type_name()));
-        if !self.within.is_empty() {
-            add(self.within.get(x.uid));
+        add(&self.any);
+        if let Some(pinned) = self.by_uid.get(UidKey::of(x.uid.as_ref())) {
+            add(&pinned.eq);
+            add(&pinned.within);
+        }
+        if let Some(list) = self.of_type.get(x.uid.type_name()) {
+            add(list);
+        }
+        if self.has_within {
             for a in &x.ancestors {
-                add(self.within.get(*a));
+                if let Some(pinned) = self.by_uid.get(UidKey::of(a.as_ref())) {
+                    add(&pinned.within);
+                }
             }
         }
     }
 
-    /// The total length of the lists of [`Self::each_list`].
-    fn total(&self, x: &Lineage<'_>) -> usize {
-        let mut total = 0;
-        self.each_list(x, |list| total += list.len());
-        total
+    /// The lists of [`Self::each_list`], gathered in one pass.
+    fn gather<'s>(&'s self, x: &Lineage<'_>) -> Lists<'s> {
+        let mut lists = Lists {
+            found: [&[]; Lists::HELD],
+            held: 0,
+            total: 0,
+            spilled: false,
+        };
+        self.each_list(x, |list| {
+            lists.total += list.len();
+            match lists.found.get_mut(lists.held) {
+                Some(slot) => {
+                    *slot = list;
+                    lists.held += 1;
+                }
+                None => lists.spilled = true,
+            }
+        });
+        lists
     }
 }
 
-fn push<K: Eq + Hash + Clone>(map: &mut FastMap<K, Vec<u32>>, key: &K, at: u32) {
-    map.entry(key.clone()).or_default().push(at);
+/// The lists one dimension yields for a request: the first [`Lists::HELD`] of them
+/// kept (a request rarely yields more), and their total length.
+struct Lists<'s> {
+    found: [&'s [u32]; Lists::HELD],
+    held: usize,
+    total: usize,
+    /// More lists than were kept: the dimension is walked again if it is chosen.
+    spilled: bool,
+}
+
+impl Lists<'_> {
+    const HELD: usize = 8;
 }
 
 /// The request's entity in one dimension together with its ancestors in the
@@ -384,17 +453,16 @@ impl Known for Lineage<'_> {
 impl<'a> Lineage<'a> {
     const LINEAR_LIMIT: usize = 16;
 
-    fn new(uid: &'a EntityUid, entities: &'a Entities) -> Self {
-        let store: &'a cedar_policy_core::entities::Entities = entities.as_ref();
+    fn new(uid: &'a EntityUid, data: Lookup<'a>) -> Self {
         // An entity missing from the data has no ancestors: Cedar then reads `X in E`
         // as `X == E`.
-        let (entity, ancestors) = match store.entity(uid.as_ref()) {
-            Dereference::Data(e) => (
+        let (entity, ancestors) = match data.entity(uid.as_ref()) {
+            Ok(Some(e)) => (
                 Ok(Some(e)),
                 e.ancestors().map(EntityUid::ref_cast).collect(),
             ),
-            Dereference::NoSuchEntity => (Ok(None), Vec::new()),
-            Dereference::Residual(_) => (Err(GiveUp), Vec::new()),
+            Ok(None) => (Ok(None), Vec::new()),
+            Err(Residual) => (Err(GiveUp), Vec::new()),
         };
         let lookup = (ancestors.len() > Self::LINEAR_LIMIT)
             .then(|| ancestors.iter().copied().collect::<HashSet<_, _>>());
@@ -428,11 +496,11 @@ struct Lineages<'a> {
 }
 
 impl<'a> Lineages<'a> {
-    fn new(request: &'a Request, entities: &'a Entities) -> Option<Self> {
+    fn new(request: &'a Request, data: Lookup<'a>) -> Option<Self> {
         Some(Self {
-            principal: Lineage::new(request.principal()?, entities),
-            action: Lineage::new(request.action()?, entities),
-            resource: Lineage::new(request.resource()?, entities),
+            principal: Lineage::new(request.principal()?, data),
+            action: Lineage::new(request.action()?, data),
+            resource: Lineage::new(request.resource()?, data),
         })
     }
 }
@@ -548,6 +616,8 @@ pub struct PolicyIndex {
     cache: SetCache,
     compiled: bool,
     authorizer: Authorizer,
+    /// The shared type names that scopes and compiled conditions use.
+    types: Arc<TypeCanon>,
 }
 
 impl fmt::Debug for PolicyIndex {
@@ -569,6 +639,16 @@ impl PolicyIndex {
     pub fn build_with_options(
         policies: &PolicySet,
         options: PolicyIndexOptions,
+    ) -> Result<Self, PolicyIndexError> {
+        Self::build_with_types(policies, options, Arc::new(TypeCanon::default()))
+    }
+
+    /// [`Self::build_with_options`], with the type names of scopes and conditions put
+    /// on the shared instances of `types` (the schema's, which requests use).
+    pub fn build_with_types(
+        policies: &PolicySet,
+        options: PolicyIndexOptions,
+        types: Arc<TypeCanon>,
     ) -> Result<Self, PolicyIndexError> {
         let count = policies.num_of_policies();
         if u32::try_from(count).is_err() {
@@ -601,9 +681,10 @@ impl PolicyIndex {
                 condition: Compiled::new(),
                 // For a linked policy these accessors return the linked values in
                 // place of the slots: the values Cedar evaluates the scope with.
-                principal: EntityScope::from_principal(policy.principal_constraint()),
-                action: ActionScope::from_constraint(policy.action_constraint()),
-                resource: EntityScope::from_resource(policy.resource_constraint()),
+                principal: EntityScope::from_principal(policy.principal_constraint())
+                    .sharing(&types),
+                action: ActionScope::from_constraint(policy.action_constraint()).sharing(&types),
+                resource: EntityScope::from_resource(policy.resource_constraint()).sharing(&types),
                 source,
             });
         }
@@ -638,13 +719,16 @@ impl PolicyIndex {
             },
             compiled: options.compiled,
             authorizer: Authorizer::new(),
+            types,
         })
     }
 
     /// Decides `request` as `Authorizer::is_authorized` over the whole set would,
     /// evaluating only the policies whose scope matches it.
-    pub fn is_authorized(&self, request: &Request, entities: &Entities) -> Response {
-        self.is_authorized_noting(request, entities)
+    /// `data`: the entities (`&Entities`), or a [`Lookup`] that also holds their
+    /// [`EntityTable`](super::entity_table::EntityTable).
+    pub fn is_authorized<'a>(&self, request: &Request, data: impl Into<Lookup<'a>>) -> Response {
+        self.is_authorized_noting(request, data.into())
             .0
             .into_response()
     }
@@ -653,12 +737,9 @@ impl PolicyIndex {
     /// request's principal and resource (found while looking up their ancestors: a
     /// caller that must deny a request about a missing entity need not look them
     /// up again).
-    pub fn is_authorized_noting(
-        &self,
-        request: &Request,
-        entities: &Entities,
-    ) -> (Verdict, Presence) {
-        let Some(lineages) = Lineages::new(request, entities) else {
+    pub fn is_authorized_noting(&self, request: &Request, data: Lookup<'_>) -> (Verdict, Presence) {
+        let entities = data.entities();
+        let Some(lineages) = Lineages::new(request, data) else {
             let held = |uid: Option<&EntityUid>| uid.is_some_and(|u| entities.get(u).is_some());
             let presence = Presence {
                 principal: held(request.principal()),
@@ -674,7 +755,7 @@ impl PolicyIndex {
         let positions = self.candidate_positions(&lineages);
         if self.compiled {
             if let Some((allowed, reasons)) =
-                self.by_conditions(&positions, &lineages, request, entities)
+                self.by_conditions(&positions, &lineages, request, data)
             {
                 return (Verdict::Compiled { allowed, reasons }, presence);
             }
@@ -687,10 +768,15 @@ impl PolicyIndex {
     /// evaluates to a boolean (`model::condition`); `None` hands the request to
     /// Cedar. Public so that tests can count how many requests it decides; the
     /// answer equals [`Self::is_authorized`]'s whenever it is `Some`.
-    pub fn decide_compiled(&self, request: &Request, entities: &Entities) -> Option<Response> {
-        let lineages = Lineages::new(request, entities)?;
+    pub fn decide_compiled<'a>(
+        &self,
+        request: &Request,
+        data: impl Into<Lookup<'a>>,
+    ) -> Option<Response> {
+        let data = data.into();
+        let lineages = Lineages::new(request, data)?;
         let positions = self.candidate_positions(&lineages);
-        self.by_conditions(&positions, &lineages, request, entities)
+        self.by_conditions(&positions, &lineages, request, data)
             .map(|(allowed, reasons)| Verdict::Compiled { allowed, reasons }.into_response())
     }
 
@@ -699,14 +785,14 @@ impl PolicyIndex {
         positions: &[u32],
         lineages: &Lineages<'_>,
         request: &Request,
-        entities: &Entities,
+        data: Lookup<'_>,
     ) -> Option<(bool, Vec<PolicyId>)> {
         let env = Env::new(
             &lineages.principal,
             &lineages.action,
             &lineages.resource,
             request.context(),
-            entities,
+            data,
         );
         let mut permits = Vec::new();
         let mut forbids = Vec::new();
@@ -736,13 +822,14 @@ impl PolicyIndex {
             .condition
             .get_or_init(|| match &entry.source {
                 Source::Static(policy) => {
-                    Condition::from_est(&policy.to_json().ok()?).map(Arc::new)
+                    Condition::from_est(&policy.to_json().ok()?, &self.types).map(Arc::new)
                 }
                 Source::Link { template, .. } => {
                     let (template, compiled) = self.templates.get(template)?;
                     compiled
                         .get_or_init(|| {
-                            Condition::from_est(&template.to_json().ok()?).map(Arc::new)
+                            Condition::from_est(&template.to_json().ok()?, &self.types)
+                                .map(Arc::new)
                         })
                         .clone()
                 }
@@ -774,7 +861,7 @@ impl PolicyIndex {
     /// when the request's principal, action or resource is unknown, which is decided
     /// over the whole set.
     pub fn candidates(&self, request: &Request, entities: &Entities) -> Option<Vec<PolicyId>> {
-        let positions = self.candidate_positions(&Lineages::new(request, entities)?);
+        let positions = self.candidate_positions(&Lineages::new(request, entities.into())?);
         Some(
             positions
                 .iter()
@@ -819,8 +906,8 @@ impl PolicyIndex {
         entities: &Entities,
         actions: &Entities,
     ) -> Option<Arc<PolicySet>> {
-        let p = Lineage::new(principal, entities);
-        let a = Lineage::new(action, actions);
+        let p = Lineage::new(principal, entities.into());
+        let a = Lineage::new(action, actions.into());
         self.set_where(|e| {
             e.principal.matches(&p)
                 && e.action.matches(&a)
@@ -841,8 +928,8 @@ impl PolicyIndex {
         entities: &Entities,
         actions: &Entities,
     ) -> Option<Arc<PolicySet>> {
-        let a = Lineage::new(action, actions);
-        let r = Lineage::new(resource, entities);
+        let a = Lineage::new(action, actions.into());
+        let r = Lineage::new(resource, entities.into());
         self.set_where(|e| {
             e.principal.may_match_type(principal_type)
                 && e.action.matches(&a)
@@ -867,35 +954,37 @@ impl PolicyIndex {
     /// Positions of the policies whose scope matches the request, ascending.
     fn candidate_positions(&self, lineages: &Lineages<'_>) -> Vec<u32> {
         let (p, a, r) = (&lineages.principal, &lineages.action, &lineages.resource);
-
-        let (p_total, a_total, r_total) = (
-            self.principal.total(p),
-            self.action.total(a),
-            self.resource.total(r),
-        );
         // Each dimension's lists hold every matching policy; the shortest are the
-        // cheapest to filter (looked up again: cheaper than collecting them).
-        let (dimension, x, total) = if p_total <= a_total && p_total <= r_total {
-            (&self.principal, p, p_total)
-        } else if r_total <= a_total {
-            (&self.resource, r, r_total)
-        } else {
-            (&self.action, a, a_total)
+        // cheapest to filter. Ties go to the principal, then the resource.
+        let gathered = [
+            (&self.principal, p, self.principal.gather(p)),
+            (&self.resource, r, self.resource.gather(r)),
+            (&self.action, a, self.action.gather(a)),
+        ];
+        let Some((dimension, x, lists)) = gathered.iter().min_by_key(|(_, _, l)| l.total) else {
+            return Vec::new();
         };
 
-        let mut out: Vec<u32> = Vec::with_capacity(total.min(64));
-        dimension.each_list(x, |list| {
+        let mut out: Vec<u32> = Vec::with_capacity(lists.total.min(64));
+        let mut keep = |list: &[u32]| {
             for &at in list {
                 if self.entry(at).is_some_and(|e| e.matches(p, a, r)) {
                     out.push(at);
                 }
             }
-        });
+        };
+        if lists.spilled {
+            dimension.each_list(x, keep);
+        } else {
+            lists.found.iter().take(lists.held).for_each(|l| keep(l));
+        }
         // A policy is in one list per matching key, and `action in [A, B]` can
         // match through both `A` and `B`; sorting also restores the set's order,
-        // which is the order Cedar reports errors in.
-        out.sort_unstable();
-        out.dedup();
+        // which is the order Cedar reports errors in. One list is both already.
+        if lists.held > 1 || lists.spilled {
+            out.sort_unstable();
+            out.dedup();
+        }
         out
     }
 

@@ -11,6 +11,8 @@
 //!   match, so decisions stay flat in the number of grants; they are decided by
 //!   their conditions compiled by `condition` when those evaluate without error,
 //!   by Cedar's authorizer otherwise.
+//! - [`entity_table`]: entity lookups with a cheaper hash than Cedar's store, for
+//!   the compiled path over data served whole.
 //! - [`conformance`]: why entity data does not fit the schema, named by uid,
 //!   attribute and expected type.
 //! - [`lint`]: warnings about a valid model (forbids that missing data would skip).
@@ -25,6 +27,7 @@
 pub mod compile;
 pub(crate) mod condition;
 pub mod conformance;
+pub mod entity_table;
 pub mod index;
 pub mod lint;
 pub mod mapping;

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, PolicySet, Schema};
 use serde::Serialize;
 
+use super::entity_table::{EntityTable, TypeCanon, UidKey, UidMap};
 use super::mapping::Mapping;
 use super::routes::RouteTable;
 use super::schema_types::SchemaTypes;
@@ -118,9 +119,7 @@ impl std::fmt::Debug for Memo {
 /// pairs. Keys come from the schema (trusted): a fast hasher. A lookup hashes the
 /// action alone and compares a few type names, with nothing cloned.
 #[derive(Debug, Default)]
-pub struct EmptyContext(
-    HashMap<EntityUid, Vec<(EntityTypeName, EntityTypeName)>, foldhash::fast::RandomState>,
-);
+pub struct EmptyContext(UidMap<Vec<(EntityTypeName, EntityTypeName)>>);
 
 impl EmptyContext {
     fn insert(
@@ -130,7 +129,7 @@ impl EmptyContext {
         resource: &EntityTypeName,
     ) {
         self.0
-            .entry(action.clone())
+            .entry(UidKey::new(action.as_ref().clone()))
             .or_default()
             .push((principal.clone(), resource.clone()));
     }
@@ -144,7 +143,7 @@ impl EmptyContext {
         resource: &EntityTypeName,
     ) -> bool {
         self.0
-            .get(action)
+            .get(UidKey::of(action.as_ref()))
             .is_some_and(|pairs| pairs.iter().any(|(p, r)| p == principal && r == resource))
     }
 
@@ -162,6 +161,8 @@ impl EmptyContext {
 /// principal and resource types, tried with two ids no enumeration of ids would hold
 /// both of, so that a type with enumerated ids is left out.
 pub fn empty_context(schema: &Schema) -> EmptyContext {
+    // Kept on the names requests are read with, so that they compare by pointer.
+    let types = type_canon(schema);
     let mut ok = EmptyContext::default();
     for action in schema.actions() {
         let (Some(principals), Some(resources)) = (
@@ -190,7 +191,11 @@ pub fn empty_context(schema: &Schema) -> EmptyContext {
                     .is_ok()
                 });
                 if accepted {
-                    ok.insert(p, action, r);
+                    ok.insert(
+                        &types.api_type(p),
+                        &types.api_uid(action),
+                        &types.api_type(r),
+                    );
                 }
             }
         }
@@ -204,12 +209,22 @@ pub type TypeNames = HashMap<String, EntityTypeName, foldhash::fast::RandomState
 
 /// The [`TypeNames`] of a schema: its entity types and its actions' types.
 pub fn type_names(schema: &Schema) -> TypeNames {
-    schema
-        .entity_types()
+    schema_types(schema)
         .cloned()
-        .chain(schema.actions().map(|a| a.type_name().clone()))
         .map(|ty| (ty.to_string(), ty))
         .collect()
+}
+
+/// The [`TypeCanon`] of a schema: the very instances [`type_names`] holds, which
+/// requests are read with (both come from the schema's own names).
+pub fn type_canon(schema: &Schema) -> TypeCanon {
+    TypeCanon::new(schema_types(schema))
+}
+
+fn schema_types(schema: &Schema) -> impl Iterator<Item = &EntityTypeName> {
+    schema
+        .entity_types()
+        .chain(schema.actions().map(|a| a.type_name()))
 }
 
 /// Entity data held by the model (the file source), lean: each entity is kept as its
@@ -232,6 +247,9 @@ pub struct EntityData {
     /// The whole data set as Cedar entities: built at load for data served whole
     /// (query plans then decide over all of it); lean data never builds it.
     whole: OnceLock<Result<Arc<Entities>, String>>,
+    /// The whole set's [`EntityTable`], for data served whole: the compiled decision
+    /// path looks entities up there (a copy of each entity: small data only).
+    table: Option<Arc<EntityTable>>,
     /// Who refers to whom, built on first use by query plans and search, which read
     /// it instead of the whole set.
     links: OnceLock<Links>,
@@ -281,6 +299,7 @@ impl EntityData {
             count,
             literals: Vec::new(),
             whole: OnceLock::new(),
+            table: None,
             links: OnceLock::new(),
             serves_whole: false,
         }
@@ -339,11 +358,17 @@ impl EntityData {
     /// Builds the whole set now and has decisions read it (data up to
     /// [`WHOLE_SET_MAX_BYTES`]).
     pub fn serving_whole(self, schema: &Schema) -> Result<Self, String> {
-        self.whole(schema)?;
+        let whole = self.whole(schema)?;
         Ok(Self {
             serves_whole: true,
+            table: EntityTable::of(&whole, &type_canon(schema)).map(Arc::new),
             ..self
         })
+    }
+
+    /// The [`EntityTable`] of the set [`Self::served_whole`] hands out.
+    pub fn served_table(&self) -> Option<Arc<EntityTable>> {
+        self.table.clone().filter(|_| self.serves_whole)
     }
 
     /// The whole set, when decisions read it rather than what each request reaches.

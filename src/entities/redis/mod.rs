@@ -583,6 +583,7 @@ impl EntitySource for RedisSource {
             beyond_depth: beyond,
             depth: shared.depth,
             complete: false,
+            table: None,
         })
     }
 
