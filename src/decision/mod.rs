@@ -11,6 +11,6 @@ pub mod request;
 pub use pipeline::{decide, Decision, Described, Outcome};
 pub use record::{Call, Recorder, Surface, TraceContext};
 pub use request::{
-    check, check_uids, check_uids_with_pairs, parse_uid, plain_uid_parts, CheckedRequest, Field,
-    FieldNames, RawRequest, RequestError, AUTHZEN_NAMES, CEDAR_NAMES,
+    check, check_uids, check_uids_with_pairs, is_plain, parse_uid, plain_uid_parts, uid_text,
+    CheckedRequest, Field, FieldNames, RawRequest, RequestError, AUTHZEN_NAMES, CEDAR_NAMES,
 };

@@ -353,9 +353,7 @@ fn evaluate(
 /// formatting machinery for the ids that it leaves as they are.
 fn policy_id_text(id: &cedar_policy::PolicyId) -> String {
     let raw: &str = id.as_ref();
-    let unescaped =
-        |b: &u8| (b.is_ascii_graphic() || *b == b' ') && !matches!(b, b'"' | b'\\' | b'\'');
-    if raw.as_bytes().iter().all(unescaped) {
+    if super::request::is_plain(raw) {
         raw.to_owned()
     } else {
         id.to_string()

@@ -205,8 +205,7 @@ fn plain_uid(snapshot: &Snapshot, input: &str) -> Option<EntityUid> {
 /// [`plain_uid`]: `None` unless `ty` is a type of the schema written exactly as the
 /// schema names it and `id` is printable ASCII without quotes or backslashes.
 pub fn plain_uid_parts(snapshot: &Snapshot, ty: &str, id: &str) -> Option<EntityUid> {
-    let plain = |b: &u8| (b.is_ascii_graphic() || *b == b' ') && !matches!(b, b'"' | b'\\' | b'\'');
-    if !id.as_bytes().iter().all(plain) {
+    if !is_plain(id) {
         return None;
     }
     let ty = snapshot.type_named(ty)?;
@@ -214,6 +213,33 @@ pub fn plain_uid_parts(snapshot: &Snapshot, ty: &str, id: &str) -> Option<Entity
         ty.clone(),
         EntityId::new(id),
     ))
+}
+
+/// Whether Cedar writes `text` as it is inside quotes (Rust's `escape_debug` leaves
+/// it unchanged): printable ASCII and spaces, without quotes or backslashes.
+pub fn is_plain(text: &str) -> bool {
+    text.bytes()
+        .all(|b| (b.is_ascii_graphic() || b == b' ') && !matches!(b, b'"' | b'\\' | b'\''))
+}
+
+/// `uid` as Cedar's `Display` writes it (`Type::"id"`), without the formatting
+/// machinery for an id [`is_plain`] holds.
+pub fn uid_text(uid: &EntityUid) -> String {
+    let id = uid.id().unescaped();
+    if !is_plain(id) {
+        return uid.to_string();
+    }
+    let ty = uid.type_name();
+    let mut out = String::with_capacity(48);
+    for part in ty.namespace_components() {
+        out.push_str(part);
+        out.push_str("::");
+    }
+    out.push_str(ty.basename());
+    out.push_str("::\"");
+    out.push_str(id);
+    out.push('"');
+    out
 }
 
 /// Checks a raw request against the snapshot's schema.
@@ -413,6 +439,26 @@ action sign appliesTo { principal: [User], resource: [Doc], context: { pin: Stri
                 ),
                 "{p} {a} {r}: {error:?}"
             );
+        }
+    }
+
+    /// A uid is written as `Display` writes it, plain or not.
+    #[test]
+    fn uids_are_written_as_display_writes_them() {
+        let uids = [
+            ("Portal::User", "bea"),
+            ("User", "bea"),
+            ("A::B::C", "x y"),
+            ("Portal::User", ""),
+            ("Portal::User", "it's"),
+            ("Portal::User", "q\"uote"),
+            ("Portal::User", "back\\slash"),
+            ("Portal::User", "tab\there"),
+            ("Portal::User", "é"),
+        ];
+        for (ty, id) in uids {
+            let uid = EntityUid::from_type_name_and_id(ty.parse().unwrap(), EntityId::new(id));
+            assert_eq!(uid_text(&uid), uid.to_string(), "{ty} {id}");
         }
     }
 

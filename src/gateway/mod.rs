@@ -268,7 +268,8 @@ impl Gateway {
         };
         let checked = match decision::check_uids_with_pairs(
             snapshot,
-            identity.principal.clone(),
+            // On the schema's instance of its type, as a request's uid read from text.
+            snapshot.type_canon.api_uid(&identity.principal),
             matched.route.action.clone(),
             resource,
             context,

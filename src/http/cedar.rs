@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::error::{json_error, outcome_error, ApiError};
-use super::{decode_json, json_response, read_json_body, Ctx, Reply};
+use super::{decode_json, json_response, json_strings, read_json_body, Ctx, Reply};
 use crate::decision::{self, CheckedRequest, Decision, Field, Outcome, Surface};
 use crate::model::Snapshot;
 
@@ -198,24 +198,6 @@ fn decision_json(d: &Decision) -> String {
     json_strings(&mut out, &d.errors);
     out.push_str("]}}");
     out
-}
-
-/// Writes `items` as JSON strings separated by commas, as serde_json writes them.
-fn json_strings(out: &mut String, items: &[String]) {
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        // Text without quotes, backslashes and control characters is its own JSON
-        // string body; anything else is escaped by serde_json.
-        if item.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-            out.push('"');
-            out.push_str(item);
-            out.push('"');
-        } else {
-            out.push_str(&serde_json::to_string(item).unwrap_or_else(|_| "\"\"".into()));
-        }
-    }
 }
 
 pub async fn batch_is_authorized(ctx: &Ctx, req: Request<Incoming>) -> Reply {

@@ -383,6 +383,30 @@ async fn answer(ctx: &Ctx, found: &Route, req: Request<Incoming>) -> (&'static s
     }
 }
 
+/// Writes `items` as JSON strings separated by commas, as serde_json writes them.
+pub(crate) fn json_strings(out: &mut String, items: &[impl AsRef<str>]) {
+    for (i, item) in items.iter().enumerate() {
+        let item = item.as_ref();
+        if i > 0 {
+            out.push(',');
+        }
+        // Text without quotes, backslashes and control characters is its own JSON
+        // string body; anything else is escaped by serde_json.
+        if item.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.push('"');
+            out.push_str(item);
+            out.push('"');
+        } else {
+            out.push_str(&serde_json::to_string(item).unwrap_or_else(|_| "\"\"".into()));
+        }
+    }
+}
+
+/// Writes `text` as a JSON string, as serde_json writes it.
+pub(crate) fn json_string(out: &mut String, text: &str) {
+    json_strings(out, std::slice::from_ref(&text));
+}
+
 pub fn json_response(status: StatusCode, body: String) -> Response {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;

@@ -51,13 +51,13 @@ pub fn compile(sources: &Sources) -> Result<Snapshot, Problems> {
         return Err(Problems(problems));
     };
     let types = Arc::new(super::snapshot::type_canon(&schema));
-    let index =
-        PolicyIndex::build_with_types(&set, PolicyIndexOptions::default(), types).map_err(|e| {
-            Problems::single(Problem::file(
-                sources.schema.name.clone(),
-                format!("policy index: {e}"),
-            ))
-        })?;
+    let index = PolicyIndex::build_with_types(&set, PolicyIndexOptions::default(), types.clone())
+        .map_err(|e| {
+        Problems::single(Problem::file(
+            sources.schema.name.clone(),
+            format!("policy index: {e}"),
+        ))
+    })?;
     let files = sources.files();
     let entities = derived.entities.map(|mut data| {
         data.literals = condition_literals(&set, &data);
@@ -78,6 +78,7 @@ pub fn compile(sources: &Sources) -> Result<Snapshot, Problems> {
         actions: schema.actions().cloned().collect(),
         empty_context: super::snapshot::empty_context(&schema),
         type_names: super::snapshot::type_names(&schema),
+        type_canon: types,
         action_entities: derived.action_entities,
         entities,
         schema,

@@ -144,7 +144,11 @@ impl TypeCanon {
     }
 
     /// `v` with every uid in it (in sets and records too) on shared type instances.
+    /// A value without uids is `v` itself (a set or record shares its contents).
     pub fn value(&self, v: &Value) -> Value {
+        if !holds_uid(v) {
+            return v.clone();
+        }
         match &v.value {
             ValueKind::Lit(Literal::EntityUID(uid)) => Value {
                 value: ValueKind::Lit(Literal::EntityUID(Arc::new(self.uid(uid)))),
@@ -179,6 +183,15 @@ impl TypeCanon {
             e.parents().map(|a| self.uid(a)).collect(),
             e.tags().map(partial),
         )
+    }
+}
+
+fn holds_uid(v: &Value) -> bool {
+    match &v.value {
+        ValueKind::Lit(Literal::EntityUID(_)) => true,
+        ValueKind::Set(set) => set.authoritative.iter().any(holds_uid),
+        ValueKind::Record(fields) => fields.values().any(holds_uid),
+        _ => false,
     }
 }
 
@@ -265,24 +278,41 @@ mod tests {
         assert!(key(r#"Portal::User::"bea""#) == again);
     }
 
-    /// The table holds what the store holds, and nothing else.
+    /// The table holds what the store holds, and nothing else: equal entities (uids
+    /// in attributes, sets, records and tags put on shared type names, never changed).
     #[test]
     fn the_table_holds_the_stores_entities() {
         let entities = Entities::from_json_str(
             r#"[
-                {"uid": {"type": "User", "id": "bea"}, "attrs": {"n": 1}, "parents": [{"type": "Team", "id": "t"}]},
-                {"uid": {"type": "Team", "id": "t"}, "attrs": {}, "parents": []},
-                {"uid": {"type": "Team", "id": "bea"}, "attrs": {"n": 2}, "parents": []}
+                {"uid": {"type": "A::User", "id": "bea"}, "parents": [{"type": "A::Team", "id": "t"}],
+                 "attrs": {"n": 1, "team": {"__entity": {"type": "A::Team", "id": "t"}},
+                           "teams": [{"__entity": {"type": "A::Team", "id": "t"}}, {"__entity": {"type": "B::Team", "id": "t"}}],
+                           "deep": {"of": {"who": {"__entity": {"type": "A::User", "id": "x"}}, "k": "v"}},
+                           "plain": {"a": [1, 2], "s": "text"}},
+                 "tags": {"acme": {"who": {"__entity": {"type": "A::Team", "id": "t"}}}}},
+                {"uid": {"type": "A::Team", "id": "t"}, "attrs": {}, "parents": [{"type": "A::Team", "id": "all"}]},
+                {"uid": {"type": "A::Team", "id": "all"}, "attrs": {}, "parents": []},
+                {"uid": {"type": "B::Team", "id": "bea"}, "attrs": {"n": 2}, "parents": []}
             ]"#,
             None,
         )
         .unwrap();
-        let table = EntityTable::of(&entities, &TypeCanon::default()).unwrap();
-        assert_eq!(table.len(), 3);
-        let store: &cedar_policy_core::entities::Entities = entities.as_ref();
-        for e in store.iter() {
-            assert_eq!(table.get(e.uid()).map(|t| t.deep_eq(e)), Some(true));
+        let names: Vec<EntityTypeName> = ["A::User", "A::Team"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        for types in [TypeCanon::default(), TypeCanon::new(&names)] {
+            let table = EntityTable::of(&entities, &types).unwrap();
+            assert_eq!(table.len(), 4);
+            let store: &cedar_policy_core::entities::Entities = entities.as_ref();
+            for e in store.iter() {
+                let t = table.get(e.uid()).unwrap();
+                assert!(t.deep_eq(e), "{e}");
+                let parents = |x: &Entity| x.parents().cloned().collect::<HashSet<_>>();
+                assert_eq!(parents(t), parents(e));
+            }
         }
+        let table = EntityTable::of(&entities, &TypeCanon::new(&names)).unwrap();
         let missing = key(r#"User::"t""#);
         assert!(table.get(missing.uid()).is_none());
     }

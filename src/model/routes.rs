@@ -8,6 +8,7 @@
 //! encoded slashes) matches nothing and is denied by default, so a difference between
 //! how the proxy's upstream and Portcullis read a path can only deny, never allow.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 
@@ -293,14 +294,14 @@ impl RouteTable {
         }
     }
 
-    fn find_for(&self, method: &Method, segments: &[String]) -> Option<RouteMatch<'_>> {
+    fn find_for(&self, method: &Method, segments: &[Cow<'_, str>]) -> Option<RouteMatch<'_>> {
         let mut best: Option<(Vec<bool>, &Route)> = None;
         for route in &self.routes {
             if route.method != *method || route.segments.len() != segments.len() {
                 continue;
             }
             let matches = route.segments.iter().zip(segments).all(|(t, s)| match t {
-                Segment::Literal(l) => l == s,
+                Segment::Literal(l) => l == s.as_ref(),
                 Segment::Var(name) => self.binds(name, s),
             });
             if !matches {
@@ -323,7 +324,7 @@ impl RouteTable {
             .iter()
             .zip(segments)
             .filter_map(|(t, s)| match t {
-                Segment::Var(name) => Some((name.as_str(), s.clone())),
+                Segment::Var(name) => Some((name.as_str(), s.to_string())),
                 Segment::Literal(_) => None,
             })
             .collect();
@@ -334,7 +335,7 @@ impl RouteTable {
 /// Splits a request target into percent-decoded segments. `None` for a path no route
 /// may match: not absolute, with empty, `.` or `..` segments, with an encoded `/`, or
 /// not UTF-8 once decoded. One trailing slash is ignored.
-pub fn split_path(path_and_query: &str) -> Option<Vec<String>> {
+pub fn split_path(path_and_query: &str) -> Option<Vec<Cow<'_, str>>> {
     let path = path_and_query
         .split(['?', '#'])
         .next()
@@ -355,7 +356,11 @@ pub fn split_path(path_and_query: &str) -> Option<Vec<String>> {
     Some(out)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// `s` with its `%XX` escapes decoded; itself when it has none.
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s));
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -370,7 +375,7 @@ fn percent_decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// Parses a path template: `/accounts/{account}/invoices/{invoice}`.
@@ -581,7 +586,9 @@ fn compile_route(
     };
     let segments = parse_path_template(path).map_err(|e| errors.push(e)).ok();
     let action = match parse_action(&r.action, namespace) {
-        Ok(a) if schema.actions().any(|x| x == &a) => Some(a),
+        // The schema's own instance: requests compare it with the schema's names,
+        // by pointer when they share one (`model::entity_table::TypeCanon`).
+        Ok(a) if schema.actions().any(|x| x == &a) => schema.actions().find(|x| *x == &a).cloned(),
         Ok(a) => {
             errors.push(format!("action `{a}` is not declared in the schema"));
             None
@@ -592,7 +599,13 @@ fn compile_route(
         }
     };
     let resource = match UidTemplate::parse(&r.resource) {
-        Ok(t) if schema.entity_types().any(|x| x == t.type_name()) => Some(t),
+        Ok(t) if schema.entity_types().any(|x| x == t.type_name()) => {
+            let declared = schema.entity_types().find(|x| *x == t.type_name()).cloned();
+            Some(match declared {
+                Some(ty) => UidTemplate { type_name: ty, ..t },
+                None => t,
+            })
+        }
         Ok(t) => {
             errors.push(format!(
                 "entity type `{}` is not declared in the schema",

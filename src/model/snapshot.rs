@@ -70,6 +70,9 @@ pub struct Snapshot {
     /// The schema's entity types (actions' types included) by their names as written
     /// in a uid (`Portal::User`), so a request's uids are read without Cedar's parser.
     pub type_names: TypeNames,
+    /// The same names as shared instances, for uids made outside the request check
+    /// (the gateway's principal).
+    pub type_canon: Arc<TypeCanon>,
     /// The schema's action entities when actions have groups (`action in Group`
     /// needs them); empty otherwise, since a request's own action needs no entity.
     pub action_entities: Vec<Entity>,
