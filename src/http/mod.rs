@@ -439,6 +439,10 @@ pub async fn read_json_body(ctx: &Ctx, req: Request<Incoming>) -> Result<Bytes, 
 /// Whether a `Content-Type` value names `application/json` (any case, parameters
 /// after `;` allowed, spaces around the type ignored).
 fn is_json_media_type(value: &[u8]) -> bool {
+    // What nearly every client sends, compared whole.
+    if value == b"application/json" {
+        return true;
+    }
     // Text a header value may hold as a string (`HeaderValue::to_str`) only.
     if !value
         .iter()
@@ -462,7 +466,7 @@ pub async fn read_body(ctx: &Ctx, req: Request<Incoming>) -> Result<Bytes, ApiEr
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let read = Limited::new(req.into_body(), limit).collect();
+    let read = collect(Limited::new(req.into_body(), limit));
     let mut read = std::pin::pin!(read);
     // A small body mostly arrives with its head: then it is read without arming the
     // timer (one poll; if the body is not all here, that poll only registers the
@@ -479,7 +483,7 @@ pub async fn read_body(ctx: &Ctx, req: Request<Incoming>) -> Result<Bytes, ApiEr
         }
     };
     match collected {
-        Ok(c) => Ok(c.to_bytes()),
+        Ok(bytes) => Ok(bytes),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
@@ -494,10 +498,48 @@ pub async fn read_body(ctx: &Ctx, req: Request<Incoming>) -> Result<Bytes, ApiEr
     }
 }
 
+/// The data of a body's frames. A body of one frame (a small one mostly is) is that
+/// frame's bytes as they are, without a copy.
+async fn collect<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<Vec<u8>> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers
+        };
+        match (&mut joined, first.take()) {
+            (Some(all), _) => all.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(before)) => {
+                let mut all = Vec::with_capacity(before.len() + data.len());
+                all.extend_from_slice(&before);
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
+        }
+    }
+    Ok(match (joined, first) {
+        (Some(all), _) => Bytes::from(all),
+        (None, Some(only)) => only,
+        (None, None) => Bytes::new(),
+    })
+}
+
 /// Decodes a request body that arrived whole: the one JSON parser of every body the
 /// decision listener reads, with the error `handle` answers when it does not fit `T`.
 pub fn decode_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| json_error(&e))
+    // Read as text checked once: serde_json then need not check each borrowed value
+    // (a raw uid, say) as UTF-8 again. Bytes that are not UTF-8 are left to its byte
+    // reader, for the error it names them with.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+    .map_err(|e| json_error(&e))
 }
 
 #[cfg(test)]

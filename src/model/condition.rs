@@ -35,7 +35,7 @@ use std::cell::RefCell;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use cedar_policy::{Context, EntityTypeName, EntityUid};
+use cedar_policy::{EntityTypeName, EntityUid, Request};
 use cedar_policy_core::ast::{
     self, EntityType, EntityUID, Literal, PartialValue, Value, ValueKind,
 };
@@ -221,7 +221,7 @@ impl Condition {
     pub(crate) fn holds(&self, env: &Env<'_>) -> Out<bool> {
         for (when, body) in &self.clauses {
             // `unless { e }` is `!e`, which needs a boolean as much as `when` does.
-            if as_bool(&*eval(body, env)?)? != *when {
+            if eval_bool(body, env)? != *when {
                 return Ok(false);
             }
         }
@@ -373,6 +373,7 @@ pub(crate) trait Known {
 /// ancestors of its principal, action and resource.
 pub(crate) struct Env<'a> {
     known: [&'a dyn Known; 3],
+    request: &'a ast::Request,
     /// The principal, action and resource as values, made when first read.
     vars: [std::cell::OnceCell<Value>; 3],
     /// `None` for a context with unknowns (partial evaluation).
@@ -388,16 +389,17 @@ impl<'a> Env<'a> {
         principal: &'a dyn Known,
         action: &'a dyn Known,
         resource: &'a dyn Known,
-        context: Option<&Context>,
+        request: &'a Request,
         data: Lookup<'a>,
     ) -> Self {
-        let context = context.and_then(|c| match c.as_ref() {
+        let context = request.context().and_then(|c| match c.as_ref() {
             ast::Context::Value(map) => Some(Value::record_arc(Arc::clone(map), None)),
             ast::Context::RestrictedResidual(_) => None,
         });
         Self {
             vars: Default::default(),
             known: [principal, action, resource],
+            request: request.as_ref(),
             context,
             data,
             seen: RefCell::new(Vec::new()),
@@ -429,7 +431,20 @@ impl<'a> Env<'a> {
         let (Some(cell), Some(known)) = (self.vars.get(at), self.known.get(at)) else {
             return Err(GiveUp);
         };
-        Ok(cell.get_or_init(|| entity_value(known.uid())))
+        Ok(cell.get_or_init(|| {
+            let entry = match at {
+                0 => self.request.principal(),
+                1 => self.request.action(),
+                _ => self.request.resource(),
+            };
+            match entry {
+                // The request's own uid, shared rather than copied.
+                ast::EntityUIDEntry::Known { euid, .. } if same_uid(euid, known.uid().as_ref()) => {
+                    lit(Literal::EntityUID(Arc::clone(euid)))
+                }
+                _ => entity_value(known.uid()),
+            }
+        }))
     }
 
     /// The entity of `principal`, `action` or `resource` when `e` is one of them.
@@ -467,18 +482,17 @@ fn eval<'v, 'a: 'v>(e: &'v Expr, env: &'v Env<'a>) -> Out<Val<'v>> {
         Expr::Action => env.var(1).map(Cow::Borrowed),
         Expr::Resource => env.var(2).map(Cow::Borrowed),
         Expr::Context => env.context.as_ref().map(Cow::Borrowed).ok_or(GiveUp),
-        Expr::Not(a) => owned(boolean(!as_bool(&*eval(a, env)?)?)),
+        Expr::Not(_)
+        | Expr::And(..)
+        | Expr::Or(..)
+        | Expr::IsEmpty(_)
+        | Expr::Has(..)
+        | Expr::Is(..) => owned(boolean(eval_bool(e, env)?)),
         Expr::Neg(a) => owned(lit(Literal::Long(
             as_long(&*eval(a, env)?)?.checked_neg().ok_or(GiveUp)?,
         ))),
-        Expr::And(a, b) => owned(boolean(
-            as_bool(&*eval(a, env)?)? && as_bool(&*eval(b, env)?)?,
-        )),
-        Expr::Or(a, b) => owned(boolean(
-            as_bool(&*eval(a, env)?)? || as_bool(&*eval(b, env)?)?,
-        )),
         Expr::If(c, t, f) => {
-            if as_bool(&*eval(c, env)?)? {
+            if eval_bool(c, env)? {
                 eval(t, env)
             } else {
                 eval(f, env)
@@ -487,9 +501,14 @@ fn eval<'v, 'a: 'v>(e: &'v Expr, env: &'v Env<'a>) -> Out<Val<'v>> {
         Expr::Bin(op, a, b) => {
             let x = eval(a, env)?;
             let y = eval(b, env)?;
-            binary(*op, &x, &y, env)
+            match op {
+                Op::Add => long(i64::checked_add, &x, &y),
+                Op::Sub => long(i64::checked_sub, &x, &y),
+                Op::Mul => long(i64::checked_mul, &x, &y),
+                Op::GetTag => get_tag(&x, &y, env),
+                _ => owned(boolean(binary(*op, &x, &y, env)?)),
+            }
         }
-        Expr::IsEmpty(a) => owned(boolean(as_set(&*eval(a, env)?)?.is_empty())),
         Expr::Attr(a, attr) => match env.var_entity(a) {
             // `principal.attr` and the like: the request's entity is at hand.
             Some(entity) => match entity?.and_then(|e| e.get(attr)) {
@@ -501,26 +520,6 @@ fn eval<'v, 'a: 'v>(e: &'v Expr, env: &'v Env<'a>) -> Out<Val<'v>> {
                 Cow::Owned(v) => attribute(&v, attr, env).map(|v| Cow::Owned(v.into_owned())),
             },
         },
-        Expr::Has(a, chain) => match (env.var_entity(a), chain.split_first()) {
-            (Some(entity), Some((first, rest))) => match entity?.map(|e| e.get(first)) {
-                // The data does not hold the entity, or it lacks the attribute.
-                None | Some(None) => owned(boolean(false)),
-                Some(Some(PartialValue::Value(v))) => owned(boolean(has(v, rest, env)?)),
-                Some(Some(PartialValue::Residual(_))) => Err(GiveUp),
-            },
-            _ => owned(boolean(has(&*eval(a, env)?, chain, env)?)),
-        },
-        Expr::Is(a, ty, within) => {
-            let x = eval(a, env)?;
-            if as_entity(&x)?.entity_type() != ty {
-                owned(boolean(false))
-            } else {
-                match within {
-                    None => owned(boolean(true)),
-                    Some(w) => binary(Op::In, &x, &*eval(w, env)?, env),
-                }
-            }
-        }
         Expr::Set(items) => owned(Value::set(
             items
                 .iter()
@@ -538,13 +537,74 @@ fn eval<'v, 'a: 'v>(e: &'v Expr, env: &'v Env<'a>) -> Out<Val<'v>> {
     }
 }
 
-fn binary<'v>(op: Op, x: &Value, y: &Value, env: &Env<'_>) -> Out<Val<'v>> {
-    let long = |f: fn(i64, i64) -> Option<i64>| -> Out<Val<'v>> {
-        owned(lit(Literal::Long(
-            f(as_long(x)?, as_long(y)?).ok_or(GiveUp)?,
-        )))
+/// [`eval`] of an expression that must be a boolean (a clause, an operand of `&&`,
+/// `||`, `!`, a condition of `if`), without making a value of it: the same rules,
+/// and `GiveUp` wherever the value would not be a boolean.
+fn eval_bool(e: &Expr, env: &Env<'_>) -> Out<bool> {
+    match e {
+        Expr::Not(a) => Ok(!eval_bool(a, env)?),
+        // `&&` and `||` short-circuit, and require booleans on both sides they read.
+        Expr::And(a, b) => Ok(eval_bool(a, env)? && eval_bool(b, env)?),
+        Expr::Or(a, b) => Ok(eval_bool(a, env)? || eval_bool(b, env)?),
+        Expr::If(c, t, f) => {
+            if eval_bool(c, env)? {
+                eval_bool(t, env)
+            } else {
+                eval_bool(f, env)
+            }
+        }
+        Expr::Bin(op, a, b) if !matches!(op, Op::Add | Op::Sub | Op::Mul | Op::GetTag) => {
+            let x = eval(a, env)?;
+            let y = eval(b, env)?;
+            binary(*op, &x, &y, env)
+        }
+        Expr::IsEmpty(a) => Ok(as_set(&*eval(a, env)?)?.is_empty()),
+        Expr::Has(a, chain) => match (env.var_entity(a), chain.split_first()) {
+            (Some(entity), Some((first, rest))) => match entity?.map(|e| e.get(first)) {
+                // The data does not hold the entity, or it lacks the attribute.
+                None | Some(None) => Ok(false),
+                Some(Some(PartialValue::Value(v))) => has(v, rest, env),
+                Some(Some(PartialValue::Residual(_))) => Err(GiveUp),
+            },
+            _ => has(&*eval(a, env)?, chain, env),
+        },
+        Expr::Is(a, ty, within) => {
+            let x = eval(a, env)?;
+            if as_entity(&x)?.entity_type() != ty {
+                Ok(false)
+            } else {
+                match within {
+                    None => Ok(true),
+                    Some(w) => binary(Op::In, &x, &*eval(w, env)?, env),
+                }
+            }
+        }
+        _ => as_bool(&*eval(e, env)?),
+    }
+}
+
+/// `x + y`, `x - y`, `x * y` on longs; overflow is an error.
+fn long<'v>(f: fn(i64, i64) -> Option<i64>, x: &Value, y: &Value) -> Out<Val<'v>> {
+    owned(lit(Literal::Long(
+        f(as_long(x)?, as_long(y)?).ok_or(GiveUp)?,
+    )))
+}
+
+/// `x.getTag(y)`: a tag of an entity the data holds; a missing one is an error.
+fn get_tag<'v>(x: &Value, y: &Value, env: &Env<'_>) -> Out<Val<'v>> {
+    let uid = as_entity(x)?;
+    let ValueKind::Lit(Literal::String(tag)) = &y.value else {
+        return Err(GiveUp);
     };
-    let b = match op {
+    match env.entity(uid)?.map(|e| e.get_tag(tag)) {
+        Some(Some(PartialValue::Value(v))) => owned(v.clone()),
+        _ => Err(GiveUp),
+    }
+}
+
+/// The boolean binary operators: comparisons, `in`, the set tests, `hasTag`.
+fn binary(op: Op, x: &Value, y: &Value, env: &Env<'_>) -> Out<bool> {
+    Ok(match op {
         // Cedar's own equality of values (source locations ignored).
         Op::Eq => same_value(x, y),
         Op::Ne => !same_value(x, y),
@@ -552,9 +612,6 @@ fn binary<'v>(op: Op, x: &Value, y: &Value, env: &Env<'_>) -> Out<Val<'v>> {
         Op::Le => as_long(x)? <= as_long(y)?,
         Op::Gt => as_long(x)? > as_long(y)?,
         Op::Ge => as_long(x)? >= as_long(y)?,
-        Op::Add => return long(i64::checked_add),
-        Op::Sub => return long(i64::checked_sub),
-        Op::Mul => return long(i64::checked_mul),
         Op::In => {
             let x = as_entity(x)?;
             match &y.value {
@@ -581,25 +638,16 @@ fn binary<'v>(op: Op, x: &Value, y: &Value, env: &Env<'_>) -> Out<Val<'v>> {
         Op::Contains => as_set(x)?.contains(y),
         Op::ContainsAll => as_set(y)?.is_subset(as_set(x)?),
         Op::ContainsAny => !as_set(x)?.is_disjoint(as_set(y)?),
-        Op::GetTag | Op::HasTag => {
+        Op::HasTag => {
             let uid = as_entity(x)?;
             let ValueKind::Lit(Literal::String(tag)) = &y.value else {
                 return Err(GiveUp);
             };
-            match (op, env.entity(uid)?) {
-                (Op::HasTag, None) => false,
-                (Op::HasTag, Some(e)) => e.get_tag(tag).is_some(),
-                (_, Some(e)) => {
-                    return match e.get_tag(tag) {
-                        Some(PartialValue::Value(v)) => owned(v.clone()),
-                        _ => Err(GiveUp),
-                    }
-                }
-                (_, None) => return Err(GiveUp),
-            }
+            env.entity(uid)?.is_some_and(|e| e.get_tag(tag).is_some())
         }
-    };
-    owned(boolean(b))
+        // Not boolean: [`eval`] computes them.
+        Op::Add | Op::Sub | Op::Mul | Op::GetTag => return Err(GiveUp),
+    })
 }
 
 /// `v.attr`: a record's field or an entity's attribute; a missing one is an error.

@@ -379,7 +379,7 @@ impl Dimension {
             add(list);
         }
         if self.has_within {
-            for a in &x.ancestors {
+            for a in x.ancestors() {
                 if let Some(pinned) = self.by_uid.get(UidKey::of(a.as_ref())) {
                     add(&pinned.within);
                 }
@@ -427,12 +427,11 @@ impl Lists<'_> {
 /// request's entity data.
 struct Lineage<'a> {
     uid: &'a EntityUid,
-    ancestors: Vec<&'a EntityUid>,
     /// Built only for long ancestor lists, where a linear search would cost more
-    /// than hashing.
+    /// than hashing; short ones are read from the entity where they lie.
     lookup: Option<HashSet<&'a EntityUid, foldhash::fast::RandomState>>,
-    /// The entity itself, for the compiled conditions (looked up once); `Err` when
-    /// the data answers with a residual.
+    /// The entity itself, for its ancestors and the compiled conditions (looked up
+    /// once); `Err` when the data answers with a residual.
     entity: Result<Option<&'a cedar_policy_core::ast::Entity>, GiveUp>,
 }
 
@@ -454,24 +453,25 @@ impl<'a> Lineage<'a> {
     const LINEAR_LIMIT: usize = 16;
 
     fn new(uid: &'a EntityUid, data: Lookup<'a>) -> Self {
-        // An entity missing from the data has no ancestors: Cedar then reads `X in E`
-        // as `X == E`.
-        let (entity, ancestors) = match data.entity(uid.as_ref()) {
-            Ok(Some(e)) => (
-                Ok(Some(e)),
-                e.ancestors().map(EntityUid::ref_cast).collect(),
-            ),
-            Ok(None) => (Ok(None), Vec::new()),
-            Err(Residual) => (Err(GiveUp), Vec::new()),
-        };
-        let lookup = (ancestors.len() > Self::LINEAR_LIMIT)
-            .then(|| ancestors.iter().copied().collect::<HashSet<_, _>>());
-        Self {
+        let entity = data.entity(uid.as_ref()).map_err(|Residual| GiveUp);
+        let mut lineage = Self {
             uid,
-            ancestors,
-            lookup,
+            lookup: None,
             entity,
+        };
+        if lineage.ancestors().nth(Self::LINEAR_LIMIT).is_some() {
+            lineage.lookup = Some(lineage.ancestors().collect());
         }
+        lineage
+    }
+
+    /// The entity's ancestors in the data. An entity missing from the data has
+    /// none: Cedar then reads `X in E` as `X == E`.
+    fn ancestors(&self) -> impl Iterator<Item = &'a EntityUid> {
+        let entity: Option<&'a cedar_policy_core::ast::Entity> = self.entity.ok().flatten();
+        entity
+            .into_iter()
+            .flat_map(|e| e.ancestors().map(EntityUid::ref_cast))
     }
 
     /// Cedar's `X in E` for this entity `X`.
@@ -479,10 +479,7 @@ impl<'a> Lineage<'a> {
         same_uid(self.uid.as_ref(), e.as_ref())
             || match &self.lookup {
                 Some(set) => set.contains(e),
-                None => self
-                    .ancestors
-                    .iter()
-                    .any(|a| same_uid(a.as_ref(), e.as_ref())),
+                None => self.ancestors().any(|a| same_uid(a.as_ref(), e.as_ref())),
             }
     }
 }
@@ -791,7 +788,7 @@ impl PolicyIndex {
             &lineages.principal,
             &lineages.action,
             &lineages.resource,
-            request.context(),
+            request,
             data,
         );
         let mut permits = Vec::new();
