@@ -4,7 +4,8 @@
 //!
 //! Holds: no panic; a body that does not decode is a 400; a request that does not
 //! check is the caller's mistake (a 400 naming the field); the file source never
-//! answers "unavailable"; every outcome serializes; the index's decision (compiled
+//! answers "unavailable"; every outcome serializes; the uids read from the body's
+//! JSON text are the ones its unescaped strings give; the index's decision (compiled
 //! conditions, or Cedar over the candidates) equals Cedar's authorizer over the whole
 //! policy set: decision, determining policies and error messages.
 #![no_main]
@@ -17,7 +18,7 @@ use portcullis::http::decode_json;
 use portcullis::http::error::ApiError;
 use portcullis_fuzz::{block_on, mode, snapshot};
 
-fn requests(mode: u8, body: &[u8]) -> Result<Vec<IsAuthorizedRequest>, ApiError> {
+fn requests(mode: u8, body: &[u8]) -> Result<Vec<IsAuthorizedRequest<'_>>, ApiError> {
     if mode == 0 {
         return decode_json::<IsAuthorizedRequest>(body).map(|r| vec![r]);
     }
@@ -27,11 +28,27 @@ fn requests(mode: u8, body: &[u8]) -> Result<Vec<IsAuthorizedRequest>, ApiError>
     batch
         .requests
         .into_iter()
-        .map(|v| {
-            serde_json::from_value::<IsAuthorizedRequest>(v)
+        .map(|item| {
+            serde_json::from_str::<IsAuthorizedRequest>(item.get())
                 .map_err(|e| portcullis::http::error::json_error(&e))
         })
         .collect()
+}
+
+/// The request as the handler read it before uids were read from the JSON text:
+/// strings unescaped by serde_json, then `decision::check`.
+fn checked_from_strings(
+    snapshot: &portcullis::model::Snapshot,
+    r: &IsAuthorizedRequest<'_>,
+) -> Option<Result<decision::CheckedRequest, decision::RequestError>> {
+    let text = |raw: &serde_json::value::RawValue| serde_json::from_str::<String>(raw.get()).ok();
+    let raw = RawRequest {
+        principal: text(r.principal)?,
+        action: text(r.action)?,
+        resource: text(r.resource)?,
+        context: r.context.clone(),
+    };
+    Some(decision::check(snapshot, &raw))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -46,16 +63,28 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     for r in requests {
-        let raw = RawRequest::from(r);
-        let checked = match decision::check(snapshot, &raw) {
+        let before = checked_from_strings(snapshot, &r);
+        let checked = match r.check(snapshot) {
             Ok(c) => c,
-            Err(e) => {
-                let api = ApiError::from(e);
+            Err(api) => {
                 assert_eq!(api.status, 400, "{api:?}");
                 assert!(api.message.starts_with('`'), "{api:?}");
+                // Refused as before: a field that is no string, or the same check.
+                if let Some(Ok(c)) = before {
+                    panic!("refused now ({api:?}), accepted before: {c:?}");
+                }
                 continue;
             }
         };
+        // Read from the JSON text, the uids are the ones the strings gave.
+        match before {
+            Some(Ok(c)) => {
+                assert_eq!(c.principal(), checked.principal());
+                assert_eq!(c.action(), checked.action());
+                assert_eq!(c.resource(), checked.resource());
+            }
+            other => panic!("accepted now ({checked:?}), before: {other:?}"),
+        }
         let entities = snapshot
             .entities
             .as_ref()
@@ -76,7 +105,10 @@ fuzz_target!(|data: &[u8]| {
             ids
         };
         let errors = |r: &cedar_policy::Response| {
-            r.diagnostics().errors().map(ToString::to_string).collect::<Vec<_>>()
+            r.diagnostics()
+                .errors()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
         };
         assert_eq!(full.decision(), indexed.decision(), "{:?}", checked.request);
         assert_eq!(reasons(&full), reasons(&indexed), "{:?}", checked.request);
