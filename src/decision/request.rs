@@ -8,6 +8,7 @@ use cedar_policy::{
     Context, EntityId, EntityUid, Request, RequestValidationError, RestrictedExpression,
 };
 
+use crate::model::snapshot::{ContextShape, ValueKind};
 use crate::model::Snapshot;
 
 /// Which part of a request a problem is in; named in error messages.
@@ -325,9 +326,28 @@ fn check_uids_with(
         }
     }
     // `None`: the empty context. Requests the schema accepts with it for any ids were
-    // found at compile time; validating one again would change nothing.
+    // found at compile time; validating one again would change nothing. Nor would
+    // validating a context whose shape the schema accepted for this action before
+    // (`model::snapshot::ContextShapes`).
     let context = context(schema, &action)?;
-    let validated = context.is_none() && accepted;
+    let shape = match &context {
+        Some(c)
+            if accepted
+                || snapshot.empty_context.scope_accepts(
+                    principal.type_name(),
+                    &action,
+                    resource.type_name(),
+                ) =>
+        {
+            context_shape(c)
+        }
+        _ => None,
+    };
+    let validated = match (&context, &shape) {
+        (None, _) => accepted,
+        (Some(_), Some(shape)) => snapshot.context_shapes.accepted(&action, shape),
+        (Some(_), None) => false,
+    };
     let request = Request::new(
         principal.clone(),
         action.clone(),
@@ -336,11 +356,35 @@ fn check_uids_with(
         (!validated).then_some(schema),
     )
     .map_err(|e| request_error(&e))?;
+    if let (false, Some(shape)) = (validated, shape) {
+        snapshot.context_shapes.accept(&action, shape);
+    }
     Ok(CheckedRequest {
         roots: [principal, resource],
         action,
         request,
     })
+}
+
+/// The shape of a context whose values are all booleans, longs, strings or extension
+/// values; `None` for any other (an entity, a set, a record, unknowns).
+fn context_shape(context: &Context) -> Option<ContextShape> {
+    use cedar_policy_core::ast::{self, Literal};
+    let ast::Context::Value(map) = context.as_ref() else {
+        return None;
+    };
+    map.iter()
+        .map(|(key, value)| {
+            let kind = match &value.value {
+                ast::ValueKind::Lit(Literal::Bool(_)) => ValueKind::Bool,
+                ast::ValueKind::Lit(Literal::Long(_)) => ValueKind::Long,
+                ast::ValueKind::Lit(Literal::String(_)) => ValueKind::String,
+                ast::ValueKind::ExtensionValue(e) => ValueKind::Extension(e.typename().to_string()),
+                _ => return None,
+            };
+            Some((key.clone(), kind))
+        })
+        .collect()
 }
 
 fn request_error(e: &RequestValidationError) -> RequestError {
@@ -440,6 +484,87 @@ action sign appliesTo { principal: [User], resource: [Doc], context: { pin: Stri
                 "{p} {a} {r}: {error:?}"
             );
         }
+    }
+
+    /// A context whose shape the schema accepted before is not checked again, and
+    /// the answer is still Cedar's: every context below, asked twice and in an order
+    /// that first accepts a shape, then sends the same keys with other kinds, more or
+    /// fewer keys, is accepted or refused exactly as Cedar's validation does.
+    #[test]
+    fn a_context_shape_accepted_once_is_accepted_as_cedar_would() {
+        let mut sources = Sources::embedded();
+        sources.schema = crate::model::SourceFile::new(
+            "s.cedarschema",
+            r#"
+entity User;
+entity Doc;
+action sign appliesTo {
+  principal: [User], resource: [Doc],
+  context: { pin: String, n: Long, from?: ipaddr, urgent?: Bool }
+};
+"#,
+        );
+        sources.policies = vec![crate::model::SourceFile::new(
+            "p.cedar",
+            "permit (principal, action, resource);",
+        )];
+        sources.links = None;
+        sources.routes = None;
+        sources.entities = None;
+        let snapshot = compile(&sources).unwrap();
+        let uid = |s: &str| s.parse::<EntityUid>().unwrap();
+        let (p, a, r) = (
+            uid(r#"User::"u""#),
+            uid(r#"Action::"sign""#),
+            uid(r#"Doc::"d""#),
+        );
+        let s = |v: &str| RestrictedExpression::new_string(v.to_string());
+        let n = |v: i64| RestrictedExpression::new_long(v);
+        let b = |v: bool| RestrictedExpression::new_bool(v);
+        let ip = |v: &str| RestrictedExpression::new_ip(v);
+        type Pairs = Vec<(&'static str, RestrictedExpression)>;
+        let contexts: Vec<Pairs> = vec![
+            vec![("pin", s("1234")), ("n", n(1))],
+            vec![("pin", s("other")), ("n", n(-7))],
+            vec![("pin", n(1234)), ("n", n(1))],
+            vec![("pin", s("1234")), ("n", s("1"))],
+            vec![("pin", s("1234")), ("n", b(true))],
+            vec![("pin", s("1234"))],
+            vec![("pin", s("1234")), ("n", n(1)), ("extra", s("x"))],
+            vec![("pin", s("1234")), ("n", n(1)), ("from", ip("10.0.0.1"))],
+            vec![("pin", s("1234")), ("n", n(1)), ("from", s("10.0.0.1"))],
+            vec![("pin", s("1234")), ("n", n(1)), ("urgent", b(false))],
+            vec![("pin", s("1234")), ("n", n(1)), ("urgent", n(0))],
+            vec![
+                ("pin", s("1234")),
+                ("n", n(1)),
+                ("from", ip("::1")),
+                ("urgent", b(true)),
+            ],
+        ];
+        for round in 0..2 {
+            for pairs in &contexts {
+                let owned = |pairs: &Pairs| -> Vec<(String, RestrictedExpression)> {
+                    pairs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect()
+                };
+                let cedar = cedar_policy::Context::from_pairs(owned(pairs))
+                    .ok()
+                    .map(|c| {
+                        Request::new(p.clone(), a.clone(), r.clone(), c, Some(&snapshot.schema))
+                            .is_ok()
+                    });
+                let ours =
+                    check_uids_with_pairs(&snapshot, p.clone(), a.clone(), r.clone(), owned(pairs))
+                        .is_ok();
+                assert_eq!(Some(ours), cedar, "round {round}: {pairs:?}");
+            }
+        }
+        // Four shapes were accepted (two keys; with `from`; with `urgent`; with both),
+        // and each was kept once.
+        assert_eq!(snapshot.context_shapes.len(), 4);
     }
 
     /// A uid is written as `Display` writes it, plain or not.

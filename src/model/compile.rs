@@ -83,6 +83,7 @@ pub fn compile(sources: &Sources) -> Result<Snapshot, Problems> {
         entities,
         schema,
         plan_memo: Default::default(),
+        context_shapes: Default::default(),
     })
 }
 

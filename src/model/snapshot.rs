@@ -10,6 +10,9 @@ use std::time::SystemTime;
 
 use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, PolicySet, Schema};
 use serde::Serialize;
+use smol_str::SmolStr;
+
+use cedar_policy_core::ast::RequestSchema;
 
 use super::entity_table::{EntityTable, TypeCanon, UidKey, UidMap};
 use super::mapping::Mapping;
@@ -84,6 +87,69 @@ pub struct Snapshot {
     /// What the query planner derives from this snapshot alone (its policies and
     /// entity data prepared for partial evaluation), computed on the first plan.
     pub plan_memo: Memo,
+    /// Context shapes the schema accepted, per action: see [`ContextShapes`].
+    pub context_shapes: ContextShapes,
+}
+
+/// The kind of a context value, where the schema's check of a context depends on
+/// nothing but the kinds of its values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ValueKind {
+    Bool,
+    Long,
+    String,
+    /// An extension value, by its type's name (`ipaddr`, `decimal`).
+    Extension(String),
+}
+
+/// A context's keys with the kinds of their values, in key order.
+pub type ContextShape = Vec<(SmolStr, ValueKind)>;
+
+/// The context shapes the schema accepted for an action, with the principal and
+/// resource types of a request it accepts for any ids (`EmptyContext`). Cedar's
+/// check of such a request's context reads only the context's keys and the kinds of
+/// its values when they are booleans, longs, strings or extension values (no entity,
+/// whose id an enumerated type would check; no set or record): a shape accepted once
+/// is accepted again, whatever the strings or numbers, so the check is skipped.
+/// Shapes the schema refused are never kept (each refusal is checked and named
+/// anew). Bounded: past [`ContextShapes::MAX`] shapes nothing more is kept.
+#[derive(Debug, Default)]
+pub struct ContextShapes(std::sync::RwLock<UidMap<Vec<ContextShape>>>);
+
+impl ContextShapes {
+    pub const MAX: usize = 4096;
+
+    /// Whether `shape` was accepted for `action`.
+    pub fn accepted(&self, action: &EntityUid, shape: &[(SmolStr, ValueKind)]) -> bool {
+        // A poisoned lock only means that another thread panicked while holding it:
+        // the memo is then skipped, and the schema checks every context.
+        self.0.read().is_ok_and(|map| {
+            map.get(UidKey::of(action.as_ref()))
+                .is_some_and(|shapes| shapes.iter().any(|s| s.as_slice() == shape))
+        })
+    }
+
+    /// Notes that the schema accepted `shape` for `action`.
+    pub fn accept(&self, action: &EntityUid, shape: ContextShape) {
+        if let Ok(mut map) = self.0.write() {
+            if map.values().map(Vec::len).sum::<usize>() < Self::MAX {
+                let shapes = map.entry(UidKey::new(action.as_ref().clone())).or_default();
+                if !shapes.contains(&shape) {
+                    shapes.push(shape);
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0
+            .read()
+            .map_or(0, |map| map.values().map(Vec::len).sum())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A value a higher layer derives from one snapshot and nothing else, computed on
@@ -122,19 +188,50 @@ impl std::fmt::Debug for Memo {
 /// pairs. Keys come from the schema (trusted): a fast hasher. A lookup hashes the
 /// action alone and compares a few type names, with nothing cloned.
 #[derive(Debug, Default)]
-pub struct EmptyContext(UidMap<Vec<(EntityTypeName, EntityTypeName)>>);
+pub struct EmptyContext(
+    UidMap<Vec<(EntityTypeName, EntityTypeName)>>,
+    /// The pairs whose principal and resource the schema accepts for any ids, with
+    /// the context set aside (an action whose context has required attributes is
+    /// here, not above).
+    UidMap<Vec<(EntityTypeName, EntityTypeName)>>,
+);
+
+type Pairs = UidMap<Vec<(EntityTypeName, EntityTypeName)>>;
+
+fn file_pair(
+    pairs: &mut Pairs,
+    principal: &EntityTypeName,
+    action: &EntityUid,
+    resource: &EntityTypeName,
+) {
+    pairs
+        .entry(UidKey::new(action.as_ref().clone()))
+        .or_default()
+        .push((principal.clone(), resource.clone()));
+}
+
+fn holds_pair(
+    pairs: &Pairs,
+    principal: &EntityTypeName,
+    action: &EntityUid,
+    resource: &EntityTypeName,
+) -> bool {
+    pairs
+        .get(UidKey::of(action.as_ref()))
+        .is_some_and(|pairs| pairs.iter().any(|(p, r)| p == principal && r == resource))
+}
 
 impl EmptyContext {
-    fn insert(
-        &mut self,
+    /// Whether the schema accepts a request of `action` on these types for any ids,
+    /// whatever its context is checked to be: the context's check then reads only
+    /// the context (see `ContextShapes`).
+    pub fn scope_accepts(
+        &self,
         principal: &EntityTypeName,
         action: &EntityUid,
         resource: &EntityTypeName,
-    ) {
-        self.0
-            .entry(UidKey::new(action.as_ref().clone()))
-            .or_default()
-            .push((principal.clone(), resource.clone()));
+    ) -> bool {
+        holds_pair(&self.1, principal, action, resource)
     }
 
     /// Whether the schema accepts `action` on these types with an empty context for
@@ -145,9 +242,7 @@ impl EmptyContext {
         action: &EntityUid,
         resource: &EntityTypeName,
     ) -> bool {
-        self.0
-            .get(UidKey::of(action.as_ref()))
-            .is_some_and(|pairs| pairs.iter().any(|(p, r)| p == principal && r == resource))
+        holds_pair(&self.0, principal, action, resource)
     }
 
     /// The number of (principal type, action, resource type) accepted.
@@ -177,7 +272,33 @@ pub fn empty_context(schema: &Schema) -> EmptyContext {
         let resources: Vec<&EntityTypeName> = resources.collect();
         for p in principals {
             for r in &resources {
-                let accepted = ["", "\u{0}portcullis\u{0}"].iter().all(|id| {
+                let ids = ["", "\u{0}portcullis\u{0}"];
+                let scope_accepted = ids.iter().all(|id| {
+                    let uid = |ty: &EntityTypeName| {
+                        let uid = EntityUid::from_type_name_and_id(
+                            ty.clone(),
+                            cedar_policy::EntityId::new(id),
+                        );
+                        AsRef::<cedar_policy_core::ast::EntityUID>::as_ref(&uid).clone()
+                    };
+                    let validator: &cedar_policy_core::validator::ValidatorSchema = schema.as_ref();
+                    validator
+                        .validate_scope_variables(
+                            Some(&uid(p)),
+                            Some(action.as_ref()),
+                            Some(&uid(r)),
+                        )
+                        .is_ok()
+                });
+                if scope_accepted {
+                    file_pair(
+                        &mut ok.1,
+                        &types.api_type(p),
+                        &types.api_uid(action),
+                        &types.api_type(r),
+                    );
+                }
+                let accepted = ids.iter().all(|id| {
                     let uid = |ty: &EntityTypeName| {
                         EntityUid::from_type_name_and_id(
                             ty.clone(),
@@ -194,7 +315,8 @@ pub fn empty_context(schema: &Schema) -> EmptyContext {
                     .is_ok()
                 });
                 if accepted {
-                    ok.insert(
+                    file_pair(
+                        &mut ok.0,
                         &types.api_type(p),
                         &types.api_uid(action),
                         &types.api_type(r),
