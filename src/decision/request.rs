@@ -422,6 +422,21 @@ mod tests {
     use super::*;
     use crate::model::{compile::compile, source::Sources};
 
+    /// The embedded model with `schema` in place of its own and one policy that
+    /// permits everything (no links, routes or data).
+    fn with_schema(schema: &str) -> Snapshot {
+        let mut sources = Sources::embedded();
+        sources.schema = crate::model::SourceFile::new("s.cedarschema", schema);
+        sources.policies = vec![crate::model::SourceFile::new(
+            "p.cedar",
+            "permit (principal, action, resource);",
+        )];
+        sources.links = None;
+        sources.routes = None;
+        sources.entities = None;
+        compile(&sources).unwrap()
+    }
+
     /// A request with an empty context skips Cedar's schema validation only where the
     /// schema accepts that action and those types with any ids; every other empty-
     /// context request is still refused exactly as Cedar refuses it: a type that
@@ -429,9 +444,7 @@ mod tests {
     /// with a required attribute.
     #[test]
     fn an_empty_context_skips_validation_only_where_it_cannot_fail() {
-        let mut sources = Sources::embedded();
-        sources.schema = crate::model::SourceFile::new(
-            "s.cedarschema",
+        let snapshot = with_schema(
             r#"
 entity User;
 entity Colour enum ["red", "green"];
@@ -441,14 +454,6 @@ action read appliesTo { principal: [User], resource: [Doc] };
 action sign appliesTo { principal: [User], resource: [Doc], context: { pin: String } };
 "#,
         );
-        sources.policies = vec![crate::model::SourceFile::new(
-            "p.cedar",
-            "permit (principal, action, resource);",
-        )];
-        sources.links = None;
-        sources.routes = None;
-        sources.entities = None;
-        let snapshot = compile(&sources).unwrap();
         let uid = |s: &str| s.parse::<EntityUid>().unwrap();
         let ask = |p: &str, a: &str, r: &str| {
             check_uids(
@@ -492,9 +497,7 @@ action sign appliesTo { principal: [User], resource: [Doc], context: { pin: Stri
     /// fewer keys, is accepted or refused exactly as Cedar's validation does.
     #[test]
     fn a_context_shape_accepted_once_is_accepted_as_cedar_would() {
-        let mut sources = Sources::embedded();
-        sources.schema = crate::model::SourceFile::new(
-            "s.cedarschema",
+        let snapshot = with_schema(
             r#"
 entity User;
 entity Doc;
@@ -504,14 +507,6 @@ action sign appliesTo {
 };
 "#,
         );
-        sources.policies = vec![crate::model::SourceFile::new(
-            "p.cedar",
-            "permit (principal, action, resource);",
-        )];
-        sources.links = None;
-        sources.routes = None;
-        sources.entities = None;
-        let snapshot = compile(&sources).unwrap();
         let uid = |s: &str| s.parse::<EntityUid>().unwrap();
         let (p, a, r) = (
             uid(r#"User::"u""#),
