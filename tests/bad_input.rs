@@ -246,6 +246,19 @@ async fn bad_requests_get_named_4xx_errors_and_the_service_keeps_serving() {
             names: "requests[1]",
         },
         Bad {
+            what: "batch item naming a field twice (refused as the single endpoint does)",
+            method: Method::POST,
+            path: "/v1/batch_is_authorized",
+            content_type: Some("application/json"),
+            body: format!(
+                r#"{{"requests": [{good}, {{"principal": "Portal::User::\"bea\"", "principal": "Portal::User::\"dora\"", "action": "Portal::Action::\"PayInvoice\"", "resource": "Portal::Invoice::\"inv-1001\""}}]}}"#
+            )
+            .into_bytes(),
+            status: 400,
+            code: "invalid_request",
+            names: "`requests[1]`: duplicate field `principal`",
+        },
+        Bad {
             what: "wrong method",
             method: Method::GET,
             path: "/v1/is_authorized",

@@ -379,7 +379,7 @@ fn context_shape(context: &Context) -> Option<ContextShape> {
                 ast::ValueKind::Lit(Literal::Bool(_)) => ValueKind::Bool,
                 ast::ValueKind::Lit(Literal::Long(_)) => ValueKind::Long,
                 ast::ValueKind::Lit(Literal::String(_)) => ValueKind::String,
-                ast::ValueKind::ExtensionValue(e) => ValueKind::Extension(e.typename().to_string()),
+                ast::ValueKind::ExtensionValue(e) => ValueKind::Extension(e.typename()),
                 _ => return None,
             };
             Some((key.clone(), kind))
@@ -560,6 +560,26 @@ action sign appliesTo {
         // Four shapes were accepted (two keys; with `from`; with `urgent`; with both),
         // and each was kept once.
         assert_eq!(snapshot.context_shapes.len(), 4);
+    }
+
+    /// The shapes kept are bounded, however many distinct ones the schema accepts.
+    #[test]
+    fn kept_context_shapes_are_bounded() {
+        use crate::model::snapshot::{ContextShapes, ValueKind};
+        let shapes = ContextShapes::default();
+        let action = EntityUid::from_str(r#"Action::"a""#).unwrap();
+        let shape = |i: usize| vec![(smol_str::SmolStr::new(format!("k{i}")), ValueKind::Long)];
+        for i in 0..ContextShapes::MAX + 100 {
+            shapes.accept(&action, shape(i));
+        }
+        assert_eq!(shapes.len(), ContextShapes::MAX);
+        assert!(shapes.accepted(&action, &shape(0)));
+        assert!(!shapes.accepted(&action, &shape(ContextShapes::MAX)));
+        // A shape kept again is kept once.
+        let fresh = ContextShapes::default();
+        fresh.accept(&action, shape(1));
+        fresh.accept(&action, shape(1));
+        assert_eq!(fresh.len(), 1);
     }
 
     /// A uid is written as `Display` writes it, plain or not.

@@ -99,7 +99,7 @@ pub enum ValueKind {
     Long,
     String,
     /// An extension value, by its type's name (`ipaddr`, `decimal`).
-    Extension(String),
+    Extension(cedar_policy_core::ast::Name),
 }
 
 /// A context's keys with the kinds of their values, in key order.
@@ -185,8 +185,10 @@ impl std::fmt::Debug for Memo {
 }
 
 /// See [`Snapshot::empty_context`]: per action, its (principal type, resource type)
-/// pairs. Keys come from the schema (trusted): a fast hasher. A lookup hashes the
-/// action alone and compares a few type names, with nothing cloned.
+/// pairs, and beside them the pairs whose scope the schema accepts for any ids with
+/// the context set aside ([`EmptyContext::scope_accepts`]). Keys come from the
+/// schema (trusted): a fast hasher. A lookup hashes the action alone and compares a
+/// few type names, with nothing cloned.
 #[derive(Debug, Default)]
 pub struct EmptyContext(
     UidMap<Vec<(EntityTypeName, EntityTypeName)>>,
@@ -255,9 +257,10 @@ impl EmptyContext {
     }
 }
 
-/// The requests `schema` accepts with an empty context for any ids: each action's
-/// principal and resource types, tried with two ids no enumeration of ids would hold
-/// both of, so that a type with enumerated ids is left out.
+/// The requests `schema` accepts with an empty context for any ids, and those whose
+/// scope it accepts for any ids: each action's principal and resource types, tried
+/// with two ids no enumeration of ids would hold both of, so that a type with
+/// enumerated ids is left out.
 pub fn empty_context(schema: &Schema) -> EmptyContext {
     // Kept on the names requests are read with, so that they compare by pointer.
     let types = type_canon(schema);
@@ -272,55 +275,45 @@ pub fn empty_context(schema: &Schema) -> EmptyContext {
         let resources: Vec<&EntityTypeName> = resources.collect();
         for p in principals {
             for r in &resources {
-                let ids = ["", "\u{0}portcullis\u{0}"];
-                let scope_accepted = ids.iter().all(|id| {
-                    let uid = |ty: &EntityTypeName| {
-                        let uid = EntityUid::from_type_name_and_id(
-                            ty.clone(),
-                            cedar_policy::EntityId::new(id),
-                        );
-                        AsRef::<cedar_policy_core::ast::EntityUID>::as_ref(&uid).clone()
-                    };
-                    let validator: &cedar_policy_core::validator::ValidatorSchema = schema.as_ref();
+                // Two ids no enumeration of ids would hold both of.
+                let with_ids = || {
+                    ["", "\u{0}portcullis\u{0}"].into_iter().map(|id| {
+                        let uid = |ty: &EntityTypeName| {
+                            EntityUid::from_type_name_and_id(
+                                ty.clone(),
+                                cedar_policy::EntityId::new(id),
+                            )
+                        };
+                        (uid(p), uid(r))
+                    })
+                };
+                let validator: &cedar_policy_core::validator::ValidatorSchema = schema.as_ref();
+                let scope_accepted = with_ids().all(|(pu, ru)| {
                     validator
                         .validate_scope_variables(
-                            Some(&uid(p)),
+                            Some(pu.as_ref()),
                             Some(action.as_ref()),
-                            Some(&uid(r)),
+                            Some(ru.as_ref()),
                         )
                         .is_ok()
                 });
-                if scope_accepted {
-                    file_pair(
-                        &mut ok.1,
-                        &types.api_type(p),
-                        &types.api_uid(action),
-                        &types.api_type(r),
-                    );
-                }
-                let accepted = ids.iter().all(|id| {
-                    let uid = |ty: &EntityTypeName| {
-                        EntityUid::from_type_name_and_id(
-                            ty.clone(),
-                            cedar_policy::EntityId::new(id),
-                        )
-                    };
-                    cedar_policy::Request::new(
-                        uid(p),
-                        action.clone(),
-                        uid(r),
-                        cedar_policy::Context::empty(),
-                        Some(schema),
-                    )
-                    .is_ok()
+                let accepted = with_ids().all(|(pu, ru)| {
+                    let empty = cedar_policy::Context::empty();
+                    cedar_policy::Request::new(pu, action.clone(), ru, empty, Some(schema)).is_ok()
                 });
-                if accepted {
+                let file = |pairs: &mut Pairs| {
                     file_pair(
-                        &mut ok.0,
+                        pairs,
                         &types.api_type(p),
                         &types.api_uid(action),
                         &types.api_type(r),
-                    );
+                    )
+                };
+                if scope_accepted {
+                    file(&mut ok.1);
+                }
+                if accepted {
+                    file(&mut ok.0);
                 }
             }
         }
