@@ -278,6 +278,38 @@ mod tests {
         assert!(key(r#"Portal::User::"bea""#) == again);
     }
 
+    /// A table that does not hold as many entities as the store (built from other
+    /// data) is not read: lookups go to the store.
+    #[test]
+    fn a_table_of_other_data_is_not_read() {
+        let json = |ids: &[&str]| {
+            let items: Vec<String> = ids
+                .iter()
+                .map(|id| format!(r#"{{"uid": {{"type": "User", "id": "{id}"}}, "attrs": {{}}, "parents": []}}"#))
+                .collect();
+            Entities::from_json_str(&format!("[{}]", items.join(",")), None).unwrap()
+        };
+        let store = json(&["a", "b"]);
+        let other = json(&["c"]);
+        let table = EntityTable::of(&other, &TypeCanon::default()).unwrap();
+        let lookup = Lookup::new(&store, Some(&table));
+        let a = key(r#"User::"a""#);
+        let c = key(r#"User::"c""#);
+        assert!(
+            lookup.entity(a.uid()).unwrap().is_some(),
+            "read from the store"
+        );
+        assert!(
+            lookup.entity(c.uid()).unwrap().is_none(),
+            "the other table not read"
+        );
+        let own = EntityTable::of(&store, &TypeCanon::default()).unwrap();
+        assert!(Lookup::new(&store, Some(&own))
+            .entity(a.uid())
+            .unwrap()
+            .is_some());
+    }
+
     /// The table holds what the store holds, and nothing else: equal entities (uids
     /// in attributes, sets, records and tags put on shared type names, never changed).
     #[test]
